@@ -1,0 +1,169 @@
+"""The ``difftest`` command line: thin wrappers over replay, corpus runs and the schema.
+
+Exit codes: 0 no divergence, 1 divergence found, 2 bad input or usage.  Bad input is reported
+as one line on stderr (file, event, column), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from reference_model.policies import POLICIES, Policy, get_policy
+
+from .errors import InputError
+from .profiles import PROFILES, get_profile
+from .render_text import render_replay, render_summary
+from .replay import replay_trace
+from .results import ReplayResult
+from .schema import render_markdown
+from .trace_io import open_trace, write_text_atomic
+from .variants import load_variant_file
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_POLICY = "kvm-v7"
+
+
+def _fail(message: str) -> None:
+    click.echo(f"difftest: error: {message}", err=True)
+    sys.exit(2)
+
+
+def input_errors(fn: F) -> F:
+    """Turn bad input into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            _fail(str(exc))
+        except KeyError as exc:  # unknown policy or profile
+            _fail(str(exc.args[0]) if exc.args else "unknown name")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def resolve_policy(name: str) -> Policy:
+    """A registered policy, or the user variant a TOML file describes."""
+    if name.endswith(".toml") or "/" in name:
+        return load_variant_file(name)
+    return get_policy(name)
+
+
+def default_policy_for(meta_policies: list[str]) -> str:
+    if meta_policies:
+        return meta_policies[0]
+    return DEFAULT_POLICY if DEFAULT_POLICY in POLICIES else "hw"
+
+
+def find_traces(paths: Iterable[str]) -> list[Path]:
+    """Every ``*.parquet`` under ``paths`` (files taken as they are), sorted, de-duplicated."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(x for x in p.rglob("*.parquet") if x.is_file() and not x.name.startswith("."))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise InputError(str(p), "no such file or directory")
+    seen: set[Path] = set()
+    out = []
+    for p in found:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            out.append(p)
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pks-difftest")
+def main() -> None:
+    """Trace-driven differential tester for Intel PKS virtualization."""
+
+
+@main.command()
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--policy", "policy_name", default=None, help="policy name or variant file (default: the trace's, else kvm-v7)")
+@click.option("--profile", "profile_name", default="strict", show_default=True, help="comparison profile")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--verbose", "-v", is_flag=True, help="list every later divergence")
+@input_errors
+def replay(trace: str, policy_name: str | None, profile_name: str, as_json: bool, verbose: bool) -> None:
+    """Replay TRACE under a policy and diff every expectation and snapshot."""
+    tf = open_trace(trace)
+    policy = resolve_policy(policy_name or default_policy_for(tf.policies()))
+    profile = get_profile(profile_name)
+    res = replay_trace(tf, policy, profile)
+    if as_json:
+        click.echo(json.dumps(res.to_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(render_replay(res, verbose=verbose))
+    sys.exit(0 if res.passed else 1)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="write report.txt and results.jsonl here")
+@click.option("--policy", "policy_names", multiple=True, help="policy to run every trace under (repeatable)")
+@click.option("--profile", "profile_name", default="strict", show_default=True)
+@input_errors
+def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str, ...], profile_name: str) -> None:
+    """Replay every trace under PATHS and summarise (exit 1 if anything diverges)."""
+    traces = find_traces(paths)
+    if not traces:
+        raise InputError(", ".join(paths), "no *.parquet traces found")
+    profile = get_profile(profile_name)
+    results: list[ReplayResult] = []
+    for path in traces:
+        tf = open_trace(path)
+        names = list(policy_names) or [default_policy_for(tf.policies())]
+        for extra in tf.policies():
+            if policy_names and extra not in names:
+                names.append(extra)
+        for name in names:
+            results.append(replay_trace(open_trace(path), resolve_policy(name), profile))
+    text = render_summary(results)
+    click.echo(text)
+    if out_dir:
+        out = Path(out_dir)
+        detail = "\n\n".join(render_replay(r) for r in results if not r.passed)
+        write_text_atomic(out / "report.txt", text + ("\n\n" + detail if detail else "") + "\n")
+        write_text_atomic(out / "results.jsonl",
+                          "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in results))
+    sys.exit(0 if all(r.passed for r in results) else 1)
+
+
+@main.command()
+def schema() -> None:
+    """Print the trace format (columns, event kinds, results, metadata)."""
+    click.echo("# pks-difftest trace format v1\n")
+    click.echo(render_markdown())
+
+
+@main.command()
+def policies() -> None:
+    """List the registered policies with a one-line description and source."""
+    width = max(len(n) for n in POLICIES)
+    for name, p in POLICIES.items():
+        click.echo(f"{name:<{width}}  {p.description}  [{p.source}]")
+
+
+@main.command()
+def profiles() -> None:
+    """List the comparison profiles and what each masks, with reasons."""
+    for name, prof in PROFILES.items():
+        click.echo(f"{name}: {prof.description}")
+        for m in prof.masks:
+            click.echo(f"  - {m.name} ({m.rule}): {m.reason}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,28 @@
+"""Bad input: one error type that always renders as one line naming file, row and column."""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """A trace, variant or capture that cannot be used as given (CLI exit code 2)."""
+
+    def __init__(self, path: str, message: str, *, row: int | None = None, seq: int | None = None,
+                 column: str | None = None, line: int | None = None) -> None:
+        self.path = str(path)
+        self.message = message
+        self.row = row
+        self.seq = seq
+        self.column = column
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = [self.path]
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.row is not None:
+            where.append(f"event {self.row}" + (f" (seq {self.seq})" if self.seq is not None else ""))
+        if self.column is not None:
+            where.append(f"column '{self.column}'")
+        text = " ".join(self.message.split())  # always one line
+        return f"{': '.join(where)}: {text}"

@@ -1,0 +1,100 @@
+"""Replay: drive a policy's machine with a trace's events and diff every expectation.
+
+One pass, streaming: the engine keeps the last ``CONTEXT`` rows for context, the first
+divergence with ``CONTEXT`` rows after it, and at most ``MAX_KEPT_DIVERGENCES`` later ones
+(all are counted).  Divergences after the first are marked *possibly consequential*: once the
+model and the trace disagree, later disagreements may only echo the first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from reference_model.machine import Machine
+from reference_model.policies import Policy
+
+from .diff import FieldDiff, diff_outcome
+from .profiles import Profile
+from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
+from .trace_io import TraceFile, TraceRow
+
+
+def replay_rows(rows: Iterable[TraceRow], machine: Machine, profile: Profile, result: ReplayResult) -> ReplayResult:
+    """Run ``rows`` on ``machine`` and fill ``result``."""
+    recent: deque[RowResult] = deque(maxlen=CONTEXT)
+    after_first = -1  # rows still to append to the context after the first divergence
+    rule_hits = result.rule_hits
+    for row in rows:
+        result.rows += 1
+        if row.snapshot is not None:
+            rr = _check_snapshot(row, machine, result)
+        else:
+            ev = row.event
+            assert ev is not None
+            out = machine.step(ev)
+            result.events += 1
+            rule_hits.update(out.rules)
+            rr = RowResult(row.index, row.seq, ev, row.expect, out, note=row.note)
+            if row.expect is None:
+                rr.status = "uncompared"
+            else:
+                result.compared += 1
+                rr.diffs, rr.masked = diff_outcome(row.expect, out, ev, profile)
+                if rr.masked:
+                    result.masked_count += len(rr.masked)
+                    result.masked_by.update(d.mask or "" for d in rr.masked)
+                    rr.status = "masked"
+                if rr.diffs:
+                    rr.status = "diverge"
+        if rr.status == "diverge":
+            result.divergence_count += 1
+            if result.divergence_count == 1:
+                result.context = [*recent, rr]
+                after_first = CONTEXT
+            else:
+                rr.consequential = True
+                if len(result.divergences) < MAX_KEPT_DIVERGENCES:
+                    result.divergences.append(rr)
+                if after_first > 0:
+                    result.context.append(rr)
+                    after_first -= 1
+                continue
+            result.divergences.append(rr)
+            continue
+        if after_first > 0:
+            result.context.append(rr)
+            after_first -= 1
+        else:
+            recent.append(rr)
+    result.counters.update(machine.counters)
+    return result
+
+
+def _check_snapshot(row: TraceRow, machine: Machine, result: ReplayResult) -> RowResult:
+    snap = row.snapshot
+    assert snap is not None
+    rr = RowResult(row.index, row.seq, None, None, None, snapshot=snap, note=row.note)
+    try:
+        actual = machine.snapshot(snap.path)
+    except KeyError:
+        result.not_modelled += 1
+        rr.status = "not-modelled"
+        return rr
+    result.snapshots += 1
+    result.compared += 1
+    rr.actual_state = actual
+    if actual != snap.value:
+        rr.diffs = [FieldDiff(snap.path, snap.value, actual)]
+        rr.status = "diverge"
+    return rr
+
+
+def replay_trace(trace: TraceFile, policy: Policy, profile: Profile) -> ReplayResult:
+    """Replay one opened trace under ``policy`` with ``profile``."""
+    t0 = time.perf_counter()
+    result = ReplayResult(str(trace.path), trace.name, policy.name, profile.name, meta=dict(trace.meta))
+    replay_rows(trace.rows(), policy.build(), profile, result)
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,223 @@
+"""Reading and writing trace files (format v1, see :mod:`difftest.schema`).
+
+Reading streams record batches: each batch is validated with Arrow compute (vectorised), then
+turned into :class:`~reference_model.events.Event` objects and :class:`Expect` records, so a
+trace of millions of rows never exists as Python objects all at once.  Writing goes to a
+temporary name in the same directory and is renamed into place, so a reader never sees half a
+file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from reference_model.events import Event
+
+from .errors import InputError
+from .schema import ARROW_SCHEMA, COLUMN_BY_NAME, META_PREFIX, SCHEMA_VERSION, SNAPSHOT_KIND
+from .validate import BatchValidator, check_file_schema
+
+BATCH_ROWS = 65_536
+
+_EVENT_COLUMNS = tuple(
+    n for n in COLUMN_BY_NAME
+    if n not in ("seq", "kind", "path", "note") and not n.startswith("exp_")
+)
+_LIST_COLUMNS = ("msrs", "values", "exp_values")
+
+
+@dataclass(slots=True)
+class Expect:
+    """What a trace row expects; None fields are not compared."""
+
+    result: str | None = None
+    pfec: int | None = None
+    cr2: int | None = None
+    value: int | None = None
+    values: tuple[int, ...] | None = None
+    count: int | None = None
+    exit_reason: int | None = None
+    vm_error: int | None = None
+    exit_qual: int | None = None
+    rule: str | None = None
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f) is None for f in self.__slots__ if f != "rule")  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """A snapshot row: ``path`` should hold ``value`` after the previous event."""
+
+    path: str
+    value: int
+
+
+@dataclass(slots=True)
+class TraceRow:
+    """One row of a trace: an event with its expectation, or a snapshot check."""
+
+    index: int
+    seq: int
+    event: Event | None
+    snapshot: Snapshot | None
+    expect: Expect | None
+    note: str | None = None
+
+
+@dataclass
+class TraceFile:
+    """An opened, schema-checked trace; :meth:`rows` streams and validates its content."""
+
+    path: Path
+    meta: dict[str, str]
+    num_rows: int
+    _pf: pq.ParquetFile = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or self.path.stem
+
+    def policies(self) -> list[str]:
+        """Policies the trace's metadata asks for."""
+        return [p.strip() for p in self.meta.get("policy", "").split(",") if p.strip()]
+
+    def batches(self, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Validated record batches (validation raises :class:`InputError` on the first bad row)."""
+        validator = BatchValidator(str(self.path), self._pf.schema_arrow)
+        try:
+            for batch in self._pf.iter_batches(batch_size=BATCH_ROWS):
+                yield validator.check(batch)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(str(self.path), f"cannot read the Parquet data ({_short(exc)})") from None
+        validator.finish()
+
+    def rows(self) -> Iterator[TraceRow]:
+        """Every row in order, as model events and expectations."""
+        index = 0
+        for batch in self.batches():
+            yield from _rows_of_batch(batch, index)
+            index += batch.num_rows
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def open_trace(path: str | os.PathLike[str]) -> TraceFile:
+    """Open ``path`` and check its metadata and schema (not yet its rows)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(str(p), "no such file" if not p.exists() else "not a regular file")
+    try:
+        pf = pq.ParquetFile(p)
+        schema = pf.schema_arrow
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        raise InputError(str(p), f"not a readable Parquet file ({_short(exc)})") from None
+    raw = schema.metadata or {}
+    meta: dict[str, str] = {}
+    for k, v in raw.items():
+        try:
+            key, val = k.decode(), v.decode()
+        except UnicodeDecodeError:
+            raise InputError(str(p), "file metadata is not UTF-8") from None
+        if key.startswith(META_PREFIX):
+            meta[key[len(META_PREFIX):]] = val
+    version = meta.get("schema_version")
+    if version is None:
+        raise InputError(str(p), f"not a pks-difftest trace (no '{META_PREFIX}schema_version' in the file metadata)")
+    if version != SCHEMA_VERSION:
+        raise InputError(str(p), f"trace format version {version!r} is not supported (this tool reads {SCHEMA_VERSION})")
+    check_file_schema(str(p), schema, meta)
+    return TraceFile(p, meta, pf.metadata.num_rows, pf)
+
+
+def _rows_of_batch(batch: pa.RecordBatch, start: int) -> Iterator[TraceRow]:
+    names = batch.schema.names
+    cols: dict[str, list[Any]] = {n: batch.column(i).to_pylist() for i, n in enumerate(names)}
+    n = batch.num_rows
+    none = [None] * n
+    seqs = cols["seq"]
+    kinds = cols["kind"]
+    ev_cols = [(c, cols.get(c, none)) for c in _EVENT_COLUMNS if c in cols]
+    exp = {c: cols.get(c, none) for c in (
+        "exp_result", "exp_pfec", "exp_cr2", "exp_value", "exp_values", "exp_count",
+        "exp_exit_reason", "exp_vm_error", "exp_exit_qual", "exp_rule")}
+    paths = cols.get("path", none)
+    notes = cols.get("note", none)
+    for i in range(n):
+        kind = kinds[i]
+        vals = exp["exp_values"][i]
+        expect = Expect(
+            exp["exp_result"][i], exp["exp_pfec"][i], exp["exp_cr2"][i], exp["exp_value"][i],
+            tuple(vals) if vals is not None else None, exp["exp_count"][i], exp["exp_exit_reason"][i],
+            exp["exp_vm_error"][i], exp["exp_exit_qual"][i], exp["exp_rule"][i],
+        )
+        if kind == SNAPSHOT_KIND:
+            yield TraceRow(start + i, seqs[i], None, Snapshot(paths[i], exp["exp_value"][i]), None, notes[i])
+            continue
+        ev = Event(kind, seq=seqs[i])
+        for c, values in ev_cols:
+            v = values[i]
+            if v is not None:
+                setattr(ev, c, tuple(v) if c in _LIST_COLUMNS else v)
+        yield TraceRow(start + i, seqs[i], ev, None, None if expect.is_empty() else expect, notes[i])
+
+
+def rows_to_table(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, str]) -> pa.Table:
+    """Build a v1 table from row dicts (missing keys are null) and metadata (prefix added)."""
+    data = {c.name: [r.get(c.name) for r in rows] for c in ARROW_SCHEMA}
+    arrays = []
+    for f in ARROW_SCHEMA:
+        values = data[f.name]
+        if pa.types.is_dictionary(f.type):
+            arrays.append(pa.array(values, type=pa.string()).dictionary_encode())
+        else:
+            arrays.append(pa.array(values, type=f.type))
+    md = {f"{META_PREFIX}{k}": str(v) for k, v in meta.items()}
+    md.setdefault(f"{META_PREFIX}schema_version", SCHEMA_VERSION)
+    return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA.with_metadata(md))
+
+
+def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
+    """Write ``table`` as Parquet under ``path`` via a temporary file and a rename."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest
+
+
+def write_trace(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]],
+                meta: Mapping[str, str]) -> Path:
+    """Write a trace from row dicts, atomically."""
+    return write_table_atomic(rows_to_table(rows, meta), path)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a text output (report, JSON, JUnit) via a temporary file and a rename."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest

@@ -1,0 +1,64 @@
+"""User policy variants: a TOML file naming a base policy and the knobs it changes.
+
+    # my-variant.toml
+    base = "kvm-v7"
+    name = "v7-init-clears"                      # optional; default: the file name
+    description = "v7, but INIT clears PKRS"     # optional
+    source = "what-if for review of ..."         # optional
+    [knobs]
+    init_clears_pkrs = true
+
+Wherever a policy name is accepted, the path of such a file is accepted too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tomllib
+
+from reference_model.policies import Policy, get_policy
+
+from .errors import InputError
+
+
+def load_variant_file(path: str) -> Policy:
+    """The policy a variant file describes (InputError naming the key on any problem)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(path, "no such policy variant file")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(path, "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(path, f"not valid TOML ({exc})") from None
+    known = {"base", "name", "description", "source", "knobs"}
+    for key in data:
+        if key not in known:
+            raise InputError(path, f"unknown key {key!r} (known: {', '.join(sorted(known))})")
+    base_name = data.get("base")
+    if not isinstance(base_name, str):
+        raise InputError(path, "'base' must name a registered policy, e.g. base = \"kvm-v7\"")
+    try:
+        base = get_policy(base_name)
+    except KeyError as exc:
+        raise InputError(path, f"base: {exc.args[0]}") from None
+    knobs = data.get("knobs", {})
+    if not isinstance(knobs, dict):
+        raise InputError(path, "[knobs] must be a table")
+    for k, v in knobs.items():
+        if k not in base.knobs:
+            raise InputError(path, f"knobs.{k}: unknown knob for {base_name} (known: {', '.join(sorted(base.knobs)) or 'none'})")
+        want = type(base.knobs[k])
+        if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+            raise InputError(path, f"knobs.{k}: expected {want.__name__}, got {type(v).__name__}")
+    for key in ("name", "description", "source"):
+        if key in data and not isinstance(data[key], str):
+            raise InputError(path, f"{key}: expected a string")
+    return base.derive(
+        data.get("name", p.stem),
+        data.get("description", f"{base_name} with {', '.join(f'{k}={v}' for k, v in knobs.items()) or 'no changes'}"),
+        data.get("source", f"user variant {p}"),
+        **knobs,
+    )

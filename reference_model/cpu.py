@@ -1,0 +1,288 @@
+"""One vCPU as the architecture defines it (SPEC §1): registers, MSRs, CR writes, accesses.
+
+:class:`Cpu` executes guest-level events on a bare CPU.  Subclasses (KVM's vCPU) override the
+narrow hooks (``cr4_reserved``, ``pkrs_for_access``, the MSR handlers) rather than the event
+loop, so the architecture is written once.  The TLB is modelled only as far as ARCH.TLB needs:
+which pages were filled before a CR4.PKS/PKE change and not flushed since.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .events import Event, Outcome, gp
+from .paging import Mapping, PageTables, check_access, page_base
+from .pkrs import check_pkrs_read, check_pkrs_write
+from .registers import (
+    CPUID7_ECX_OSPKE,
+    CPUID7_ECX_PKS,
+    CPUID7_ECX_PKU,
+    CR0_PE,
+    CR0_PG,
+    CR0_RESET,
+    CR0_WP,
+    CR4_FLUSH_BITS,
+    CR4_KNOWN,
+    CR4_PAE,
+    CR4_PKE,
+    CR4_PKS,
+    EFER_LMA,
+    EFER_LME,
+    EFER_WRITABLE,
+    MSR_EFER,
+    MSR_IA32_PKRS,
+    PLAIN_MSRS,
+)
+
+Handler = Callable[[Event], Outcome]
+
+
+class Cpu:
+    """Architectural state and semantics of one logical processor."""
+
+    def __init__(self, pages: PageTables) -> None:
+        self.pages = pages
+        self.cpuid_7_ecx = 0
+        self.cpuid_1_ecx = 0
+        self.pkrs = 0
+        self.pkru = 0
+        self.cr0 = CR0_RESET
+        self.cr3 = 0
+        self.cr4 = 0
+        self.efer = 0
+        self.msrs: dict[int, int] = {}
+        self.tlb: set[int] = set()  # page bases filled since the last flush
+        self.stale: set[int] = set()  # filled before a CR4.PKS/PKE change or a remap, not flushed
+        self.handlers: dict[str, Handler] = {
+            "set_cpuid": self.set_cpuid,
+            "cpuid": self.cpuid,
+            "wrmsr": self.wrmsr,
+            "rdmsr": self.rdmsr,
+            "mov_cr0": self.mov_cr0,
+            "mov_cr3": self.mov_cr3,
+            "mov_cr4": self.mov_cr4,
+            "wrpkru": self.wrpkru,
+            "rdpkru": self.rdpkru,
+            "invlpg": self.invlpg,
+            "map": self.map,
+            "access": self.access,
+            "emu_access": self.access,
+            "reset": self.reset,
+            "init": self.init,
+        }
+
+    # -- enumeration ---------------------------------------------------------------------
+    @property
+    def has_pks(self) -> bool:
+        """ARCH.CPUID: CPUID.(7,0):ECX[31]."""
+        return bool(self.cpuid_7_ecx & CPUID7_ECX_PKS)
+
+    @property
+    def has_pku(self) -> bool:
+        return bool(self.cpuid_7_ecx & CPUID7_ECX_PKU)
+
+    def set_cpuid(self, ev: Event) -> Outcome:
+        self.cpuid_7_ecx = (ev.cpuid_7_ecx or 0) & ~CPUID7_ECX_OSPKE
+        if ev.cpuid_1_ecx is not None:
+            self.cpuid_1_ecx = ev.cpuid_1_ecx
+        return Outcome("ok", rules=("ARCH.CPUID",))
+
+    def cpuid(self, ev: Event) -> Outcome:
+        if ev.cpuid_leaf == 7 and not ev.cpuid_subleaf:
+            ecx = self.cpuid_7_ecx | (CPUID7_ECX_OSPKE if self.cr4 & CR4_PKE else 0)
+            return Outcome("ok", value=ecx, rules=("ARCH.CPUID",))
+        if ev.cpuid_leaf == 1:
+            return Outcome("ok", value=self.cpuid_1_ecx, rules=("ARCH.CPUID",))
+        return Outcome("ok", value=0, rules=("X86.NA",))
+
+    # -- MSRs ----------------------------------------------------------------------------
+    def wrmsr(self, ev: Event) -> Outcome:
+        if (ev.cpl or 0) > 0:
+            return gp("ARCH.MSR.CPL")
+        msr, value = ev.msr, ev.value or 0
+        if msr == MSR_IA32_PKRS:
+            rule = check_pkrs_write(self.has_pks, value)
+            if rule:
+                return gp(rule)
+            self.pkrs = value
+            return Outcome("ok", rules=("ARCH.MSR.CPUID", "ARCH.MSR.RSVD", "ARCH.MSR.INDEP"))
+        if msr == MSR_EFER:
+            return self.write_efer(value)
+        if msr in PLAIN_MSRS:
+            self.msrs[msr] = value
+            return Outcome("ok", rules=("X86.MSR.STORE",))
+        return gp("X86.MSR.UNKNOWN")
+
+    def rdmsr(self, ev: Event) -> Outcome:
+        if (ev.cpl or 0) > 0:
+            return gp("ARCH.MSR.CPL")
+        msr = ev.msr
+        if msr == MSR_IA32_PKRS:
+            rule = check_pkrs_read(self.has_pks)
+            if rule:
+                return gp(rule)
+            return Outcome("ok", value=self.pkrs, rules=("ARCH.MSR.CPUID", "ARCH.MSR.RSVD", "ARCH.MSR.INDEP"))
+        if msr == MSR_EFER:
+            return Outcome("ok", value=self.efer, rules=("X86.MODE",))
+        if msr in PLAIN_MSRS:
+            return Outcome("ok", value=self.msrs.get(msr, 0), rules=("X86.MSR.STORE",))
+        return gp("X86.MSR.UNKNOWN")
+
+    def write_efer(self, value: int) -> Outcome:
+        """EFER: only SCE/LME/NXE are writable; LME may not change while paging (X86.MODE)."""
+        if value & ~(EFER_WRITABLE | EFER_LMA):
+            return gp("X86.MODE")
+        if self.cr0 & CR0_PG and (value ^ self.efer) & EFER_LME:
+            return gp("X86.MODE")
+        self.efer = (value & EFER_WRITABLE) | (self.efer & EFER_LMA)
+        return Outcome("ok", rules=("X86.MODE",))
+
+    # -- control registers ---------------------------------------------------------------
+    def cr4_reserved(self, value: int) -> str | None:
+        """The rule that makes ``value`` an invalid CR4, or None.  KVM overrides this."""
+        if value & CR4_PKS and not self.has_pks:
+            return "ARCH.CR4.RSVD"
+        if value & ~CR4_KNOWN or (value & CR4_PKE and not self.has_pku):
+            return "X86.CR4.RSVD"
+        return None
+
+    def mov_cr0(self, ev: Event) -> Outcome:
+        if (ev.cpl or 0) > 0:
+            return gp("X86.CR.CPL")
+        value = ev.value or 0
+        if value >> 32 or (value & CR0_PG and not value & CR0_PE):
+            return gp("X86.MODE")
+        if value & CR0_PG and not self.cr0 & CR0_PG and self.efer & EFER_LME and not self.cr4 & CR4_PAE:
+            return gp("X86.MODE")
+        changed = value ^ self.cr0
+        self.cr0 = value
+        self.update_lma()
+        if changed & (CR0_PG | CR0_WP | CR0_PE):
+            self.flush_tlb()
+        return Outcome("ok", rules=("X86.MODE",))
+
+    def update_lma(self) -> None:
+        """X86.MODE: EFER.LMA = EFER.LME and CR0.PG."""
+        if self.cr0 & CR0_PG and self.efer & EFER_LME:
+            self.efer |= EFER_LMA
+        else:
+            self.efer &= ~EFER_LMA
+
+    def mov_cr3(self, ev: Event) -> Outcome:
+        if (ev.cpl or 0) > 0:
+            return gp("X86.CR.CPL")
+        self.cr3 = ev.value or 0
+        self.flush_tlb()
+        return Outcome("ok", rules=("ARCH.TLB",))
+
+    def mov_cr4(self, ev: Event) -> Outcome:
+        if (ev.cpl or 0) > 0:
+            return gp("X86.CR.CPL")
+        value = ev.value or 0
+        rule = self.cr4_reserved(value)
+        if rule:
+            return gp(rule)
+        if self.efer & EFER_LMA and not value & CR4_PAE:
+            return gp("X86.MODE")
+        return self.set_cr4(value)
+
+    def set_cr4(self, value: int) -> Outcome:
+        """Install a valid CR4 and apply its TLB consequences (ARCH.TLB)."""
+        changed = value ^ self.cr4
+        self.cr4 = value
+        rules = ["ARCH.CR4.RSVD"]
+        if changed & CR4_FLUSH_BITS:
+            self.flush_tlb()
+        elif changed & (CR4_PKS | CR4_PKE):
+            self.stale |= self.tlb
+            rules.append("ARCH.TLB")
+        return Outcome("ok", rules=tuple(rules))
+
+    def wrpkru(self, ev: Event) -> Outcome:
+        if not self.cr4 & CR4_PKE:
+            return Outcome("ud", rules=("X86.PKRU",))
+        value = ev.value or 0
+        if value >> 32:
+            return gp("X86.PKRU")
+        self.pkru = value
+        return Outcome("ok", rules=("X86.PKRU",))
+
+    def rdpkru(self, ev: Event) -> Outcome:
+        if not self.cr4 & CR4_PKE:
+            return Outcome("ud", rules=("X86.PKRU",))
+        return Outcome("ok", value=self.pkru, rules=("X86.PKRU",))
+
+    # -- TLB and memory ------------------------------------------------------------------
+    def flush_tlb(self) -> None:
+        self.tlb.clear()
+        self.stale.clear()
+
+    def invlpg(self, ev: Event) -> Outcome:
+        if (ev.cpl or 0) > 0:
+            return gp("X86.CR.CPL")
+        m = self.pages.lookup(ev.addr or 0)
+        base = m.base if m else page_base(ev.addr or 0, "4k")
+        self.tlb.discard(base)
+        self.stale.discard(base)
+        return Outcome("ok", rules=("ARCH.TLB",))
+
+    def map(self, ev: Event) -> Outcome:
+        size = ev.page_size or "4k"
+        m = Mapping(
+            base=page_base(ev.addr or 0, size), page_size=size, present=bool(ev.present),
+            writable=ev.writable is not False, user=bool(ev.user), user_upper=ev.user_upper is not False,
+            rsvd=bool(ev.rsvd), nx=bool(ev.nx), key=ev.key or 0,
+        )
+        self.pages.map(m)
+        if m.base in self.tlb:
+            self.stale.add(m.base)
+        return Outcome("ok", rules=("ARCH.KEY",))
+
+    def pkrs_for_access(self) -> int:
+        """The PKRS value a hardware access is checked against (KVM: the physical register)."""
+        return self.pkrs
+
+    def access(self, ev: Event) -> Outcome:
+        addr = ev.addr or 0
+        m = self.pages.lookup(addr)
+        out = check_access(m, addr, ev.access or "read", ev.cpl or 0, self.cr0, self.cr4, self.efer,
+                           self.pkrs_for_access(), self.pkru)
+        if m is not None and self.cr0 & CR0_PG:
+            if m.base in self.stale:
+                out.rules = (*out.rules, "ARCH.TLB")
+                out.undefined = ("result", "pfec", "cr2")
+            elif out.result == "ok":
+                self.tlb.add(m.base)
+        return out
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def _power_on_registers(self) -> None:
+        self.cr0 = CR0_RESET
+        self.cr3 = 0
+        self.cr4 = 0
+        self.efer = 0
+        self.flush_tlb()
+
+    def reset(self, ev: Event) -> Outcome:
+        """ARCH.RESET: PKRS (and PKRU) = 0."""
+        self._power_on_registers()
+        self.pkrs = 0
+        self.pkru = 0
+        self.msrs.clear()
+        return Outcome("ok", rules=("ARCH.RESET", "X86.INIT"))
+
+    def init(self, ev: Event) -> Outcome:
+        """ARCH.INIT: PKRS preserved; registers back to their power-up values."""
+        self._power_on_registers()
+        return Outcome("ok", rules=("ARCH.INIT", "X86.INIT"))
+
+    # -- state ---------------------------------------------------------------------------
+    def snapshot(self, name: str) -> int:
+        """The value of architectural register ``name`` (KeyError if the CPU has no such state)."""
+        if name == "pkrs":
+            return self.pkrs
+        if name in ("pkru", "cr0", "cr3", "cr4", "efer"):
+            return int(getattr(self, name))
+        if name == "cpuid.7.ecx":
+            return self.cpuid_7_ecx
+        raise KeyError(name)

@@ -1,0 +1,196 @@
+"""The event vocabulary (SPEC §5) as plain Python objects.
+
+An :class:`Event` is one thing that happens to a vCPU: a host ioctl, a lifecycle step, a guest
+instruction, a page access, a VM exit, a nested transition.  It carries only inputs; what the
+trace expected is kept by ``difftest`` beside it, and what the model decided comes back as an
+:class:`Outcome`.  Every field but ``kind`` is optional because each kind reads a different
+subset (``KINDS`` says which).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+# Levels an event happens at.  "l1" is the outermost guest (or the bare CPU under policy hw).
+LEVELS = ("host", "l1", "l2")
+
+# Access kinds of page accesses.  "implicit" is an implicit supervisor-mode read (GDT/LDT/IDT/TSS,
+# event delivery); "implicit_write" an implicit supervisor-mode write (e.g. an exception frame).
+ACCESS_KINDS = ("read", "write", "rmw", "fetch", "implicit", "implicit_write")
+PAGE_SIZES = ("4k", "2m", "1g")
+PAGE_BYTES = {"4k": 1 << 12, "2m": 1 << 21, "1g": 1 << 30}
+
+# Outcome results.  Every expected outcome a trace may state is one of these.
+RESULTS = (
+    "ok",  # the instruction or ioctl completed
+    "gp",  # #GP(0)
+    "ud",  # #UD
+    "pf",  # #PF with pfec and cr2
+    "user_exit",  # KVM_EXIT_X86_RDMSR/WRMSR to userspace, exit_reason = KVM_MSR_EXIT_REASON_*
+    "einval",  # ioctl failed with EINVAL
+    "eperm",  # ioctl (pKVM PV call) refused with EPERM
+    "vmfail",  # VMfailValid with vm_error = VM-instruction error number
+    "entry_fail",  # VM-entry failure: exit_reason (bit 31 set), exit_qual
+    "internal_error",  # KVM_EXIT_INTERNAL_ERROR (emulation failure)
+    "unsupported",  # the policy cannot execute this event (rule X86.NA)
+)
+
+# kind -> (the Event fields it reads (required ones first, marked with a trailing "!"), summary)
+KINDS: dict[str, tuple[tuple[str, ...], str]] = {
+    # host ioctls
+    "create_vcpu": ((), "KVM_CREATE_VCPU"),
+    "set_cpuid": (("cpuid_7_ecx!", "cpuid_1_ecx"), "KVM_SET_CPUID2 (bare CPU: its enumeration)"),
+    "get_cpuid": ((), "KVM_GET_CPUID2; value = leaf 7.0 ECX as KVM keeps it"),
+    "get_msr_index_list": ((), "KVM_GET_MSR_INDEX_LIST; value = 1 if 0x6E1 is listed"),
+    "set_msrs": (("msrs!", "values!"), "KVM_SET_MSRS; count = MSRs processed"),
+    "get_msrs": (("msrs!",), "KVM_GET_MSRS; count = MSRs processed, values = what was read"),
+    "set_sregs": (("cr0", "cr3", "cr4", "efer"), "KVM_SET_SREGS (unset fields keep their value)"),
+    "get_sregs": (("reg",), "KVM_GET_SREGS; value = the named register (cr0/cr3/cr4/efer)"),
+    "set_msr_filter": (("filter_default!", "msrs", "filter_allow"), "KVM_X86_SET_MSR_FILTER"),
+    "enable_user_msr": (("value!",), "KVM_CAP_X86_USER_SPACE_MSR; value = reason mask (1 INVAL, 2 UNKNOWN, 4 FILTER)"),
+    "get_nested_state": ((), "KVM_GET_NESTED_STATE (kept by the model for a later set)"),
+    "set_nested_state": (("src_vcpu!", "run_pending"), "KVM_SET_NESTED_STATE from a blob got on src_vcpu"),
+    "run": ((), "KVM_RUN: enter the guest"),
+    # vCPU lifecycle
+    "reset": ((), "RESET (power-up)"),
+    "init": ((), "INIT"),
+    "smi": ((), "SMI"),
+    "rsm": ((), "RSM (leave SMM)"),
+    # guest instructions
+    "wrmsr": (("msr!", "value!", "cpl"), "WRMSR"),
+    "rdmsr": (("msr!", "cpl"), "RDMSR; value = what was read"),
+    "mov_cr0": (("value!", "cpl"), "MOV to CR0 (value = the full new CR0)"),
+    "mov_cr3": (("value!", "cpl"), "MOV to CR3 (flushes non-global TLB entries)"),
+    "mov_cr4": (("value!", "cpl"), "MOV to CR4 (value = the full new CR4)"),
+    "wrpkru": (("value!",), "WRPKRU"),
+    "rdpkru": ((), "RDPKRU; value = PKRU"),
+    "invlpg": (("addr!",), "INVLPG"),
+    "cpuid": (("cpuid_leaf!", "cpuid_subleaf"), "CPUID instruction; value = ECX of the leaf"),
+    # memory
+    "map": (
+        ("addr!", "page_size!", "present!", "writable", "user", "user_upper", "rsvd", "nx", "key"),
+        "the guest writes a leaf paging entry (and the entries above it)",
+    ),
+    "access": (("addr!", "access!", "cpl"), "a hardware-checked data access or fetch"),
+    "emu_access": (("addr!", "access!", "cpl"), "an access through KVM's own page walk (emulation)"),
+    # VMX at L0
+    "vm_exit": (("reason",), "a hardware VM exit handled in the kernel, then re-entry"),
+    "host_pkrs": (("value!",), "the host kernel's own PKRS changes (per-CPU pkrs_cache)"),
+    # nested VMX (L1 instructions and transitions)
+    "vmwrite": (("field!", "value!"), "L1 VMWRITE to vmcs12"),
+    "vmread": (("field!",), "L1 VMREAD from vmcs12; value = what was read"),
+    "vmlaunch": ((), "L1 VMLAUNCH"),
+    "vmresume": ((), "L1 VMRESUME"),
+    "nested_exit": (("reason",), "an L2 -> L1 VM exit (reflected to L1)"),
+    # pKVM
+    "pvm_start": ((), "pKVM: the protected VM's vCPU runs for the first time"),
+}
+
+OPTIONAL_EVENT_FIELDS = (
+    "msr", "value", "msrs", "values", "cpl", "addr", "access", "page_size", "present", "writable",
+    "user", "user_upper", "rsvd", "nx", "key", "field", "reason", "cpuid_7_ecx", "cpuid_1_ecx",
+    "cpuid_leaf", "cpuid_subleaf", "cr0", "cr3", "cr4", "efer", "reg", "filter_default",
+    "filter_allow", "src_vcpu", "run_pending",
+)
+
+
+@dataclass(slots=True)
+class Event:
+    """One event of a trace: inputs only."""
+
+    kind: str
+    vcpu: int = 0
+    level: str = "l1"
+    seq: int = 0
+    msr: int | None = None
+    value: int | None = None
+    msrs: tuple[int, ...] | None = None
+    values: tuple[int, ...] | None = None
+    cpl: int | None = None
+    addr: int | None = None
+    access: str | None = None
+    page_size: str | None = None
+    present: bool | None = None
+    writable: bool | None = None
+    user: bool | None = None
+    user_upper: bool | None = None
+    rsvd: bool | None = None
+    nx: bool | None = None
+    key: int | None = None
+    field: int | None = None
+    reason: int | None = None
+    cpuid_7_ecx: int | None = None
+    cpuid_1_ecx: int | None = None
+    cpuid_leaf: int | None = None
+    cpuid_subleaf: int | None = None
+    cr0: int | None = None
+    cr3: int | None = None
+    cr4: int | None = None
+    efer: int | None = None
+    reg: str | None = None
+    filter_default: str | None = None
+    filter_allow: int | None = None
+    src_vcpu: int | None = None
+    run_pending: bool | None = None
+
+    def inputs(self) -> dict[str, object]:
+        """The fields this event sets, for printing (kind-specific, no Nones)."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is not None and f.name not in ("kind", "seq"):
+                out[f.name] = v
+        return out
+
+
+# Outcome fields that can be compared with a trace's expectation, in display order.
+OUTCOME_FIELDS = ("result", "pfec", "cr2", "value", "values", "count", "exit_reason", "vm_error", "exit_qual")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the model says happened, and the rule ids that decided it."""
+
+    result: str = "ok"
+    pfec: int | None = None
+    cr2: int | None = None
+    value: int | None = None
+    values: tuple[int, ...] | None = None
+    count: int | None = None
+    exit_reason: int | None = None
+    vm_error: int | None = None
+    exit_qual: int | None = None
+    rules: tuple[str, ...] = ()
+    # Fields whose value the architecture leaves undefined here (e.g. ARCH.TLB without a flush).
+    undefined: tuple[str, ...] = field(default=())
+
+    def brief(self) -> str:
+        """Short human form: ``#PF pfec=0x23 cr2=0x40000000``, ``ok value=0x4``."""
+        head = {"gp": "#GP(0)", "ud": "#UD", "pf": "#PF"}.get(self.result, self.result)
+        parts = [head]
+        for name in OUTCOME_FIELDS[1:]:
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, tuple):
+                parts.append(f"{name}=[{', '.join(hex(x) for x in v)}]")
+            elif name == "count":
+                parts.append(f"count={v}")
+            else:
+                parts.append(f"{name}={v:#x}")
+        return " ".join(parts)
+
+
+def ok(*rules: str, **kw: object) -> Outcome:
+    """An ``ok`` outcome citing ``rules``."""
+    return Outcome("ok", rules=rules, **kw)  # type: ignore[arg-type]
+
+
+def gp(*rules: str) -> Outcome:
+    """A #GP(0) outcome citing ``rules``."""
+    return Outcome("gp", rules=rules)
+
+
+def unsupported(kind: str) -> Outcome:
+    """The policy has no meaning for ``kind`` (X86.NA)."""
+    return Outcome("unsupported", rules=("X86.NA",))

@@ -1,0 +1,77 @@
+"""A machine: the vCPUs, the address spaces and the counters one replay drives.
+
+:class:`Machine` is what a policy builds and what ``difftest`` talks to: ``step(event)`` returns
+an :class:`~reference_model.events.Outcome`, ``snapshot(path)`` reads named state, and
+``counters`` holds the cost counters.  It knows nothing of files.  ``HwMachine`` is policy ``hw``:
+the bare CPU of SPEC §1, where host ioctls other than the CPUID choice have no meaning.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from .cpu import Cpu
+from .events import Event, Outcome, unsupported
+from .paging import PageTables
+
+SNAPSHOT_PATH = re.compile(r"^(?:vcpu(\d+)|host)\.([a-z0-9_][a-z0-9_.]*)$")
+
+
+class Machine:
+    """Base class: dispatches events to vCPUs and answers snapshots."""
+
+    name = "machine"
+
+    def __init__(self) -> None:
+        self.counters: Counter[str] = Counter()
+        self.pages: dict[str, PageTables] = {}
+        self.vcpus: dict[int, Cpu] = {}
+
+    def address_space(self, level: str) -> PageTables:
+        """The page tables of ``level`` ("l1" or "l2"); host-level events use L1's."""
+        key = "l2" if level == "l2" else "l1"
+        pt = self.pages.get(key)
+        if pt is None:
+            pt = self.pages[key] = PageTables()
+        return pt
+
+    def new_vcpu(self, index: int) -> Cpu:
+        return Cpu(self.address_space("l1"))
+
+    def vcpu(self, index: int) -> Cpu:
+        cpu = self.vcpus.get(index)
+        if cpu is None:
+            cpu = self.vcpus[index] = self.new_vcpu(index)
+        return cpu
+
+    def step(self, ev: Event) -> Outcome:
+        handler = self.vcpu(ev.vcpu).handlers.get(ev.kind)
+        if handler is None:
+            return unsupported(ev.kind)
+        return handler(ev)
+
+    def snapshot(self, path: str) -> int:
+        """Named state after the last event (KeyError where this policy has no such state)."""
+        m = SNAPSHOT_PATH.match(path)
+        if m is None:
+            raise KeyError(path)
+        if m.group(1) is None:
+            return self.host_snapshot(m.group(2))
+        return self.vcpu(int(m.group(1))).snapshot(m.group(2))
+
+    def host_snapshot(self, name: str) -> int:
+        raise KeyError(f"host.{name}")
+
+
+class HwMachine(Machine):
+    """Policy ``hw``: the architecture alone (SPEC §1)."""
+
+    name = "hw"
+
+    def step(self, ev: Event) -> Outcome:
+        if ev.level == "host" and ev.kind != "set_cpuid":
+            return unsupported(ev.kind)
+        if ev.kind == "map" and ev.level == "l2":
+            return unsupported(ev.kind)
+        return super().step(ev)

@@ -1,0 +1,15 @@
+"""``hw``: the bare CPU, the architecture of SPEC §1 (and, with the KVM model, §2).
+
+Source: shared/SPEC.md §1; sources/pks_semantics.md R1-R11 (QEMU, Bochs, Xen and the KVM series
+agree on these rules; the disagreements are listed there and are QEMU's or Bochs's, not ours).
+"""
+
+from ..machine import HwMachine
+from .registry import Policy, register
+
+POLICY = register(Policy(
+    name="hw",
+    description="the bare CPU: architectural PKS/PKU rules only",
+    source="SPEC §1; sources/pks_semantics.md R1-R11",
+    machine=lambda knobs: HwMachine(),
+))

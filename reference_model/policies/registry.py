@@ -1,0 +1,70 @@
+"""The one place where policy variants are registered by name.
+
+A :class:`Policy` is data: a name, a one-line description, its source (seed version, message
+id, review comment), the knob values it sets, and the machine class that reads those knobs.
+Each variant lives in its own short module in this package and calls :func:`register`;
+``VARIANT_MODULES`` lists them in display order.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from ..machine import Machine
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A named hypervisor (or CPU) behaviour: knob values plus the machine that obeys them."""
+
+    name: str
+    description: str
+    source: str
+    machine: Callable[[Mapping[str, Any]], Machine]
+    knobs: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Machine:
+        """A fresh machine in power-up state."""
+        m = self.machine(MappingProxyType(dict(self.knobs)))
+        m.name = self.name
+        return m
+
+    def derive(self, name: str, description: str, source: str, **overrides: Any) -> Policy:
+        """A variant of this policy with some knobs changed (unknown knobs are refused)."""
+        unknown = sorted(set(overrides) - set(self.knobs))
+        if unknown:
+            raise KeyError(f"unknown knob(s) for {self.name}: {', '.join(unknown)}")
+        return Policy(name, description, source, self.machine, {**self.knobs, **overrides})
+
+
+POLICIES: dict[str, Policy] = {}
+
+VARIANT_MODULES = ("hw",)
+
+
+def register(policy: Policy) -> Policy:
+    """Add ``policy`` under its name (a name is registered once)."""
+    if policy.name in POLICIES:
+        raise ValueError(f"policy {policy.name!r} registered twice")
+    POLICIES[policy.name] = policy
+    return policy
+
+
+def _load() -> None:
+    for mod in VARIANT_MODULES:
+        importlib.import_module(f"{__package__}.{mod.replace('-', '_')}")
+
+
+def get_policy(name: str) -> Policy:
+    """The registered policy called ``name`` (KeyError with the known names otherwise)."""
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise KeyError(f"unknown policy {name!r}; known: {', '.join(POLICIES)}") from None
+
+
+_load()

@@ -71,8 +71,10 @@ class TraceBuilder:
 
     def __init__(self, name: str, description: str = "", *, producer: str = "synthetic",
                  policy: str | None = None, source: str = "", notes: str = "",
-                 long_mode: bool = False, wp: bool = True) -> None:
+                 long_mode: bool = False, wp: bool = True, host_features: str | None = None) -> None:
         self.meta: dict[str, str] = {"name": name, "description": description, "producer": producer}
+        if host_features is not None:
+            self.meta["cpu.features"] = host_features
         if policy:
             self.meta["policy"] = policy
         if source:

@@ -165,5 +165,18 @@ def profiles() -> None:
             click.echo(f"  - {m.name} ({m.rule}): {m.reason}")
 
 
+@main.group()
+def record() -> None:
+    """Record real behaviour (a KVM host, QEMU TCG) as a trace whose expectations are what happened."""
+
+
+@main.group(name="import")
+def import_() -> None:
+    """Convert a foreign capture (tracefs text, pKVM vmexit_trace) into a trace."""
+
+
+# --- subcommands defined in their own modules ----------------------------------------------
+# (each feature module defines its click command; registering it is one line here)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -95,6 +95,6 @@ def replay_trace(trace: TraceFile, policy: Policy, profile: Profile) -> ReplayRe
     """Replay one opened trace under ``policy`` with ``profile``."""
     t0 = time.perf_counter()
     result = ReplayResult(str(trace.path), trace.name, policy.name, profile.name, meta=dict(trace.meta))
-    replay_rows(trace.rows(), policy.build(), profile, result)
+    replay_rows(trace.rows(), policy.build(trace.host()), profile, result)
     result.seconds = time.perf_counter() - t0
     return result

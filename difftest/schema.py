@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from reference_model.events import ACCESS_KINDS, KINDS, LEVELS, PAGE_SIZES, RESULTS
+from reference_model.host import HOST_FEATURES
 
 SCHEMA_VERSION = "1"
 SNAPSHOT_KIND = "snapshot"
@@ -126,7 +127,8 @@ META_KEYS: dict[str, str] = {
     "host.backend": "recorded traces: kvm_intel / kvm_amd / kvm_pvm / qemu-tcg",
     "host.module_params": "recorded traces: relevant module parameters, `name=value` comma-separated",
     "host.cpu": "recorded traces: CPU model string",
-    "cpu.features": "CPU features the trace assumes or the host had, comma-separated",
+    "cpu.features": "host CPU features the trace assumes or the host had, comma-separated, from: "
+    + ", ".join(HOST_FEATURES) + " (absent: all of them, a PKS-capable Intel host)",
 }
 
 

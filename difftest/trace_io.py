@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from reference_model.events import Event
+from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 
 from .errors import InputError
 from .schema import ARROW_SCHEMA, COLUMN_BY_NAME, META_PREFIX, SCHEMA_VERSION, SNAPSHOT_KIND
@@ -86,6 +87,16 @@ class TraceFile:
     def name(self) -> str:
         return self.meta.get("name") or self.path.stem
 
+    def host(self) -> HostCpu:
+        """The host the trace ran on or assumes (metadata ``cpu.features``; default: a PKS host)."""
+        text = self.meta.get("cpu.features")
+        if text is None:
+            return DEFAULT_HOST
+        try:
+            return parse_features(text)
+        except ValueError as exc:
+            raise InputError(str(self.path), f"metadata 'pksdt.cpu.features': {exc}") from None
+
     def policies(self) -> list[str]:
         """Policies the trace's metadata asks for."""
         return [p.strip() for p in self.meta.get("policy", "").split(",") if p.strip()]
@@ -137,7 +148,9 @@ def open_trace(path: str | os.PathLike[str]) -> TraceFile:
     if version != SCHEMA_VERSION:
         raise InputError(str(p), f"trace format version {version!r} is not supported (this tool reads {SCHEMA_VERSION})")
     check_file_schema(str(p), schema, meta)
-    return TraceFile(p, meta, pf.metadata.num_rows, pf)
+    tf = TraceFile(p, meta, pf.metadata.num_rows, pf)
+    tf.host()  # reject unknown host features now, before any replay output
+    return tf
 
 
 def _rows_of_batch(batch: pa.RecordBatch, start: int) -> Iterator[TraceRow]:

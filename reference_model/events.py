@@ -31,6 +31,7 @@ RESULTS = (
     "eperm",  # ioctl (pKVM PV call) refused with EPERM
     "vmfail",  # VMfailValid with vm_error = VM-instruction error number
     "entry_fail",  # VM-entry failure: exit_reason (bit 31 set), exit_qual
+    "vmexit",  # an L2 instruction caused a VM exit to L1: exit_reason = basic exit reason
     "internal_error",  # KVM_EXIT_INTERNAL_ERROR (emulation failure)
     "unsupported",  # the policy cannot execute this event (rule X86.NA)
 )
@@ -65,6 +66,7 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
     "wrpkru": (("value!",), "WRPKRU"),
     "rdpkru": ((), "RDPKRU; value = PKRU"),
     "invlpg": (("addr!",), "INVLPG"),
+    "write_pdpte": (("rsvd!",), "the guest rewrites its in-memory PAE PDPTEs without reloading CR3 (rsvd = a reserved bit set)"),
     "cpuid": (("cpuid_leaf!", "cpuid_subleaf"), "CPUID instruction; value = ECX of the leaf"),
     # memory
     "map": (
@@ -79,6 +81,7 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
     # nested VMX (L1 instructions and transitions)
     "vmwrite": (("field!", "value!"), "L1 VMWRITE to vmcs12"),
     "vmread": (("field!",), "L1 VMREAD from vmcs12; value = what was read"),
+    "set_msr_bitmap": (("msr!", "value!"), "L1 writes its MSR bitmap for L2: value bit 0 intercepts reads, bit 1 writes"),
     "vmlaunch": ((), "L1 VMLAUNCH"),
     "vmresume": ((), "L1 VMRESUME"),
     "nested_exit": (("reason",), "an L2 -> L1 VM exit (reflected to L1)"),

@@ -13,6 +13,7 @@ from collections import Counter
 
 from .cpu import Cpu
 from .events import Event, Outcome, unsupported
+from .host import DEFAULT_HOST, HostCpu
 from .paging import PageTables
 
 SNAPSHOT_PATH = re.compile(r"^(?:vcpu(\d+)|host)\.([a-z0-9_][a-z0-9_.]*)$")
@@ -23,7 +24,8 @@ class Machine:
 
     name = "machine"
 
-    def __init__(self) -> None:
+    def __init__(self, host: HostCpu = DEFAULT_HOST) -> None:
+        self.host = host
         self.counters: Counter[str] = Counter()
         self.pages: dict[str, PageTables] = {}
         self.vcpus: dict[int, Cpu] = {}

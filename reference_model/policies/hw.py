@@ -11,5 +11,5 @@ POLICY = register(Policy(
     name="hw",
     description="the bare CPU: architectural PKS/PKU rules only",
     source="SPEC §1; sources/pks_semantics.md R1-R11",
-    machine=lambda knobs: HwMachine(),
+    machine=lambda knobs, host: HwMachine(host),
 ))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from ..host import DEFAULT_HOST, HostCpu
 from ..machine import Machine
 
 
@@ -24,12 +25,12 @@ class Policy:
     name: str
     description: str
     source: str
-    machine: Callable[[Mapping[str, Any]], Machine]
+    machine: Callable[[Mapping[str, Any], HostCpu], Machine]
     knobs: Mapping[str, Any] = field(default_factory=dict)
 
-    def build(self) -> Machine:
-        """A fresh machine in power-up state."""
-        m = self.machine(MappingProxyType(dict(self.knobs)))
+    def build(self, host: HostCpu = DEFAULT_HOST) -> Machine:
+        """A fresh machine in power-up state on ``host``."""
+        m = self.machine(MappingProxyType(dict(self.knobs)), host)
         m.name = self.name
         return m
 

@@ -167,10 +167,10 @@ class TraceBuilder:
             self._rows[self._last]["note"] = text
         return self
 
-    def snapshot(self, path: str, value: int, note: str | None = None) -> TraceBuilder:
-        """Check that state ``path`` holds ``value`` after the previous event."""
+    def snapshot(self, path: str, value: int, note: str | None = None, rule: str | None = None) -> TraceBuilder:
+        """Check that state ``path`` holds ``value`` after the previous event (``rule``: the rule it checks)."""
         self._rows.append({"seq": len(self._rows), "kind": SNAPSHOT_KIND, "vcpu": self._vcpu, "level": "host",
-                           "path": path, "exp_value": value, "note": note})
+                           "path": path, "exp_value": value, "note": note, "exp_rule": rule})
         return self
 
     # -- host ioctls ----------------------------------------------------------------------

@@ -19,11 +19,10 @@ from reference_model.policies import POLICIES, Policy, get_policy
 
 from .errors import InputError
 from .profiles import PROFILES, get_profile
-from .render_text import render_replay, render_summary
+from .render_text import render_replay
 from .replay import replay_trace
-from .results import ReplayResult
 from .schema import render_markdown
-from .trace_io import open_trace, write_text_atomic
+from .trace_io import open_trace
 from .variants import load_variant_file
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -111,34 +110,27 @@ def replay(trace: str, policy_name: str | None, profile_name: str, as_json: bool
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="write report.txt and results.jsonl here")
-@click.option("--policy", "policy_names", multiple=True, help="policy to run every trace under (repeatable)")
+              help="write index.html (the report page), report.txt and results.jsonl here")
+@click.option("--policy", "policy_names", multiple=True,
+              help="policy to run every trace under (repeatable; default kvm-v7, plus each trace's own)")
 @click.option("--profile", "profile_name", default="strict", show_default=True)
+@click.option("--junit", "junit", type=click.Path(dir_okay=False), default=None, help="write JUnit XML here")
+@click.option("--jsonl", "jsonl", type=click.Path(dir_okay=False), default=None,
+              help="write one JSON line per trace x policy here")
+@click.option("--baseline", "baseline", default=None, help="a previous run's JSONL or -o folder: report what changed")
+@click.option("--jobs", "-j", "jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="worker processes")
 @input_errors
-def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str, ...], profile_name: str) -> None:
+def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str, ...], profile_name: str,
+           junit: str | None, jsonl: str | None, baseline: str | None, jobs: int) -> None:
     """Replay every trace under PATHS and summarise (exit 1 if anything diverges)."""
-    traces = find_traces(paths)
-    if not traces:
-        raise InputError(", ".join(paths), "no *.parquet traces found")
-    profile = get_profile(profile_name)
-    results: list[ReplayResult] = []
-    for path in traces:
-        tf = open_trace(path)
-        names = list(policy_names) or [default_policy_for(tf.policies())]
-        for extra in tf.policies():
-            if policy_names and extra not in names:
-                names.append(extra)
-        for name in names:
-            results.append(replay_trace(open_trace(path), resolve_policy(name), profile))
-    text = render_summary(results)
-    click.echo(text)
+    from .corpus_run import ReportRequest, run_report
+
+    outcome = run_report(ReportRequest(paths, policy_names, profile_name, out_dir, junit, jsonl, baseline, jobs))
+    click.echo(outcome.text)
     if out_dir:
-        out = Path(out_dir)
-        detail = "\n\n".join(render_replay(r) for r in results if not r.passed)
-        write_text_atomic(out / "report.txt", text + ("\n\n" + detail if detail else "") + "\n")
-        write_text_atomic(out / "results.jsonl",
-                          "".join(json.dumps(r.to_json(), sort_keys=True) + "\n" for r in results))
-    sys.exit(0 if all(r.passed for r in results) else 1)
+        click.echo(f"report: {Path(out_dir) / 'index.html'}")
+    sys.exit(outcome.exit_code)
 
 
 @main.command()
@@ -177,6 +169,9 @@ def import_() -> None:
 
 # --- subcommands defined in their own modules ----------------------------------------------
 # (each feature module defines its click command; registering it is one line here)
+from .kvm.recorder import record_kvm  # noqa: E402
+
+record.add_command(record_kvm)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from reference_model.machine import Machine
 from reference_model.policies import Policy
@@ -20,9 +20,16 @@ from .profiles import Profile
 from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
 from .trace_io import TraceFile, TraceRow
 
+RowObserver = Callable[[TraceRow, RowResult, Machine], None]
 
-def replay_rows(rows: Iterable[TraceRow], machine: Machine, profile: Profile, result: ReplayResult) -> ReplayResult:
-    """Run ``rows`` on ``machine`` and fill ``result``."""
+
+def replay_rows(rows: Iterable[TraceRow], machine: Machine, profile: Profile, result: ReplayResult,
+                observer: RowObserver | None = None) -> ReplayResult:
+    """Run ``rows`` on ``machine`` and fill ``result``.
+
+    ``observer`` (optional) is called after every row with the row, its result and the machine, so a
+    report can sample state (e.g. PKRS per vCPU) that the result does not keep.
+    """
     recent: deque[RowResult] = deque(maxlen=CONTEXT)
     after_first = -1  # rows still to append to the context after the first divergence
     rule_hits = result.rule_hits
@@ -48,6 +55,8 @@ def replay_rows(rows: Iterable[TraceRow], machine: Machine, profile: Profile, re
                     rr.status = "masked"
                 if rr.diffs:
                     rr.status = "diverge"
+        if observer is not None:
+            observer(row, rr, machine)
         if rr.status == "diverge":
             result.divergence_count += 1
             if result.divergence_count == 1:
@@ -91,10 +100,11 @@ def _check_snapshot(row: TraceRow, machine: Machine, result: ReplayResult) -> Ro
     return rr
 
 
-def replay_trace(trace: TraceFile, policy: Policy, profile: Profile) -> ReplayResult:
-    """Replay one opened trace under ``policy`` with ``profile``."""
+def replay_trace(trace: TraceFile, policy: Policy, profile: Profile,
+                 observer: RowObserver | None = None) -> ReplayResult:
+    """Replay one opened trace under ``policy`` with ``profile`` (``observer``: see :func:`replay_rows`)."""
     t0 = time.perf_counter()
     result = ReplayResult(str(trace.path), trace.name, policy.name, profile.name, meta=dict(trace.meta))
-    replay_rows(trace.rows(), policy.build(trace.host()), profile, result)
+    replay_rows(trace.rows(), policy.build(trace.host()), profile, result, observer)
     result.seconds = time.perf_counter() - t0
     return result

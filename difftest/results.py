@@ -41,8 +41,9 @@ class RowResult:
     def rules(self) -> tuple[str, ...]:
         """Rule ids this row concerns: the model's decision first, then the trace's citation."""
         out = list(self.outcome.rules) if self.outcome else []
-        if self.expect and self.expect.rule and self.expect.rule not in out:
-            out.append(self.expect.rule)
+        cited = self.expect.rule if self.expect else self.snapshot.rule if self.snapshot else None
+        if cited and cited not in out:
+            out.append(cited)
         return tuple(out)
 
     @property
@@ -50,6 +51,8 @@ class RowResult:
         """The rule a reviewer should read first: the trace's citation, else the model's last."""
         if self.expect and self.expect.rule:
             return self.expect.rule
+        if self.snapshot is not None and self.snapshot.rule:
+            return self.snapshot.rule
         if self.outcome and self.outcome.rules:
             return self.outcome.rules[-1]
         return None

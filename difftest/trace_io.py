@@ -60,6 +60,7 @@ class Snapshot:
 
     path: str
     value: int
+    rule: str | None = None
 
 
 @dataclass(slots=True)
@@ -175,7 +176,7 @@ def _rows_of_batch(batch: pa.RecordBatch, start: int) -> Iterator[TraceRow]:
             exp["exp_vm_error"][i], exp["exp_exit_qual"][i], exp["exp_rule"][i],
         )
         if kind == SNAPSHOT_KIND:
-            yield TraceRow(start + i, seqs[i], None, Snapshot(paths[i], exp["exp_value"][i]), None, notes[i])
+            yield TraceRow(start + i, seqs[i], None, Snapshot(paths[i], exp["exp_value"][i], exp["exp_rule"][i]), None, notes[i])
             continue
         ev = Event(kind, seq=seqs[i])
         for c, values in ev_cols:

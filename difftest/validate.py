@@ -52,6 +52,8 @@ def check_file_schema(path: str, schema: pa.Schema, meta: dict[str, str]) -> Non
         col = COLUMN_BY_NAME.get(name)
         if col is None:
             raise InputError(path, "unknown column (see `difftest schema`)", column=name)
+        if schema.names.count(name) > 1:
+            raise InputError(path, "column appears more than once", column=name)
         t = schema.field(name).type
         if not _type_ok(col, t):
             raise InputError(path, f"wrong type {t} (expected {col.kind.replace('_', ' of ')})", column=name)
@@ -98,6 +100,9 @@ class BatchValidator:
                 continue
             flat = pc.list_flatten(arr) if col.kind == "list_int" else arr
             hi = scalar_max(col)
+            if col.kind == "list_int" and flat.null_count:
+                idx = int(pc.list_parent_indices(arr)[self._first(pc.is_null(flat))].as_py())
+                raise self.fail(idx, name, "null element in a list")
             if len(flat) and flat.null_count < len(flat):
                 mm = pc.min_max(flat)
                 lo_v, hi_v = mm["min"].as_py(), mm["max"].as_py()
@@ -105,7 +110,7 @@ class BatchValidator:
                 if lo_v < 0:
                     bad = (pc.less(flat, 0), "negative value")
                 elif hi is not None and hi_v > hi:
-                    bad = (pc.greater(flat, hi), f"value out of range (at most {hi})")
+                    bad = (pc.greater(flat, pa.scalar(hi, flat.type)), f"value out of range (at most {hi})")
                 if bad is not None:
                     idx = self._first(bad[0])
                     if col.kind == "list_int":

@@ -24,8 +24,11 @@ from .registers import (
     CR4_FLUSH_BITS,
     CR4_KNOWN,
     CR4_PAE,
+    CR4_PGE,
     CR4_PKE,
     CR4_PKS,
+    CR4_PSE,
+    CR4_SMEP,
     EFER_LMA,
     EFER_LME,
     EFER_WRITABLE,
@@ -40,6 +43,9 @@ Handler = Callable[[Event], Outcome]
 class Cpu:
     """Architectural state and semantics of one logical processor."""
 
+    # CR4 bits whose change reloads the PAE PDPTEs (SDM 4.4.1; CR4.PKS is not one: Jim Mattson, B1).
+    pdptr_bits = CR4_PAE | CR4_PGE | CR4_PSE | CR4_SMEP
+
     def __init__(self, pages: PageTables) -> None:
         self.pages = pages
         self.cpuid_7_ecx = 0
@@ -51,6 +57,7 @@ class Cpu:
         self.cr4 = 0
         self.efer = 0
         self.msrs: dict[int, int] = {}
+        self.pdpte_rsvd = False  # the in-memory PAE PDPTEs have a reserved bit set
         self.tlb: set[int] = set()  # page bases filled since the last flush
         self.stale: set[int] = set()  # filled before a CR4.PKS/PKE change or a remap, not flushed
         self.handlers: dict[str, Handler] = {
@@ -64,6 +71,7 @@ class Cpu:
             "wrpkru": self.wrpkru,
             "rdpkru": self.rdpkru,
             "invlpg": self.invlpg,
+            "write_pdpte": self.write_pdpte,
             "map": self.map,
             "access": self.access,
             "emu_access": self.access,
@@ -135,6 +143,7 @@ class Cpu:
         if self.cr0 & CR0_PG and (value ^ self.efer) & EFER_LME:
             return gp("X86.MODE")
         self.efer = (value & EFER_WRITABLE) | (self.efer & EFER_LMA)
+        self.after_cr_write(self.cr4)
         return Outcome("ok", rules=("X86.MODE",))
 
     # -- control registers ---------------------------------------------------------------
@@ -155,11 +164,27 @@ class Cpu:
         if value & CR0_PG and not self.cr0 & CR0_PG and self.efer & EFER_LME and not self.cr4 & CR4_PAE:
             return gp("X86.MODE")
         changed = value ^ self.cr0
+        if value & CR0_PG and changed & CR0_PG and self.pae_paging_with(value, self.cr4, self.efer) and self.pdpte_rsvd:
+            return gp("X86.PAE.PDPTE")
         self.cr0 = value
         self.update_lma()
         if changed & (CR0_PG | CR0_WP | CR0_PE):
             self.flush_tlb()
+        self.after_cr_write(self.cr4)
         return Outcome("ok", rules=("X86.MODE",))
+
+    @staticmethod
+    def pae_paging_with(cr0: int, cr4: int, efer: int) -> bool:
+        """PAE paging (not IA-32e): the mode whose PDPTEs are loaded into registers."""
+        return bool(cr0 & CR0_PG and cr4 & CR4_PAE and not efer & EFER_LMA)
+
+    def write_pdpte(self, ev: Event) -> Outcome:
+        """The guest rewrites its in-memory PDPTEs; nothing is loaded until CR3 or a pdptr bit changes."""
+        self.pdpte_rsvd = bool(ev.rsvd)
+        return Outcome("ok", rules=("X86.PAE.PDPTE",))
+
+    def after_cr_write(self, old_cr4: int) -> None:
+        """Hook after a successful CR0/CR4/EFER change (KVM runs vmx_set_cr4 and the MMU here)."""
 
     def update_lma(self) -> None:
         """X86.MODE: EFER.LMA = EFER.LME and CR0.PG."""
@@ -171,6 +196,8 @@ class Cpu:
     def mov_cr3(self, ev: Event) -> Outcome:
         if (ev.cpl or 0) > 0:
             return gp("X86.CR.CPL")
+        if self.pae_paging_with(self.cr0, self.cr4, self.efer) and self.pdpte_rsvd:
+            return gp("X86.PAE.PDPTE")
         self.cr3 = ev.value or 0
         self.flush_tlb()
         return Outcome("ok", rules=("ARCH.TLB",))
@@ -184,7 +211,12 @@ class Cpu:
             return gp(rule)
         if self.efer & EFER_LMA and not value & CR4_PAE:
             return gp("X86.MODE")
-        return self.set_cr4(value)
+        if (value ^ self.cr4) & self.pdptr_bits and self.pae_paging_with(self.cr0, value, self.efer) and self.pdpte_rsvd:
+            return gp("X86.PAE.PDPTE")
+        old = self.cr4
+        out = self.set_cr4(value)
+        self.after_cr_write(old)
+        return out
 
     def set_cr4(self, value: int) -> Outcome:
         """Install a valid CR4 and apply its TLB consequences (ARCH.TLB)."""

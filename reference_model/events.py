@@ -87,6 +87,8 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
     "nested_exit": (("reason",), "an L2 -> L1 VM exit (reflected to L1)"),
     # pKVM
     "pvm_start": ((), "pKVM: the protected VM's vCPU runs for the first time"),
+    # imported captures
+    "foreign": ((), "an imported event the model does not replay (kept for context; never compared)"),
 }
 
 OPTIONAL_EVENT_FIELDS = (

@@ -76,10 +76,15 @@ RULES: dict[str, str] = {
     "X86.CR.CPL": "MOV to a control register at CPL>0: #GP(0).",
     "X86.CR4.RSVD": "MOV to CR4 setting an unsupported bit other than PKS (e.g. PKE without PKU): #GP(0).",
     "X86.MODE": "Paging-mode consistency: PG needs PE; PG with EFER.LME needs CR4.PAE; LMA = LME and PG.",
+    "X86.PAE.PDPTE": "PAE paging loads the PDPTEs on MOV CR3 and on changes of CR4.PAE/PGE/PSE/SMEP; a reserved bit: #GP(0).",
     "X86.MSR.UNKNOWN": "RDMSR/WRMSR of an MSR the CPU does not implement: #GP(0).",
     "X86.MSR.STORE": "A plain MSR read returns the last value written.",
     "X86.PKRU": "WRPKRU/RDPKRU need CR4.PKE=1 (else #UD); WRPKRU needs ECX=EDX=0.",
     "X86.INIT": "INIT/RESET put CR0/CR3/CR4/EFER back to their power-up values and flush the TLB.",
+    # --- hosts that differ from upstream KVM (sources/kvm_recorder.md §0) -----------------
+    "HOST.PVM.CPUID": "The PVM backend rewrites CPUID leaves 1 and 7 on KVM_SET_CPUID2 (PKS/PKU bits dropped).",
+    "HOST.PVM.PKE": "The PVM backend accepts CR4.PKE although the guest CPUID has no PKU.",
+    "HOST.PVM.RDPKRU": "The PVM backend fails to emulate RDPKRU: KVM_EXIT_INTERNAL_ERROR, not #UD.",
     "X86.NA": "The event has no meaning for this policy (e.g. a KVM ioctl replayed on bare hardware).",
 }
 

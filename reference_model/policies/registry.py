@@ -44,7 +44,9 @@ class Policy:
 
 POLICIES: dict[str, Policy] = {}
 
-VARIANT_MODULES = ("hw",)
+VARIANT_MODULES = (
+    "hw", "upstream", "kvm_rfc_v1", "kvm_rfc_v2", "kvm_rfc_v3", "kvm_v4", "kvm_v5", "kvm_v6", "kvm_v7", "kvm_v7r",
+)
 
 
 def register(policy: Policy) -> Policy:
@@ -57,7 +59,12 @@ def register(policy: Policy) -> Policy:
 
 def _load() -> None:
     for mod in VARIANT_MODULES:
-        importlib.import_module(f"{__package__}.{mod.replace('-', '_')}")
+        importlib.import_module(f"{__package__}.{mod}")
+    # display in VARIANT_MODULES order whatever order the imports registered them in
+    order = {name.replace("_", "-"): i for i, name in enumerate(VARIANT_MODULES)}
+    items = sorted(POLICIES.items(), key=lambda kv: order.get(kv[0], len(order)))
+    POLICIES.clear()
+    POLICIES.update(items)
 
 
 def get_policy(name: str) -> Policy:

@@ -1,0 +1,217 @@
+"""The corpus runner behind ``difftest report``: every trace under each policy, in parallel.
+
+Traces are independent, so ``--jobs N`` spreads them over N worker processes (one task per trace,
+all its policies in the worker, results put back in trace order so the output does not depend on
+N).  A progress bar is drawn only when stdout is a terminal.  Bad input anywhere (a trace, a
+policy name, the baseline) stops the run with :class:`InputError` before any output is written.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reference_model.policies import POLICIES, Policy, get_policy
+
+from .baseline import BaselineDiff, compare_with_baseline, load_baseline, render_baseline_text
+from .coverage import rule_coverage
+from .errors import InputError
+from .jsonl import jsonl_rows
+from .junit import junit_xml
+from .profiles import get_profile
+from .render_text import render_replay, render_summary
+from .replay import replay_trace
+from .results import ReplayResult
+from .timeline import Timeline, TimelineRecorder
+from .trace_io import open_trace, write_text_atomic
+from .variants import load_variant_file
+
+DEFAULT_POLICY = "kvm-v7"
+
+
+def default_policies() -> list[str]:
+    """kvm-v7 where it is registered, else the bare CPU."""
+    return [DEFAULT_POLICY if DEFAULT_POLICY in POLICIES else "hw"]
+
+
+def resolve_policy(name: str) -> Policy:
+    """A registered policy, or the user variant a TOML file describes."""
+    if name.endswith(".toml") or "/" in name:
+        return load_variant_file(name)
+    return get_policy(name)
+
+
+def policies_for(asked: Sequence[str], meta_policies: Sequence[str]) -> list[str]:
+    """The policies one trace runs under: those asked for (or the default), plus its metadata's."""
+    names = list(asked) or default_policies()
+    names += [p for p in meta_policies if p not in names]
+    return names
+
+
+@dataclass
+class CorpusRun:
+    """Results in trace order (policies in order within a trace) and, if asked, their timelines."""
+
+    results: list[ReplayResult]
+    timelines: dict[tuple[str, str], Timeline] = field(default_factory=dict)
+    seconds: float = 0.0
+    jobs: int = 1
+
+
+@dataclass(frozen=True)
+class _Task:
+    index: int
+    path: str
+    policies: tuple[str, ...]
+    profile: str
+    timelines: bool
+
+
+def _run_task(task: _Task) -> tuple[int, list[tuple[ReplayResult, Timeline | None]] | tuple[Any, ...]]:
+    """Replay one trace under its policies (in a worker).  Errors come back as data, not exceptions."""
+    try:
+        tf = open_trace(task.path)
+        out = []
+        for name in policies_for(task.policies, tf.policies()):
+            try:
+                policy = resolve_policy(name)
+            except KeyError as exc:
+                raise InputError(task.path, f"metadata 'pksdt.policy': {exc.args[0]}") from None
+            rec = TimelineRecorder(tf.num_rows) if task.timelines else None
+            res = replay_trace(open_trace(task.path), policy, get_profile(task.profile), rec)
+            out.append((res, rec.timeline if rec else None))
+        return task.index, out
+    except InputError as exc:  # InputError does not survive pickling with its fields: send them
+        return task.index, ("error", exc.path, exc.message, exc.row, exc.seq, exc.column, exc.line)
+
+
+def _progress(total: int, enabled: bool | None) -> Any:
+    show = sys.stdout.isatty() if enabled is None else enabled
+    if not show:
+        return nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+
+
+def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str, *, jobs: int = 1,
+               timelines: bool = False, progress: bool | None = None) -> CorpusRun:
+    """Replay every trace; ``progress`` None = a bar only when stdout is a terminal."""
+    t0 = time.perf_counter()
+    for name in policies:  # unknown names fail here, once, before any work
+        resolve_policy(name)
+    get_profile(profile)
+    tasks = [_Task(i, str(p), tuple(policies), profile, timelines) for i, p in enumerate(traces)]
+    jobs = max(1, min(jobs, len(tasks)))
+    done: dict[int, list[tuple[ReplayResult, Timeline | None]]] = {}
+    with _progress(len(tasks), progress) as bar:
+        task_id = bar.add_task("replay", total=len(tasks)) if bar is not None else None
+        for index, out in _results(tasks, jobs):
+            if isinstance(out, tuple):
+                _, path, message, row, seq, column, line = out
+                raise InputError(path, message, row=row, seq=seq, column=column, line=line)
+            done[index] = out
+            if bar is not None:
+                bar.advance(task_id)
+    run = CorpusRun([], {}, 0.0, jobs)
+    for index in sorted(done):
+        for res, tl in done[index]:
+            run.results.append(res)
+            if tl is not None:
+                run.timelines[(res.trace, res.policy)] = tl
+    run.seconds = time.perf_counter() - t0
+    return run
+
+
+def _results(tasks: list[_Task], jobs: int) -> Iterator[tuple[int, Any]]:
+    if jobs == 1:
+        yield from map(_run_task, tasks)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    chunk = max(1, len(tasks) // (jobs * 8))
+    with ctx.Pool(jobs) as pool:
+        yield from pool.imap_unordered(_run_task, tasks, chunksize=chunk)
+
+
+def find_traces(paths: Sequence[str]) -> list[Path]:
+    """Every ``*.parquet`` under ``paths`` (files taken as they are), sorted, de-duplicated."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(x for x in p.rglob("*.parquet") if x.is_file() and not x.name.startswith("."))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise InputError(str(p), "no such file or directory")
+    seen: set[Path] = set()
+    out = []
+    for p in found:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            out.append(p)
+    return out
+
+
+@dataclass
+class ReportRequest:
+    """What ``difftest report`` was asked for."""
+
+    paths: Sequence[str]
+    policies: Sequence[str] = ()
+    profile: str = "strict"
+    out_dir: str | None = None
+    junit: str | None = None
+    jsonl: str | None = None
+    baseline: str | None = None
+    jobs: int = 1
+    progress: bool | None = None
+
+
+@dataclass
+class ReportOutcome:
+    text: str  # what goes to stdout
+    exit_code: int
+    run: CorpusRun
+    baseline: BaselineDiff | None = None
+    written: list[Path] = field(default_factory=list)
+
+
+def run_report(req: ReportRequest) -> ReportOutcome:
+    """Run the corpus, write every output asked for, and say what to print and the exit code."""
+    traces = find_traces(req.paths)
+    if not traces:
+        raise InputError(", ".join(req.paths), "no *.parquet traces found")
+    if req.jobs < 1:
+        raise InputError("--jobs", f"must be at least 1, got {req.jobs}")
+    before = load_baseline(req.baseline) if req.baseline else None  # read before -o may overwrite it
+    run = run_corpus(traces, req.policies, req.profile, jobs=req.jobs, timelines=req.out_dir is not None,
+                     progress=req.progress)
+    results = run.results
+    diff = compare_with_baseline(req.baseline or "", before, results) if before is not None else None
+    summary = render_summary(results)
+    text = (render_baseline_text(diff) + "\n\n" if diff is not None else "") + summary
+    outcome = ReportOutcome(text, 0 if all(r.passed for r in results) else 1, run, diff)
+    rows = jsonl_rows(results)
+    if req.out_dir:
+        from .report_html import render_report  # Jinja only when a page is asked for
+
+        out = Path(req.out_dir)
+        detail = "\n\n".join(render_replay(r) for r in results if not r.passed)
+        html = render_report(run, rule_coverage(results), diff, profile=req.profile)
+        outcome.written += [
+            write_text_atomic(out / "report.txt", text + ("\n\n" + detail if detail else "") + "\n"),
+            write_text_atomic(out / "results.jsonl", rows),
+            write_text_atomic(out / "index.html", html),
+        ]
+    if req.junit:
+        outcome.written.append(write_text_atomic(req.junit, junit_xml(results)))
+    if req.jsonl:
+        outcome.written.append(write_text_atomic(req.jsonl, rows))
+    return outcome

@@ -1,0 +1,299 @@
+"""Per-trace timelines: what PKRS/PKRU allowed per key, per vCPU, over the events of one replay.
+
+A :class:`TimelineRecorder` is a replay observer (see :func:`difftest.replay.replay_rows`): it
+samples the model's ``vcpuN.pkrs`` / ``vcpuN.pkru`` after the events that can change them and
+notes faults, exits, host ioctls and divergences.  It keeps *change points*, not samples, and
+folds everything that happens inside one horizontal pixel bucket together, so a trace of
+millions of events costs a few kilobytes.  :func:`layout` turns a :class:`Timeline` into plain
+SVG shapes that the Jinja template draws (the template escapes every label).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from reference_model.machine import Machine
+
+from .results import RowResult
+from .trace_io import TraceRow
+
+MAX_BUCKETS = 600  # horizontal resolution of a timeline; more detail is not visible anyway
+
+# Events that never change PKRS or PKRU in any policy: the recorder skips sampling after them.
+_READ_ONLY_KINDS = frozenset({
+    "access", "emu_access", "map", "invlpg", "cpuid", "rdpkru", "rdmsr", "get_cpuid",
+    "get_msr_index_list", "get_msrs", "get_sregs", "get_nested_state", "vmread", "mov_cr3",
+})
+_FAULTS = frozenset({"pf", "gp", "ud"})
+_EXIT_RESULTS = frozenset({"vmexit", "user_exit", "entry_fail", "vmfail", "internal_error"})
+_EXIT_KINDS = frozenset({"vm_exit", "nested_exit"})
+MARKER_KINDS = ("diverge", "fault", "exit", "ioctl")
+
+
+@dataclass
+class Marker:
+    """Events of one kind inside one bucket: the first one's index and label, and how many."""
+
+    index: int
+    label: str
+    count: int = 1
+
+
+@dataclass
+class VcpuTrack:
+    """Change points ``(row index, value)`` of one vCPU's registers and guest level, and its markers."""
+
+    pkrs: list[tuple[int, int | None]] = field(default_factory=list)
+    pkru: list[tuple[int, int | None]] = field(default_factory=list)
+    level: list[tuple[int, str]] = field(default_factory=list)
+    markers: dict[str, list[Marker]] = field(default_factory=dict)
+
+
+@dataclass
+class Timeline:
+    """What one replay looked like over time (bounded size whatever the trace length)."""
+
+    rows: int
+    bucket: int
+    vcpus: dict[int, VcpuTrack] = field(default_factory=dict)
+    first_divergence: int | None = None
+
+
+class TimelineRecorder:
+    """Replay observer that fills a :class:`Timeline` (pass it as ``observer=``)."""
+
+    def __init__(self, total_rows: int, max_buckets: int = MAX_BUCKETS) -> None:
+        self.timeline = Timeline(max(total_rows, 1), max(1, math.ceil(max(total_rows, 1) / max_buckets)))
+        self._paths: dict[int, tuple[str, str]] = {}
+
+    def _track(self, vcpu: int) -> VcpuTrack:
+        track = self.timeline.vcpus.get(vcpu)
+        if track is None:
+            track = self.timeline.vcpus[vcpu] = VcpuTrack()
+        return track
+
+    def _change(self, series: list, index: int, value: object) -> None:
+        """Append a change point, replacing the last one if it lies in the same bucket."""
+        if series and series[-1][1] == value:
+            return
+        if series and series[-1][0] // self.timeline.bucket == index // self.timeline.bucket and len(series) > 1:
+            series[-1] = (series[-1][0], value)
+            if series[-2][1] == value:
+                series.pop()
+            return
+        series.append((index, value))
+
+    def _mark(self, track: VcpuTrack, kind: str, index: int, label: str) -> None:
+        ms = track.markers.setdefault(kind, [])
+        if ms and ms[-1].index // self.timeline.bucket == index // self.timeline.bucket:
+            ms[-1].count += 1
+            return
+        ms.append(Marker(index, label))
+
+    def _sample(self, machine: Machine, vcpu: int, track: VcpuTrack, index: int) -> None:
+        paths = self._paths.get(vcpu)
+        if paths is None:
+            paths = self._paths[vcpu] = (f"vcpu{vcpu}.pkrs", f"vcpu{vcpu}.pkru")
+        for path, series in zip(paths, (track.pkrs, track.pkru), strict=True):
+            try:
+                value: int | None = machine.snapshot(path)
+            except KeyError:
+                value = None
+            self._change(series, index, value)
+
+    def __call__(self, row: TraceRow, rr: RowResult, machine: Machine) -> None:
+        ev = row.event
+        index = row.index
+        if ev is None:  # a snapshot check: only a divergence is worth a mark
+            if rr.status == "diverge" and rr.snapshot is not None:
+                vcpu = _vcpu_of_path(rr.snapshot.path)
+                self._divergence(self._track(vcpu), index, rr)
+            return
+        track = self._track(ev.vcpu)
+        out = rr.outcome
+        result = out.result if out is not None else None
+        # Never create a vCPU by looking at it: sample only vCPUs the machine already has.
+        if not track.pkrs or (ev.kind not in _READ_ONLY_KINDS and ev.vcpu in getattr(machine, "vcpus", {ev.vcpu: 0})):
+            self._sample(machine, ev.vcpu, track, index)
+        level = _guest_level(ev.kind, ev.level, result, track.level[-1][1] if track.level else "l1")
+        self._change(track.level, index, level)
+        if rr.status == "diverge":
+            self._divergence(track, index, rr)
+        if result in _FAULTS:
+            self._mark(track, "fault", index, f"event {index}: {rr.describe_event()} -> {rr.describe_actual()}")
+        elif result in _EXIT_RESULTS or ev.kind in _EXIT_KINDS:
+            self._mark(track, "exit", index, f"event {index}: {rr.describe_event()} -> {rr.describe_actual()}")
+        if ev.level == "host":
+            self._mark(track, "ioctl", index, f"event {index}: {rr.describe_event()} -> {rr.describe_actual()}")
+
+    def _divergence(self, track: VcpuTrack, index: int, rr: RowResult) -> None:
+        if self.timeline.first_divergence is None:
+            self.timeline.first_divergence = index
+        rule = rr.primary_rule
+        diffs = "; ".join(d.render() for d in rr.diffs)
+        self._mark(track, "diverge", index, f"event {index}: {rr.describe_event()}: {diffs}" + (f" [{rule}]" if rule else ""))
+
+
+def _vcpu_of_path(path: str) -> int:
+    head = path.split(".", 1)[0]
+    return int(head[4:]) if head.startswith("vcpu") and head[4:].isdigit() else 0
+
+
+def _guest_level(kind: str, level: str, result: str | None, current: str) -> str:
+    """The guest level a vCPU is at after an event: a successful VMLAUNCH/VMRESUME enters L2."""
+    if kind in ("vmlaunch", "vmresume") and result == "ok":
+        return "l2"
+    if kind == "nested_exit" or result == "vmexit":
+        return "l1"
+    if level in ("l1", "l2"):
+        return level
+    return current
+
+
+# --- layout: a Timeline as SVG shapes -------------------------------------------------------
+
+GUTTER = 78  # label column
+PLOT_W = 900
+KEY_ROW_H = 8
+LEVEL_H = 9
+MARK_H = 14
+BLOCK_GAP = 14
+AXIS_H = 20
+
+RIGHTS_CLASS = {0: "k-rw", 1: "k-ad", 2: "k-wd", 3: "k-ad"}
+RIGHTS_TEXT = {0: "read/write", 1: "access disabled (AD)", 2: "write disabled (WD)", 3: "access disabled (AD+WD)"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One SVG element: ``tag`` is rect, line, text or path; ``title`` becomes a tooltip."""
+
+    tag: str
+    cls: str
+    x: float = 0.0
+    y: float = 0.0
+    w: float = 0.0
+    h: float = 0.0
+    text: str = ""
+    title: str = ""
+    d: str = ""
+
+
+@dataclass
+class SvgTimeline:
+    width: int
+    height: int
+    shapes: list[Shape]
+
+
+def rights(value: int, key: int) -> int:
+    """The AD/WD pair of ``key`` in a PKRS/PKRU value (bit 0 AD, bit 1 WD)."""
+    return (value >> (2 * key)) & 3
+
+
+def _segments(series: list[tuple[int, int | None]], rows: int) -> list[tuple[int, int, int | None]]:
+    return [(i, series[n + 1][0] if n + 1 < len(series) else rows, v) for n, (i, v) in enumerate(series)]
+
+
+def layout(tl: Timeline) -> SvgTimeline:
+    """Place the tracks of ``tl``: per vCPU a level band, key rows of PKRS and PKRU, a marker lane."""
+    shapes: list[Shape] = []
+    rows = tl.rows
+
+    def x(i: float) -> float:
+        return round(GUTTER + PLOT_W * i / rows, 2)
+
+    def span(a: int, b: int) -> tuple[float, float]:
+        return x(a), max(round(x(b) - x(a), 2), 0.8)
+
+    y = 4.0
+    div_blocks: list[tuple[float, float]] = []
+    for vcpu in sorted(tl.vcpus):
+        track = tl.vcpus[vcpu]
+        top = y
+        shapes.append(Shape("text", "vlabel", 2, y + 9, text=f"vCPU{vcpu}"))
+        y += 13
+        # nesting level band
+        shapes.append(Shape("text", "rlabel", GUTTER - 4, y + LEVEL_H - 1, text="level"))
+        for a, b, lv in _segments(track.level, rows):  # type: ignore[arg-type]
+            x0, w = span(a, b)
+            shapes.append(Shape("rect", f"lv-{lv}", x0, y, w, LEVEL_H,
+                                title=f"vCPU{vcpu} in {str(lv).upper()} from event {a} to {b - 1}"))
+        y += LEVEL_H + 3
+        for reg, series in (("PKRS", track.pkrs), ("PKRU", track.pkru)):
+            segs = _segments(series, rows)
+            if all(v is None for _, _, v in segs):
+                shapes.append(Shape("text", "rlabel", GUTTER - 4, y + KEY_ROW_H - 1, text=reg))
+                shapes.append(Shape("rect", "k-na", GUTTER, y, PLOT_W, KEY_ROW_H, title=f"{reg}: not modelled by this policy"))
+                y += KEY_ROW_H + 3
+                continue
+            keys = [k for k in range(16) if any(v is not None and rights(v, k) for _, _, v in segs)]
+            if not keys:
+                shapes.append(Shape("text", "rlabel", GUTTER - 4, y + KEY_ROW_H - 1, text=f"{reg} all"))
+                shapes.append(Shape("rect", "k-rw", GUTTER, y, PLOT_W, KEY_ROW_H,
+                                    title=f"{reg} = 0 throughout: every key read/write"))
+                y += KEY_ROW_H + 3
+                continue
+            for k in keys:
+                shapes.append(Shape("text", "rlabel", GUTTER - 4, y + KEY_ROW_H - 1, text=f"{reg} k{k}"))
+                start, cur = segs[0][0], _rk(segs[0][2], k)
+                value_at = segs[0][2]
+                for a, _b, v in [*segs[1:], (rows, rows, None)]:
+                    r = _rk(v, k) if a < rows else -2
+                    if r == cur:
+                        continue
+                    x0, w = span(start, a)
+                    cls = "k-na" if cur == -1 else RIGHTS_CLASS[cur]
+                    text = "not modelled" if cur == -1 else RIGHTS_TEXT[cur]
+                    val = f" ({reg}={value_at:#x})" if value_at is not None else ""
+                    shapes.append(Shape("rect", cls, x0, y, w, KEY_ROW_H,
+                                        title=f"vCPU{vcpu} {reg} key {k}: {text}, events {start}-{a - 1}{val}"))
+                    start, cur, value_at = a, r, v
+                y += KEY_ROW_H + 1
+            y += 2
+        # markers
+        shapes.append(Shape("text", "rlabel", GUTTER - 4, y + MARK_H - 3, text="events"))
+        shapes.append(Shape("rect", "lane", GUTTER, y, PLOT_W, MARK_H))
+        for kind in ("ioctl", "exit", "fault"):
+            for m in track.markers.get(kind, []):
+                more = f" (+{m.count - 1} more here)" if m.count > 1 else ""
+                cx = x(m.index)
+                if kind == "ioctl":
+                    shapes.append(Shape("rect", "m-ioctl", cx - 1, y + 10, 2.5, 3, title=m.label + more))
+                elif kind == "exit":
+                    shapes.append(Shape("path", "m-exit", d=f"M{cx - 3},{y + 1}L{cx + 3},{y + 1}L{cx},{y + 7}Z",
+                                        title=m.label + more))
+                else:
+                    shapes.append(Shape("rect", "m-fault", cx - 1, y + 2, 2.5, 10, title=m.label + more))
+        y += MARK_H
+        for m in track.markers.get("diverge", []):
+            div_blocks.append((x(m.index), 0))
+            more = f" (+{m.count - 1} more here)" if m.count > 1 else ""
+            shapes.append(Shape("rect", "m-div", x(m.index) - 2, top, 4.5, y - top, title="DIVERGENCE " + m.label + more))
+        y += BLOCK_GAP
+    # axis
+    shapes.append(Shape("line", "axis", GUTTER, y, GUTTER + PLOT_W, y))
+    for t in _ticks(rows):
+        shapes.append(Shape("line", "axis", x(t), y, x(t), y + 4))
+        shapes.append(Shape("text", "tick", x(t), y + 14, text=str(t)))
+    shapes.append(Shape("text", "rlabel", GUTTER - 4, y + 14, text="event"))
+    if tl.first_divergence is not None:
+        fx = x(tl.first_divergence)
+        shapes.append(Shape("path", "m-first", d=f"M{fx - 5},{y}L{fx + 5},{y}L{fx},{y - 7}Z",
+                            title=f"first divergence: event {tl.first_divergence}"))
+    return SvgTimeline(GUTTER + PLOT_W + 12, int(y + AXIS_H), shapes)
+
+
+def _rk(v: int | None, k: int) -> int:
+    return -1 if v is None else rights(v, k)
+
+
+def _ticks(rows: int) -> list[int]:
+    """About six round tick positions in 0..rows."""
+    if rows <= 1:
+        return [0]
+    raw = rows / 6
+    mag = 10 ** math.floor(math.log10(raw)) if raw >= 1 else 1
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    return list(range(0, rows, max(1, int(step))))

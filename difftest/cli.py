@@ -17,6 +17,7 @@ import click
 
 from reference_model.policies import POLICIES, Policy, get_policy
 
+from .compare import compare_trace, render_compare
 from .errors import InputError
 from .profiles import PROFILES, get_profile
 from .render_text import render_replay
@@ -134,6 +135,27 @@ def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str,
 
 
 @main.command()
+@click.argument("traces", nargs=-1, required=True)
+@click.option("--policy", "policy_a", required=True, help="policy A (name or variant file)")
+@click.option("--against", "policy_b", required=True, help="policy B (name or variant file)")
+@click.option("--profile", "profile_name", default="strict", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON (a list, one per trace)")
+@input_errors
+def compare(traces: tuple[str, ...], policy_a: str, policy_b: str, profile_name: str, as_json: bool) -> None:
+    """Replay each trace under two policies and show where they part (exit 1 if they differ)."""
+    a, b = resolve_policy(policy_a), resolve_policy(policy_b)
+    profile = get_profile(profile_name)
+    paths = find_traces(traces)
+    tfs = [open_trace(p) for p in paths]  # every file is checked before any output
+    results = [compare_trace(tf, a, b, profile) for tf in tfs]
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
+    else:
+        click.echo("\n\n".join(render_compare(r) for r in results))
+    sys.exit(1 if any(r.differ for r in results) else 0)
+
+
+@main.command()
 def schema() -> None:
     """Print the trace format (columns, event kinds, results, metadata)."""
     click.echo("# pks-difftest trace format v1\n")
@@ -172,6 +194,8 @@ def import_() -> None:
 from .kvm.recorder import record_kvm  # noqa: E402
 
 record.add_command(record_kvm)
+import_.add_command(__import__("difftest.importers.ftrace", fromlist=["x"]).import_ftrace_cmd)
+import_.add_command(__import__("difftest.importers.pkvm_vmexit", fromlist=["x"]).import_pkvm_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -135,6 +135,11 @@ class KvmMachine(Machine):
     def step(self, ev: Event) -> Outcome:
         return self.kvm_vcpu(ev.vcpu).step(ev)
 
+    def observe(self, vcpu: int) -> tuple[int | None, ...]:
+        """The observable PKRS state of a vCPU: (guest's effective PKRS, host's PKRS after the last exit)."""
+        v = self.kvm_vcpu(vcpu)
+        return (v.effective_pkrs(), v.exit_pkrs)
+
     def snapshot(self, path: str) -> int:
         m = SNAPSHOT_PATH.match(path)
         if m is None:
@@ -168,6 +173,7 @@ class KvmVcpu:
             self.vmcs01.entry_load = vm.entry_ctl_usable
             self.vmcs01.exit_load = vm.exit_ctl_usable
         self.hw_pkrs = vm.host_pkrs
+        self.exit_pkrs = vm.host_pkrs  # what the host ran with right after the last VM exit
         self.copy = 0
         self.copy_avail = False
         self.want_passthrough = False
@@ -269,6 +275,7 @@ class KvmVcpu:
         """Hardware VM exit (VMX.EXIT.SAVE, VMX.EXIT.LOAD), then KVM's cache handling (KVM.CACHE)."""
         if self.host.has("pks"):
             self.hw_pkrs = exit_save_load(self.cur, self.hw_pkrs, self.host.has("vmx_entry_load_pkrs"))
+        self.exit_pkrs = self.hw_pkrs
         self.in_guest = False
         self.vm.count("exit.hw")
         if self.k.pkrs_copy == "lazy":
@@ -873,6 +880,7 @@ class KvmVcpu:
         simple: dict[str, Callable[[], int]] = {
             "pkrs": self.effective_pkrs,
             "hw_pkrs": lambda: self.hw_pkrs,
+            "exit_pkrs": lambda: self.exit_pkrs,
             "pkrs_copy": lambda: self.copy,
             "pkrs_copy_avail": lambda: int(self.copy_avail),
             "vmcs01_guest_pkrs": lambda: self.vmcs01_guest_pkrs,

@@ -2,8 +2,8 @@
 
 :class:`Machine` is what a policy builds and what ``difftest`` talks to: ``step(event)`` returns
 an :class:`~reference_model.events.Outcome`, ``snapshot(path)`` reads named state, and
-``counters`` holds the cost counters.  It knows nothing of files.  ``HwMachine`` is policy ``hw``:
-the bare CPU of SPEC §1, where host ioctls other than the CPUID choice have no meaning.
+``counters`` holds the cost counters.  It knows nothing of files.  The policies' machines
+(``hw.HwMachine``, ``kvm.KvmMachine``) subclass it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from .cpu import Cpu
 from .events import Event, Outcome, unsupported
 from .host import DEFAULT_HOST, HostCpu
 from .paging import PageTables
+
+# What ``observe`` returns, in order, and the rule a difference in it concerns.
+OBSERVED_STATE = (("pkrs", "VMX.ENTRY.LOAD"), ("exit_pkrs", "KVM.HOST"))
 
 SNAPSHOT_PATH = re.compile(r"^(?:vcpu(\d+)|host)\.([a-z0-9_][a-z0-9_.]*)$")
 
@@ -53,6 +56,10 @@ class Machine:
             return unsupported(ev.kind)
         return handler(ev)
 
+    def observe(self, vcpu: int) -> tuple[int | None, ...]:
+        """Observable state compared after every event by ``difftest compare`` (see OBSERVED_STATE)."""
+        return (self.vcpu(vcpu).pkrs, None)
+
     def snapshot(self, path: str) -> int:
         """Named state after the last event (KeyError where this policy has no such state)."""
         m = SNAPSHOT_PATH.match(path)
@@ -64,16 +71,3 @@ class Machine:
 
     def host_snapshot(self, name: str) -> int:
         raise KeyError(f"host.{name}")
-
-
-class HwMachine(Machine):
-    """Policy ``hw``: the architecture alone (SPEC §1)."""
-
-    name = "hw"
-
-    def step(self, ev: Event) -> Outcome:
-        if ev.level == "host" and ev.kind != "set_cpuid":
-            return unsupported(ev.kind)
-        if ev.kind == "map" and ev.level == "l2":
-            return unsupported(ev.kind)
-        return super().step(ev)

@@ -4,7 +4,7 @@ Source: shared/SPEC.md §1; sources/pks_semantics.md R1-R11 (QEMU, Bochs, Xen an
 agree on these rules; the disagreements are listed there and are QEMU's or Bochs's, not ours).
 """
 
-from ..machine import HwMachine
+from ..hw import HwMachine
 from .registry import Policy, register
 
 POLICY = register(Policy(

@@ -45,7 +45,7 @@ class Policy:
 POLICIES: dict[str, Policy] = {}
 
 VARIANT_MODULES = (
-    "hw", "upstream", "kvm_rfc_v1", "kvm_rfc_v2", "kvm_rfc_v3", "kvm_v4", "kvm_v5", "kvm_v6", "kvm_v7", "kvm_v7r",
+    "hw", "upstream", "upstream_pvm", "kvm_rfc_v1", "kvm_rfc_v2", "kvm_rfc_v3", "kvm_v4", "kvm_v5", "kvm_v6", "kvm_v7", "kvm_v7r",
 )
 
 

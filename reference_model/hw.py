@@ -1,0 +1,181 @@
+"""Policy ``hw``: the bare CPU (SPEC §1), with L1 as a hypervisor on real VMX (SPEC §2).
+
+This is what every KVM version is compared against when a trace states the architecture: one
+physical PKRS register, shared by L1 and the L2 it runs, saved and loaded only by the VMCS
+rules (VMX.*).  Host ioctls other than the CPUID choice have no meaning here (X86.NA).
+"""
+
+from __future__ import annotations
+
+from .cpu import Cpu
+from .events import Event, Outcome, gp, unsupported
+from .host import DEFAULT_HOST, HostCpu
+from .machine import SNAPSHOT_PATH, Machine
+from .registers import EXIT_REASON_FAILED_ENTRY, EXIT_REASON_INVALID_STATE, MSR_IA32_PKRS
+from .vmcs12 import VMX_ERROR_UNSUPPORTED_FIELD, Vmcs12
+from .vmx import LOW32
+
+EXIT_REASON_MSR_READ = 31
+EXIT_REASON_MSR_WRITE = 32
+
+
+class HwVcpu:
+    """One logical processor: L1's and L2's registers, L1's VMCS, the one physical PKRS."""
+
+    def __init__(self, machine: HwMachine) -> None:
+        self.host = machine.host
+        self.l1 = Cpu(machine.address_space("l1"))
+        self.l2 = Cpu(machine.address_space("l2"))
+        self.vmcs = Vmcs12()
+        self.guest_mode = False
+        self.l1_msr_intercept = 3
+        self.in_smm = False
+        self.smm_from_l2 = False
+
+    @property
+    def active(self) -> Cpu:
+        return self.l2 if self.guest_mode and not self.in_smm else self.l1
+
+    def step(self, ev: Event) -> Outcome:
+        kind = ev.kind
+        if kind == "set_cpuid":
+            self.l2.set_cpuid(ev)
+            return self.l1.set_cpuid(ev)
+        if ev.level == "host" and kind not in ("reset", "init"):
+            return unsupported(kind)
+        if kind in ("reset", "init"):
+            self.guest_mode = self.in_smm = self.smm_from_l2 = False
+            return self.l1.handlers[kind](ev)
+        if ev.level == "l2":
+            if not self.guest_mode or self.in_smm:
+                return unsupported(kind)
+            return self.l2_step(ev)
+        if self.guest_mode and not self.in_smm:
+            return unsupported(kind)
+        return self.l1_step(ev)
+
+    # -- L1: the hypervisor on bare VMX -------------------------------------------------
+    def l1_step(self, ev: Event) -> Outcome:
+        kind = ev.kind
+        if kind == "vmwrite":
+            ok = self.vmcs.write(ev.field or 0, ev.value or 0)
+            return Outcome("ok", rules=("VMX.FIELD",)) if ok else self.bad_field()
+        if kind == "vmread":
+            value = self.vmcs.read(ev.field or 0)
+            return Outcome("ok", value=value, rules=("VMX.FIELD",)) if value is not None else self.bad_field()
+        if kind == "set_msr_bitmap":
+            if ev.msr == MSR_IA32_PKRS:
+                self.l1_msr_intercept = (ev.value or 0) & 3
+            return Outcome("ok", rules=())
+        if kind in ("vmlaunch", "vmresume"):
+            return self.vmentry()
+        if kind == "smi":
+            self.in_smm = True
+            return Outcome("ok", rules=())
+        if kind == "rsm":
+            return self.rsm()
+        handler = self.l1.handlers.get(kind)
+        return handler(ev) if handler else unsupported(kind)
+
+    @staticmethod
+    def bad_field() -> Outcome:
+        return Outcome("vmfail", vm_error=VMX_ERROR_UNSUPPORTED_FIELD, rules=("VMX.FIELD",))
+
+    def vmentry(self) -> Outcome:
+        """VMLAUNCH/VMRESUME: VMX.CTL, VMX.ENTRY.CHK.HOST, VMX.ENTRY.CHK.GUEST, VMX.ENTRY.LOAD."""
+        v = self.vmcs
+        if (v.entry_load and not self.host.has("vmx_entry_load_pkrs")) or (
+                v.exit_load and not self.host.has("vmx_exit_load_pkrs")):
+            return Outcome("vmfail", vm_error=7, rules=("VMX.CTL",))
+        if v.exit_load and v.host_pkrs >> 32:
+            return Outcome("vmfail", vm_error=8, rules=("VMX.ENTRY.CHK.HOST",))
+        if v.entry_load and v.guest_pkrs >> 32:
+            # A failed entry loads host state as a VM exit would.
+            if v.exit_load:
+                self.l1.pkrs = v.host_pkrs & LOW32
+            return Outcome("entry_fail", exit_reason=EXIT_REASON_FAILED_ENTRY | EXIT_REASON_INVALID_STATE, exit_qual=0,
+                           rules=("VMX.ENTRY.CHK.GUEST",))
+        self.l2.cpuid_7_ecx = self.l1.cpuid_7_ecx
+        self.l2.pkrs = v.guest_pkrs & LOW32 if v.entry_load else self.l1.pkrs
+        self.guest_mode = True
+        return Outcome("ok", rules=("VMX.ENTRY.LOAD",))
+
+    def vmexit(self) -> None:
+        """VMX.EXIT.SAVE then VMX.EXIT.LOAD; without the exit control L1 keeps L2's PKRS (D5)."""
+        if self.host.has("vmx_entry_load_pkrs"):
+            self.vmcs.guest_pkrs = self.l2.pkrs
+        self.l1.pkrs = self.vmcs.host_pkrs & LOW32 if self.vmcs.exit_load else self.l2.pkrs
+        self.guest_mode = False
+
+    def rsm(self) -> Outcome:
+        """RSM: back to where the SMI came from; PKRS is not part of the SMRAM state, so it carries."""
+        self.in_smm = False
+        if self.smm_from_l2:
+            self.smm_from_l2 = False
+            self.l2.pkrs = self.l1.pkrs
+        return Outcome("ok", rules=())
+
+    # -- L2: a guest on real VMX --------------------------------------------------------
+    def l2_step(self, ev: Event) -> Outcome:
+        kind = ev.kind
+        if kind in ("rdmsr", "wrmsr") and ev.msr == MSR_IA32_PKRS:
+            if (ev.cpl or 0) > 0:
+                return gp("ARCH.MSR.CPL")
+            write = kind == "wrmsr"
+            if self.l1_msr_intercept & (2 if write else 1):
+                self.vmexit()
+                return Outcome("vmexit", exit_reason=EXIT_REASON_MSR_WRITE if write else EXIT_REASON_MSR_READ,
+                               rules=("VMX.EXIT.SAVE", "VMX.EXIT.LOAD"))
+        if kind == "nested_exit":
+            self.vmexit()
+            return Outcome("ok", rules=("VMX.EXIT.SAVE", "VMX.EXIT.LOAD"))
+        if kind == "smi":
+            self.in_smm = True
+            self.smm_from_l2 = True
+            self.l1.pkrs = self.l2.pkrs  # entering SMM changes no PKRS state (B18's expectation)
+            return Outcome("ok", rules=())
+        handler = self.l2.handlers.get(kind)
+        return handler(ev) if handler else unsupported(kind)
+
+    def snapshot(self, name: str) -> int:
+        head, _, rest = name.partition(".")
+        if head == "vmcs12":
+            v = self.vmcs
+            return {"guest_ia32_pkrs": v.guest_pkrs, "host_ia32_pkrs": v.host_pkrs,
+                    "entry_ctls.load_pkrs": int(v.entry_load), "exit_ctls.load_pkrs": int(v.exit_load)}[rest]
+        if head == "l2":
+            return self.l2.snapshot(rest)
+        if name in ("pkrs", "hw_pkrs"):
+            return self.active.pkrs
+        if name == "nested.guest_mode":
+            return int(self.guest_mode)
+        return self.l1.snapshot(name)
+
+
+class HwMachine(Machine):
+    """Policy ``hw``: the architecture alone (SPEC §1, §2)."""
+
+    name = "hw"
+
+    def __init__(self, host: HostCpu = DEFAULT_HOST) -> None:
+        super().__init__(host)
+        self.hw_vcpus: dict[int, HwVcpu] = {}
+
+    def hw_vcpu(self, index: int) -> HwVcpu:
+        v = self.hw_vcpus.get(index)
+        if v is None:
+            v = self.hw_vcpus[index] = HwVcpu(self)
+        return v
+
+    def step(self, ev: Event) -> Outcome:
+        return self.hw_vcpu(ev.vcpu).step(ev)
+
+    def observe(self, vcpu: int) -> tuple[int | None, ...]:
+        """(effective PKRS, None): a bare CPU has no host to exit to."""
+        return (self.hw_vcpu(vcpu).active.pkrs, None)
+
+    def snapshot(self, path: str) -> int:
+        m = SNAPSHOT_PATH.match(path)
+        if m is None or m.group(1) is None:
+            raise KeyError(path)
+        return self.hw_vcpu(int(m.group(1))).snapshot(m.group(2))

@@ -115,6 +115,7 @@ class KvmMachine(Machine):
         self.warnings = 0  # kernel WARNs (a VMREAD of a field the CPU lacks)
         self.nested_blobs: dict[int, NestedBlob] = {}
         self.kvm_vcpus: dict[int, KvmVcpu] = {}
+        self.vcpu_class: type[KvmVcpu] = KvmVcpu
         k, h = self.k, host
         # KVM.CAP (and D2: v6/v7 do not really require the controls)
         self.cap = k.pks_support and h.has("ept") and h.has("pks") and (
@@ -129,7 +130,7 @@ class KvmMachine(Machine):
     def kvm_vcpu(self, index: int) -> KvmVcpu:
         v = self.kvm_vcpus.get(index)
         if v is None:
-            v = self.kvm_vcpus[index] = KvmVcpu(self, index)
+            v = self.kvm_vcpus[index] = self.vcpu_class(self, index)
         return v
 
     def step(self, ev: Event) -> Outcome:
@@ -158,6 +159,10 @@ class KvmMachine(Machine):
 
 class KvmVcpu:
     """One vCPU as KVM (with the knobs' version of the series) runs it."""
+
+    def host_set_msr_gate(self, msr: int, value: int) -> str | None:
+        """A refusal rule for a host MSR write before KVM handles it (pKVM overrides), or None."""
+        return None
 
     def __init__(self, vm: KvmMachine, index: int) -> None:
         self.vm = vm
@@ -530,11 +535,16 @@ class KvmVcpu:
     def set_msrs(self, ev: Event) -> Outcome:
         """KVM_SET_MSRS: host-initiated, filter ignored; stops at the first failure (count semantics)."""
         count = 0
+        rules = ["KVM.MSR.WR"]
         for msr, value in zip(ev.msrs or (), ev.values or (), strict=False):
+            refused = self.host_set_msr_gate(msr, value)
+            if refused:
+                rules.append(refused)
+                break
             if not self.host_set_msr(msr, value):
                 break
             count += 1
-        return Outcome("ok", count=count, rules=("KVM.MSR.WR",))
+        return Outcome("ok", count=count, rules=tuple(rules))
 
     def get_msrs(self, ev: Event) -> Outcome:
         values: list[int] = []

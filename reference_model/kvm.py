@@ -49,7 +49,7 @@ from .registers import (
     VMCS_GUEST_IA32_PKRS,
     VMCS_GUEST_IA32_PKRS_HIGH,
 )
-from .vmcs12 import FIELD_NAMES, PKRS_FIELDS, VMX_ERROR_UNSUPPORTED_FIELD, Vmcs12
+from .vmcs12 import FIELD_NAMES, LAYOUTS, PKRS_FIELDS, VMX_ERROR_UNSUPPORTED_FIELD, Vmcs12
 from .vmx import LOW32, Vmcs, check_guest_state, check_host_state, entry_load, exit_save_load
 
 EXIT_REASON_MSR_READ = 31
@@ -883,6 +883,9 @@ class KvmVcpu:
             return vmcs_state(self.vmcs01 if head == "vmcs01" else self.vmcs02, rest)
         if head == "vmcs12":
             v = self.vmcs12
+            if rest.startswith("offset."):  # KVM.VMCS12.LAYOUT
+                guest_off, host_off = LAYOUTS[self.k.vmcs12_layout]
+                return {"offset.guest_ia32_pkrs": guest_off, "offset.host_ia32_pkrs": host_off}[rest]
             return {"guest_ia32_pkrs": v.guest_pkrs, "host_ia32_pkrs": v.host_pkrs,
                     "entry_ctls.load_pkrs": int(v.entry_load), "exit_ctls.load_pkrs": int(v.exit_load)}[rest]
         if head == "l2":

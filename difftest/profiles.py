@@ -68,9 +68,23 @@ QEMU_MASKS = (
          fields=("result", "value")),
 )
 
+def _cpuid_leaf7(ev: Event, out: Outcome) -> bool:
+    return ev.kind == "get_cpuid" or (ev.kind == "cpuid" and ev.cpuid_leaf == 7 and not ev.cpuid_subleaf)
+
+
+# The PVM backend replaces CPUID leaf 7 with its own values whatever userspace passed; no knob can
+# predict the host's values, so the value alone is masked (a different result still diverges).
+# CR4.PKE without PKU and RDPKRU are knobs of policy upstream-pvm, not masks.
+PVM_MASKS = (
+    Mask("pvm-cpuid-rewrite", "ARCH.CPUID",
+         "kvm_pvm rewrites CPUID leaf 7 after KVM_SET_CPUID2; ECX is the backend's, not the table's "
+         "(sources/kvm_recorder.md §1.3)", _cpuid_leaf7, fields=("value",)),
+)
+
 PROFILES: dict[str, Profile] = {
     "strict": Profile("strict", "compare every expected field exactly"),
     "qemu": Profile("qemu", "mask the documented QEMU 7.2 TCG deviations (SPEC §7)", QEMU_MASKS),
+    "pvm": Profile("pvm", "mask the PVM backend's CPUID leaf-7 rewrite (sources/kvm_recorder.md §1.3)", PVM_MASKS),
 }
 
 

@@ -122,11 +122,13 @@ META_KEYS: dict[str, str] = {
     "policy": "policies the trace is meant for, comma-separated (reports add them)",
     "notes": "free notes: why an expectation is what it is, where a policy is known to fail",
     "source": "where the expectations come from (rule ids, message ids, recording)",
+    "profile": "the comparison profile replay uses for this trace by default (e.g. `pvm`, `qemu`)",
     "setup_rows": "number of leading rows that are the setup prologue (shrinking keeps them)",
     "host.kernel": "recorded traces: kernel release (`uname -r`)",
     "host.backend": "recorded traces: kvm_intel / kvm_amd / kvm_pvm / qemu-tcg",
     "host.module_params": "recorded traces: relevant module parameters, `name=value` comma-separated",
     "host.cpu": "recorded traces: CPU model string",
+    "host.supported_cpuid_7_0": "recorded-kvm: KVM_GET_SUPPORTED_CPUID leaf 7.0 as `eax,ebx,ecx,edx` in hex",
     "cpu.features": "host CPU features the trace assumes or the host had, comma-separated, from: "
     + ", ".join(HOST_FEATURES) + " (absent: all of them, a PKS-capable Intel host)",
 }

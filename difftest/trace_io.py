@@ -83,6 +83,7 @@ class TraceFile:
     meta: dict[str, str]
     num_rows: int
     _pf: pq.ParquetFile = field(repr=False)
+    host_override: HostCpu | None = None  # replay on another host than the trace's (CLI --host)
 
     @property
     def name(self) -> str:
@@ -90,6 +91,8 @@ class TraceFile:
 
     def host(self) -> HostCpu:
         """The host the trace ran on or assumes (metadata ``cpu.features``; default: a PKS host)."""
+        if self.host_override is not None:
+            return self.host_override
         text = self.meta.get("cpu.features")
         if text is None:
             return DEFAULT_HOST
@@ -201,6 +204,13 @@ def rows_to_table(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, str]) ->
     return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA.with_metadata(md))
 
 
+def _public(path: str) -> None:
+    """mkstemp creates 0600; give outputs the mode a plain open() would (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
     """Write ``table`` as Parquet under ``path`` via a temporary file and a rename."""
     dest = Path(path)
@@ -209,6 +219,7 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
     os.close(fd)
     try:
         pq.write_table(table, tmp, compression="zstd")
+        _public(tmp)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -230,6 +241,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        _public(tmp)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -39,6 +39,15 @@ from .registers import (
 
 Handler = Callable[[Event], Outcome]
 
+# MSRs holding linear addresses: a non-canonical value is #GP (X86.MSR.CANONICAL).
+CANONICAL_MSRS = frozenset({0xC0000102, 0xC0000082, 0xC0000083, 0x175, 0x176})
+
+
+def canonical(value: int) -> bool:
+    """48-bit canonical: bits 63:47 all equal."""
+    top = value >> 47
+    return top == 0 or top == (1 << 17) - 1
+
 
 class Cpu:
     """Architectural state and semantics of one logical processor."""
@@ -117,6 +126,8 @@ class Cpu:
         if msr == MSR_EFER:
             return self.write_efer(value)
         if msr in PLAIN_MSRS:
+            if msr in CANONICAL_MSRS and not canonical(value):
+                return gp("X86.MSR.CANONICAL")
             self.msrs[msr] = value
             return Outcome("ok", rules=("X86.MSR.STORE",))
         return gp("X86.MSR.UNKNOWN")

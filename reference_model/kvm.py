@@ -328,8 +328,8 @@ class KvmVcpu:
             return self.emulated_access(ev, cpu, level)
         if kind == "rdpkru" and self.k.rdpkru_internal_error:
             return Outcome("internal_error", rules=("HOST.PVM.RDPKRU",))
-        if kind in ("wrmsr", "rdmsr") and ev.msr not in PLAIN_MSRS and ev.msr != 0xC0000080:
-            return self.unknown_msr(ev)
+        if kind in ("wrmsr", "rdmsr"):
+            return self.guest_other_msr(ev, cpu)
         nested = self.nested_handler(kind, level)
         if nested is not None:
             return nested(ev)
@@ -445,12 +445,7 @@ class KvmVcpu:
 
     def msr_failure(self, rule: str) -> Outcome:
         """A guest MSR access KVM refuses: #GP, or a userspace exit if that reason is enabled."""
-        reason = MSR_EXIT_INVAL if self.k.pks_support else MSR_EXIT_UNKNOWN
-        if self.vm.user_exits.exits_for(reason):
-            self.vm.count("exit.user")
-            self.loaded = False
-            return Outcome("user_exit", exit_reason=reason, rules=(rule, "KVM.MSR.FILTER"))
-        return gp(rule)
+        return self.user_exit_or_gp(MSR_EXIT_INVAL if self.k.pks_support else MSR_EXIT_UNKNOWN, rule)
 
     def guest_pkrs_access(self, ev: Event, cpu: GuestCpu, level: str) -> Outcome:
         """Guest RDMSR/WRMSR 0x6E1: native when passed through, else KVM handles it."""
@@ -487,11 +482,7 @@ class KvmVcpu:
     def kvm_guest_msr(self, write: bool, value: int) -> Outcome:
         """KVM's handling of an intercepted guest access: the filter first, then vmx_{set,get}_msr."""
         if self.vm.filter_active and not self.vm.filter.allows(MSR_IA32_PKRS, write):
-            if self.vm.user_exits.exits_for(MSR_EXIT_FILTER):
-                self.vm.count("exit.user")
-                self.loaded = False
-                return Outcome("user_exit", exit_reason=MSR_EXIT_FILTER, rules=("KVM.MSR.FILTER",))
-            return gp("KVM.MSR.FILTER")
+            return self.user_exit_or_gp(MSR_EXIT_FILTER, "KVM.MSR.FILTER")
         if write:
             if not self.vmx_set_pkrs(value, host_initiated=False):
                 return self.msr_failure("KVM.MSR.WR")
@@ -501,16 +492,36 @@ class KvmVcpu:
             return self.msr_failure("KVM.MSR.RD")
         return Outcome("ok", value=got, rules=("KVM.MSR.RD", "KVM.CACHE"))
 
-    def unknown_msr(self, ev: Event) -> Outcome:
+    def guest_other_msr(self, ev: Event, cpu: GuestCpu) -> Outcome:
+        """Any other MSR: the filter first (KVM.MSR.FILTER), then KVM's emulation of the architecture.
+
+        A refusal is #GP, or a userspace exit: UNKNOWN for an MSR KVM does not know, INVAL for a
+        value it rejects (e.g. a non-canonical KERNEL_GS_BASE), when that reason is enabled.
+        """
         if (ev.cpl or 0) > 0:
             return gp("ARCH.MSR.CPL")
-        self.vm.count("exit.msr_intercept")
-        if self.vm.user_exits.exits_for(MSR_EXIT_UNKNOWN):
+        msr, write = ev.msr or 0, ev.kind == "wrmsr"
+        if self.vm.filter_active and not self.vm.filter.allows(msr, write):
+            self.vm.count("exit.msr_intercept")
+            return self.user_exit_or_gp(MSR_EXIT_FILTER, "KVM.MSR.FILTER")
+        known = msr in PLAIN_MSRS or msr == 0xC0000080
+        if not known:
+            self.vm.count("exit.msr_intercept")
+            return self.user_exit_or_gp(MSR_EXIT_UNKNOWN, "X86.MSR.UNKNOWN")
+        out = cpu.wrmsr(ev) if write else cpu.rdmsr(ev)
+        if out.result == "gp":
+            return self.user_exit_or_gp(MSR_EXIT_INVAL, out.rules[0] if out.rules else "X86.MSR.STORE")
+        return out
+
+    def user_exit_or_gp(self, reason: int, rule: str) -> Outcome:
+        """A refused guest MSR access: a userspace exit if ``reason`` is enabled, else #GP."""
+        if self.vm.user_exits.exits_for(reason):
             self.vm.count("exit.user")
-            self.hw_exit()
+            if self.in_guest:
+                self.hw_exit()
             self.loaded = False
-            return Outcome("user_exit", exit_reason=MSR_EXIT_UNKNOWN, rules=("X86.MSR.UNKNOWN",))
-        return gp("X86.MSR.UNKNOWN")
+            return Outcome("user_exit", exit_reason=reason, rules=(rule, "KVM.MSR.FILTER"))
+        return gp(rule)
 
     # ------------------------------------------------------------------ host MSR ioctls
     def host_set_msr(self, msr: int, value: int) -> bool:

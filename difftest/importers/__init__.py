@@ -1,0 +1,1 @@
+"""Importers of foreign captures: tracefs / trace-cmd text, pKVM's vmexit_trace."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from reference_model import Event, get_policy
+from reference_model import Event, Machine, get_policy
 from reference_model.host import HOST_FEATURES, HostCpu
 from reference_model.registers import (
     CPUID7_ECX_PKS,
@@ -35,7 +35,7 @@ PKRS = 0x6E1
 LONG_CR0 = CR0_PE | CR0_PG | CR0_WP
 
 
-def machine(policy: str = "kvm-v7", without: tuple[str, ...] = ()):  # noqa: ANN201 - a Machine
+def machine(policy: str = "kvm-v7", without: tuple[str, ...] = ()) -> Machine:
     host = HostCpu(frozenset(f for f in HOST_FEATURES if f not in without))
     return get_policy(policy).build(host)
 
@@ -48,7 +48,7 @@ def guest(kind: str, level: str = "l1", **kw: object) -> Event:
     return Event(kind, level=level, **kw)  # type: ignore[arg-type]
 
 
-def long_mode(m, pks: bool = True) -> None:  # noqa: ANN001
+def long_mode(m: Machine, pks: bool = True) -> None:
     m.step(host("set_cpuid", cpuid_7_ecx=CPUID7_ECX_PKS if pks else 0))
     m.step(guest("mov_cr4", value=CR4_PAE))
     m.step(guest("wrmsr", msr=0xC0000080, value=EFER_LME))

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
+from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 from reference_model.policies import POLICIES, Policy, get_policy
 
 from .compare import compare_trace, render_compare
@@ -57,6 +58,18 @@ def resolve_policy(name: str) -> Policy:
     return get_policy(name)
 
 
+def parse_host_option(value: str | None) -> HostCpu | None:
+    """``--host``: ``pks-host`` for every feature, or a comma-separated feature list (usage error otherwise)."""
+    if value is None:
+        return None
+    if value == "pks-host":
+        return DEFAULT_HOST
+    try:
+        return parse_features(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def default_policy_for(meta_policies: list[str]) -> str:
     if meta_policies:
         return meta_policies[0]
@@ -91,15 +104,20 @@ def main() -> None:
 @main.command()
 @click.argument("trace", type=click.Path(dir_okay=False))
 @click.option("--policy", "policy_name", default=None, help="policy name or variant file (default: the trace's, else kvm-v7)")
-@click.option("--profile", "profile_name", default="strict", show_default=True, help="comparison profile")
+@click.option("--profile", "profile_name", default=None,
+              help="comparison profile (default: the trace's metadata 'profile', else strict)")
+@click.option("--host", "host_features", default=None, callback=lambda c, p, v: parse_host_option(v),
+              help="replay on this host instead of the trace's: 'pks-host' (all features) or a feature list")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.option("--verbose", "-v", is_flag=True, help="list every later divergence")
 @input_errors
-def replay(trace: str, policy_name: str | None, profile_name: str, as_json: bool, verbose: bool) -> None:
+def replay(trace: str, policy_name: str | None, profile_name: str | None, host_features: HostCpu | None,
+           as_json: bool, verbose: bool) -> None:
     """Replay TRACE under a policy and diff every expectation and snapshot."""
     tf = open_trace(trace)
+    tf.host_override = host_features
     policy = resolve_policy(policy_name or default_policy_for(tf.policies()))
-    profile = get_profile(profile_name)
+    profile = get_profile(profile_name or tf.meta.get("profile", "strict"))
     res = replay_trace(tf, policy, profile)
     if as_json:
         click.echo(json.dumps(res.to_json(), indent=2, sort_keys=True))
@@ -139,19 +157,30 @@ def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str,
 @click.option("--policy", "policy_a", required=True, help="policy A (name or variant file)")
 @click.option("--against", "policy_b", required=True, help="policy B (name or variant file)")
 @click.option("--profile", "profile_name", default="strict", show_default=True)
+@click.option("--host", "host_features", default=None, callback=lambda c, p, v: parse_host_option(v),
+              help="replay on this host instead of the traces': 'pks-host' (all features) or a feature list")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON (a list, one per trace)")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
+              help="also write the two policies side by side as a self-contained HTML page")
 @input_errors
-def compare(traces: tuple[str, ...], policy_a: str, policy_b: str, profile_name: str, as_json: bool) -> None:
+def compare(traces: tuple[str, ...], policy_a: str, policy_b: str, profile_name: str, host_features: HostCpu | None,
+            as_json: bool, html_file: str | None) -> None:
     """Replay each trace under two policies and show where they part (exit 1 if they differ)."""
     a, b = resolve_policy(policy_a), resolve_policy(policy_b)
     profile = get_profile(profile_name)
     paths = find_traces(traces)
     tfs = [open_trace(p) for p in paths]  # every file is checked before any output
+    for tf in tfs:
+        tf.host_override = host_features
     results = [compare_trace(tf, a, b, profile) for tf in tfs]
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
     else:
         click.echo("\n\n".join(render_compare(r) for r in results))
+    if html_file:
+        from .report_html import write_compare_page
+
+        write_compare_page(html_file, results)
     sys.exit(1 if any(r.differ for r in results) else 0)
 
 
@@ -191,11 +220,13 @@ def import_() -> None:
 
 # --- subcommands defined in their own modules ----------------------------------------------
 # (each feature module defines its click command; registering it is one line here)
+from .importers.ftrace import import_ftrace_cmd  # noqa: E402
+from .importers.pkvm_vmexit import import_pkvm_cmd  # noqa: E402
 from .kvm.recorder import record_kvm  # noqa: E402
 
 record.add_command(record_kvm)
-import_.add_command(__import__("difftest.importers.ftrace", fromlist=["x"]).import_ftrace_cmd)
-import_.add_command(__import__("difftest.importers.pkvm_vmexit", fromlist=["x"]).import_pkvm_cmd)
+import_.add_command(import_ftrace_cmd)
+import_.add_command(import_pkvm_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

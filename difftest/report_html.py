@@ -8,6 +8,7 @@ Jinja's escaping.  This module only shapes result objects into what the template
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,11 +22,13 @@ from reference_model.registers import MSR_IA32_PKRS
 from reference_model.rules import describe
 
 from .baseline import BaselineDiff
+from .compare import CompareResult
 from .corpus_run import CorpusRun
 from .coverage import Coverage
 from .diff import FieldDiff, fmt
 from .results import ReplayResult, RowResult
 from .timeline import RIGHTS_TEXT, SvgTimeline, layout, rights
+from .trace_io import write_text_atomic
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "reports"
 MAX_TIMELINES = 300  # beyond this many runs, only failing runs get a timeline (page size)
@@ -41,6 +44,7 @@ def environment() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["describe_rule"] = describe
     env.filters["thousands"] = lambda n: f"{n:,}"
+    env.globals["fmt"] = fmt
     return env
 
 
@@ -205,3 +209,35 @@ def render_report(run: CorpusRun, coverage: Coverage, baseline: BaselineDiff | N
         title=title, profile=profile, summary=summarise(run.results), policies=policies, traces=views,
         matrix=matrix, coverage=coverage, baseline=baseline, jobs=run.jobs,
     )
+
+
+# --- difftest compare --html: two policies side by side ------------------------------------
+
+
+@dataclass
+class CounterRow:
+    name: str
+    a: int
+    b: int
+
+
+def counter_rows(a: Counter[str], b: Counter[str]) -> list[CounterRow]:
+    """Every counter either policy has, with both values (0 where one lacks it)."""
+    return [CounterRow(k, a.get(k, 0), b.get(k, 0)) for k in sorted(set(a) | set(b))]
+
+
+def render_compare_page(results: Sequence[CompareResult], *, title: str = "pks-difftest compare") -> str:
+    """The side-by-side page of ``difftest compare`` (one section per trace)."""
+    a = results[0].policy_a if results else "A"
+    b = results[0].policy_b if results else "B"
+    sections = [{"anchor": f"c{n}", "res": r, "counters": counter_rows(r.replay_a.counters, r.replay_b.counters)}
+                for n, r in enumerate(results)]
+    return environment().get_template("compare.html.j2").render(
+        title=title, a=a, b=b, sections=sections, differ=sum(1 for r in results if r.differ),
+        events=sum(r.events for r in results), differences=sum(r.difference_count for r in results),
+    )
+
+
+def write_compare_page(path: str | os.PathLike[str], results: Sequence[CompareResult]) -> Path:
+    """Write the compare page atomically."""
+    return write_text_atomic(path, render_compare_page(results))

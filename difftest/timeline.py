@@ -113,8 +113,8 @@ class TimelineRecorder:
         track = self._track(ev.vcpu)
         out = rr.outcome
         result = out.result if out is not None else None
-        # Never create a vCPU by looking at it: sample only vCPUs the machine already has.
-        if not track.pkrs or (ev.kind not in _READ_ONLY_KINDS and ev.vcpu in getattr(machine, "vcpus", {ev.vcpu: 0})):
+        # Only the vCPU the event just ran on is sampled, so looking never creates a vCPU.
+        if not track.pkrs or ev.kind not in _READ_ONLY_KINDS:
             self._sample(machine, ev.vcpu, track, index)
         level = _guest_level(ev.kind, ev.level, result, track.level[-1][1] if track.level else "l1")
         self._change(track.level, index, level)

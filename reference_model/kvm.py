@@ -54,6 +54,9 @@ from .vmx import LOW32, Vmcs, check_guest_state, check_host_state, entry_load, e
 
 EXIT_REASON_MSR_READ = 31
 EXIT_REASON_MSR_WRITE = 32
+# Guest events that always exit to KVM: CR0/CR4 writes (KVM owns CR4.PKS), CPUID, MSRs other
+# than a passed-through 0x6E1, KVM's own page walks, and RDPKRU on a host that emulates it.
+KVM_HANDLED = frozenset({"mov_cr0", "mov_cr4", "cpuid", "wrmsr", "rdmsr", "emu_access"})
 HOST_KINDS = frozenset({
     "create_vcpu", "set_cpuid", "get_cpuid", "get_msr_index_list", "set_msrs", "get_msrs", "set_sregs",
     "get_sregs", "set_msr_filter", "enable_user_msr", "get_nested_state", "set_nested_state", "run",
@@ -323,20 +326,30 @@ class KvmVcpu:
             return failed
         cpu = self.l2 if level == "l2" else self.l1
         if kind in ("wrmsr", "rdmsr") and ev.msr == MSR_IA32_PKRS:
-            return self.guest_pkrs_access(ev, cpu, level)
-        if kind == "emu_access":
-            return self.emulated_access(ev, cpu, level)
-        if kind == "rdpkru" and self.k.rdpkru_internal_error:
-            return Outcome("internal_error", rules=("HOST.PVM.RDPKRU",))
-        if kind in ("wrmsr", "rdmsr"):
-            return self.guest_other_msr(ev, cpu)
+            return self.guest_pkrs_access(ev, cpu, level)  # exits only when intercepted
         nested = self.nested_handler(kind, level)
         if nested is not None:
             return nested(ev)
-        handler = cpu.handlers.get(kind)
-        if handler is None:
-            return unsupported(kind)
-        return handler(ev)
+        # Without an exit the CPU runs it (with EPT: CR3, INVLPG, accesses, PKRU)
+        if kind not in KVM_HANDLED and not (kind == "rdpkru" and self.k.rdpkru_internal_error):
+            handler = cpu.handlers.get(kind)
+            return handler(ev) if handler is not None else unsupported(kind)
+        # An exit to KVM: the hardware saves the guest's PKRS first (VMX.EXIT.SAVE), KVM handles the
+        # instruction, then re-enters unless the vCPU went to userspace.
+        self.vm.count("exit.kvm")
+        self.hw_exit()
+        if kind == "emu_access":
+            out = self.emulated_access(ev, cpu, level)
+        elif kind == "rdpkru" and self.k.rdpkru_internal_error:
+            out = Outcome("internal_error", rules=("HOST.PVM.RDPKRU",))
+        elif kind in ("wrmsr", "rdmsr"):
+            out = self.guest_other_msr(ev, cpu)
+        else:
+            out = cpu.handlers[kind](ev)
+        if out.result in ("user_exit", "internal_error"):
+            self.loaded = False
+            return out
+        return self.hw_entry() or out
 
     # ------------------------------------------------------------------ CPUID and CR4
     def set_cpuid(self, ev: Event) -> Outcome:
@@ -517,8 +530,6 @@ class KvmVcpu:
         """A refused guest MSR access: a userspace exit if ``reason`` is enabled, else #GP."""
         if self.vm.user_exits.exits_for(reason):
             self.vm.count("exit.user")
-            if self.in_guest:
-                self.hw_exit()
             self.loaded = False
             return Outcome("user_exit", exit_reason=reason, rules=(rule, "KVM.MSR.FILTER"))
         return gp(rule)

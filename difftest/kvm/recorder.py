@@ -174,6 +174,8 @@ def _metadata(s: Session, rec: Recording) -> dict[str, str]:
     wanted = "upstream-pvm" if s.facts.backend == "kvm_pvm" else "upstream"
     if wanted in POLICIES:
         meta["policy"] = wanted
+    if s.facts.backend == "kvm_pvm":
+        meta["profile"] = "pvm"  # the backend's CPUID rewrite is masked, named and counted
     meta["source"] = "difftest record kvm: every expectation is what this host's KVM did"
     meta["notes"] = f"{s.trace_note}. Timing: {rec.timing()}."
     return meta

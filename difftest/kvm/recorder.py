@@ -156,7 +156,8 @@ def record_scenarios(scenarios: list[Scenario], *, trace: bool = True) -> tuple[
                 rec.trace_lines += s.tracer.drain()
         meta = _metadata(s, rec)
     names = [sc.name for sc in scenarios]
-    meta["name"] = "kvm-" + (names[0] if len(names) == 1 else "scenarios")
+    # one scenario: its name; several: a name that says which (reports key runs by trace name)
+    meta["name"] = "kvm-" + (names[0] if len(names) == 1 else f"scenarios-{len(names)}-{names[0]}")
     meta["description"] = ("Recorded on /dev/kvm: " + "; ".join(sc.description for sc in scenarios))[:4000]
     return rec, meta
 

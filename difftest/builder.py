@@ -13,7 +13,6 @@ a register write undoes the builder's tracking of that write, as the CPU would.
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,7 +111,8 @@ class TraceBuilder:
         row["level"] = fields.pop("level", "host" if kind in _HOST_KINDS else self._level)
         row.update({k: v for k, v in fields.items() if v is not None})
         if primary:
-            self._undo = (row["vcpu"], copy.deepcopy(self._view(row["vcpu"])))
+            v = self._view(row["vcpu"])
+            self._undo = (row["vcpu"], _CpuView(v.cr0, v.cr3, v.cr4, v.efer, v.mapped))
             self._last = len(self._rows)
         self._rows.append(row)
         return self

@@ -223,10 +223,15 @@ def import_() -> None:
 from .importers.ftrace import import_ftrace_cmd  # noqa: E402
 from .importers.pkvm_vmexit import import_pkvm_cmd  # noqa: E402
 from .kvm.recorder import record_kvm  # noqa: E402
+from .qemu.command import record_qemu  # noqa: E402
 
 record.add_command(record_kvm)
+record.add_command(record_qemu)
 import_.add_command(import_ftrace_cmd)
 import_.add_command(import_pkvm_cmd)
+main.add_command(__import__("difftest.generate", fromlist=["generate_cmd"]).generate_cmd)
+main.add_command(__import__("difftest.shrink", fromlist=["shrink_cmd"]).shrink_cmd)
+main.add_command(__import__("difftest.fuzz", fromlist=["fuzz_cmd"]).fuzz_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

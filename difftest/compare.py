@@ -103,15 +103,36 @@ class CompareResult:
         }
 
 
+_KVM_FAMILIES = ("KVM.", "PKVM.")
+
+
 def _rule_for(a: RowResult, b: RowResult, state_rule: str | None) -> str | None:
-    """The rule a difference concerns: a rule only one side cited, else the trace's, else the state's."""
+    """The rule a difference concerns, as a reviewer would name it.
+
+    Outcome differences: a KVM/pKVM rule only one side cited (policy A's first), else a KVM rule both
+    cited for the event whose architectural consequence differs, else any rule only one side cited.
+    State-only differences: the host's PKRS after an exit is KVM.HOST's; the guest's PKRS is the
+    event's own KVM rule (INIT -> KVM.RESET, a nested-state restore -> KVM.NESTED.ENTRY), else
+    VMX.ENTRY.LOAD.  The trace's own citation decides snapshot rows.
+    """
+    if a.snapshot is not None:
+        return a.primary_rule
     ra = a.outcome.rules if a.outcome else ()
     rb = b.outcome.rules if b.outcome else ()
-    only = [r for r in (*rb, *ra) if (r in ra) != (r in rb)]
+    only = [r for r in (*ra, *rb) if (r in ra) != (r in rb)]
+    shared_kvm = [r for r in ra if r in rb and r.startswith(_KVM_FAMILIES)]
     if only:
-        return only[0]
-    if a.primary_rule and ((a.expect and a.expect.rule) or a.snapshot is not None):
-        return a.primary_rule
+        kvm_only = [r for r in only if r.startswith(_KVM_FAMILIES)]
+        if kvm_only:
+            return kvm_only[0]
+        return shared_kvm[-1] if shared_kvm else only[0]
+    if state_rule == "KVM.HOST":
+        return state_rule
+    own = [r for r in ra if r.startswith(_KVM_FAMILIES)]
+    if own:
+        return own[0]
+    if a.expect and a.expect.rule:
+        return a.expect.rule
     return state_rule or a.primary_rule
 
 

@@ -683,7 +683,11 @@ class KvmVcpu:
         else:
             pkr = self.emu_pkrs(role)
         bits = pkr_bits(mask, pkr, m.key, write, user_access, fetch, m.user_address, self.k.pkr_mask_by_address)
-        rules = (*base.rules, "KVM.CR4.ROLE", "KVM.MMU.PKR")
+        rules = (*base.rules, "KVM.MMU.PKR")
+        fresh_role = role_of(cpu.cr0, cpu.cr4, cpu.efer, self.k.mmu_role)
+        fresh = build_pkr_mask(cpu.cr0, cpu.cr4, cpu.efer, fresh_role, self.k.mmu_role, self.k.pkr_mask_by_address)
+        if fresh != mask:  # the mask was built for other registers and the role did not notice (B3, B10)
+            rules = (*rules, "KVM.CR4.ROLE")
         if not bits:
             return Outcome(base.result, pfec=base.pfec, cr2=base.cr2, rules=rules)
         pfec = (base.pfec if base.result == "pf" else (PF_W if write else 0) | (PF_U if user_access else 0)) or 0

@@ -1,0 +1,354 @@
+"""Shrink a trace while it still shows the same divergence.
+
+The property kept is the *kind* of the first divergence: its rule id and event kind
+(:class:`DivergenceKind`).  With two policies it is the first difference between A and B
+(lockstep compare); with one, the first divergence of A from the trace's expectations.  Passes
+run in order and repeat until none makes progress: drop chunks of events (large to small), drop
+vCPUs and nesting levels, simplify values to 0 or a single bit, drop redundant writes.  The
+setup prologue (metadata ``setup_rows``) is never touched.  Every candidate tried is remembered,
+so nothing is tested twice and the loop ends; a cap on candidates bounds the work; the result
+is checked once more at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from reference_model.policies import Policy
+
+from .compare import compare_trace
+from .generate import Draft, load_draft, refill_expectations
+from .profiles import Profile, get_profile
+from .replay import replay_trace
+from .schema import SNAPSHOT_KIND
+
+# Fields a value-simplification pass may change (kind-defining fields such as msr, field and addr stay).
+SIMPLIFIABLE = ("value", "values", "cpuid_7_ecx", "cpuid_1_ecx", "cr0", "cr3", "cr4", "efer", "key", "filter_allow",
+                "reason", "cpl", "run_pending", "user", "writable", "nx", "rsvd", "user_upper")
+NESTED_KINDS = frozenset({"vmlaunch", "vmresume", "vmwrite", "vmread", "set_msr_bitmap", "nested_exit",
+                          "get_nested_state", "set_nested_state", "smi", "rsm"})
+# Writes whose effect a later write of the same target replaces.
+WRITE_KINDS = frozenset({"wrmsr", "mov_cr0", "mov_cr3", "mov_cr4", "wrpkru", "vmwrite", "set_msr_bitmap", "host_pkrs",
+                         "set_cpuid", "set_msr_filter", "enable_user_msr", "set_sregs", "set_msrs", "map", "write_pdpte"})
+DEFAULT_MAX_CANDIDATES = 4000
+
+
+@dataclass(frozen=True)
+class DivergenceKind:
+    """What a divergence is about: the rule id it names and the kind of event it happened at."""
+
+    rule: str
+    kind: str
+
+    def slug(self) -> str:
+        """File-name form: ``KVM.HOST-nested_exit``."""
+        return f"{self.rule}-{self.kind}".replace("/", "_")
+
+    def __str__(self) -> str:
+        return f"{self.rule} at {self.kind}"
+
+
+@dataclass(frozen=True)
+class Goal:
+    """The divergence to keep: A against B, or A against the trace's own expectations (``against`` None)."""
+
+    policy: Policy
+    against: Policy | None = None
+    profile: Profile | None = None
+
+    def first(self, draft: Draft) -> tuple[DivergenceKind, int] | None:
+        """The first divergence's kind and row index, or None if the trace shows none."""
+        profile = self.profile or get_profile("strict")
+        trace: Any = draft.as_trace()
+        if self.against is not None:
+            res = compare_trace(trace, self.policy, self.against, profile)
+            row = res.first
+            if row is None:
+                return None
+            ev = row.a.event
+            return DivergenceKind(row.rule or "unnamed", ev.kind if ev else SNAPSHOT_KIND), row.index
+        rep = replay_trace(trace, self.policy, profile)
+        rr = rep.first
+        if rr is None:
+            return None
+        return DivergenceKind(rr.primary_rule or "unnamed", rr.event.kind if rr.event else SNAPSHOT_KIND), rr.index
+
+    def describe(self) -> str:
+        if self.against is not None:
+            return f"{self.policy.name} vs {self.against.name}"
+        return f"{self.policy.name} vs the trace's expectations"
+
+
+@dataclass
+class ShrinkResult:
+    """The smallest trace found, the divergence it keeps, and what it cost."""
+
+    draft: Draft
+    kind: DivergenceKind
+    index: int
+    original_events: int
+    tried: int
+    accepted: int
+    capped: bool
+
+
+class Shrinker:
+    """Greedy, pass-ordered shrinking with a history of every candidate tried."""
+
+    def __init__(self, goal: Goal, max_candidates: int = DEFAULT_MAX_CANDIDATES) -> None:
+        self.goal = goal
+        self.max_candidates = max_candidates
+        self.seen: set[object] = set()
+        self.tried = 0
+        self.accepted = 0
+
+    def shrink(self, draft: Draft) -> ShrinkResult:
+        found = self.goal.first(draft)
+        if found is None:
+            raise ValueError(f"the trace shows no divergence ({self.goal.describe()}): nothing to shrink")
+        self.kind = found[0]
+        self.current = draft
+        self.seen.add(draft.fingerprint())
+        passes: tuple[Callable[[Draft], Iterator[Draft]], ...] = (
+            drop_chunks, drop_vcpus, drop_levels, simplify_values, drop_redundant_writes)
+        progress = True
+        while progress and not self.capped:
+            progress = False
+            for candidates in passes:
+                while self.run_pass(candidates):
+                    progress = True
+        result = self.current
+        if self.goal.against is not None:
+            # the expectations a minimal A-vs-B trace states are B's, so it replays clean under B
+            refilled = refill_expectations(result, self.goal.against)
+            if self.holds(refilled):
+                result = refilled
+        final = self.goal.first(result)  # the final re-check
+        if final is None or final[0] != self.kind:
+            result, final = draft, found
+        assert final is not None
+        return ShrinkResult(result, self.kind, final[1], draft.events, self.tried, self.accepted, self.capped)
+
+    @property
+    def capped(self) -> bool:
+        return self.tried >= self.max_candidates
+
+    def holds(self, cand: Draft) -> bool:
+        found = self.goal.first(cand)
+        return found is not None and found[0] == self.kind
+
+    def run_pass(self, candidates: Callable[[Draft], Iterator[Draft]]) -> bool:
+        """Try the pass's candidates on the current trace; True (and adopt it) at the first that keeps the divergence."""
+        for cand in candidates(self.current):
+            fp = cand.fingerprint()
+            if fp in self.seen:
+                continue
+            if self.capped:
+                return False
+            self.seen.add(fp)
+            self.tried += 1
+            if self.holds(cand):
+                self.current = cand
+                self.accepted += 1
+                return True
+        return False
+
+
+def shrink(draft: Draft, goal: Goal, max_candidates: int = DEFAULT_MAX_CANDIDATES) -> ShrinkResult:
+    """Shrink ``draft`` while ``goal``'s first divergence keeps its rule id and event kind."""
+    return Shrinker(goal, max_candidates).shrink(draft)
+
+
+# --------------------------------------------------------------------------- passes
+def drop_chunks(d: Draft) -> Iterator[Draft]:
+    """Remove runs of rows after the prologue, half the body first, then smaller runs down to one row."""
+    start, n = d.setup_rows, len(d.rows)
+    size = max(1, (n - start) // 2)
+    while True:
+        for i in range(start, n, size):
+            yield d.with_rows(d.rows[:i] + d.rows[i + size:])
+        if size == 1:
+            return
+        size = max(1, size // 2)
+
+
+def _body_vcpus(d: Draft) -> list[int]:
+    setup = {r.get("vcpu", 0) for r in d.rows[:d.setup_rows]}
+    return sorted({r.get("vcpu", 0) for r in d.rows[d.setup_rows:]} - setup)
+
+
+def drop_vcpus(d: Draft) -> Iterator[Draft]:
+    """Remove every row of one vCPU (not one the prologue sets up), then renumber vCPUs densely."""
+    for v in _body_vcpus(d):
+        keep = d.rows[:d.setup_rows] + [r for r in d.rows[d.setup_rows:] if r.get("vcpu", 0) != v]
+        yield d.with_rows(keep)
+    used = sorted({r.get("vcpu", 0) for r in d.rows})
+    mapping = {old: new for new, old in enumerate(used)}
+    if any(old != new for old, new in mapping.items()) and all(
+            mapping[r.get("vcpu", 0)] == r.get("vcpu", 0) for r in d.rows[:d.setup_rows]):
+        yield d.with_rows([_renumber(r, mapping) for r in d.rows])
+
+
+def _renumber(row: dict[str, Any], mapping: dict[int, int]) -> dict[str, Any]:
+    out = dict(row)
+    out["vcpu"] = mapping.get(row.get("vcpu", 0), row.get("vcpu", 0))
+    if row.get("src_vcpu") is not None:
+        out["src_vcpu"] = mapping.get(row["src_vcpu"], row["src_vcpu"])
+    path = row.get("path")
+    if isinstance(path, str) and path.startswith("vcpu"):
+        head, _, rest = path.partition(".")
+        if head[4:].isdigit():
+            out["path"] = f"vcpu{mapping.get(int(head[4:]), int(head[4:]))}.{rest}"
+    return out
+
+
+def drop_levels(d: Draft) -> Iterator[Draft]:
+    """Remove L2's events, then everything nested (VMX instructions, nested state)."""
+    head, body = d.rows[:d.setup_rows], d.rows[d.setup_rows:]
+    yield d.with_rows(head + [r for r in body if r.get("level") != "l2"])
+    yield d.with_rows(head + [r for r in body if r.get("level") != "l2" and r["kind"] not in NESTED_KINDS])
+
+
+def _simpler(value: Any) -> list[Any]:
+    """Simpler forms of a value: False for a flag, 0 and each single set bit for a number."""
+    if isinstance(value, bool):
+        return [False] if value else []
+    if isinstance(value, int):
+        if value == 0:
+            return []
+        out = [0]
+        if value & (value - 1):
+            out += [1 << b for b in range(value.bit_length()) if value >> b & 1]
+        return out
+    if isinstance(value, tuple):
+        return [(*value[:i], s, *value[i + 1:]) for i, x in enumerate(value) for s in _simpler(x)]
+    return []
+
+
+def simplify_values(d: Draft) -> Iterator[Draft]:
+    """One field of one row (after the prologue) replaced by 0 or by one of its set bits."""
+    for i in range(d.setup_rows, len(d.rows)):
+        row = d.rows[i]
+        if row["kind"] == SNAPSHOT_KIND:
+            continue
+        for name in SIMPLIFIABLE:
+            v = row.get(name)
+            if v is None:
+                continue
+            for s in _simpler(v):
+                yield d.with_rows([*d.rows[:i], {**row, name: s}, *d.rows[i + 1:]])
+
+
+def _target(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What a write writes: later writes of the same target make it redundant."""
+    key: tuple[Any, ...] = (row.get("vcpu", 0), row.get("level"), row["kind"])
+    if row["kind"] in ("wrmsr", "set_msr_bitmap"):
+        key += (row.get("msr"),)
+    elif row["kind"] == "vmwrite":
+        key += (row.get("field"),)
+    elif row["kind"] in ("set_msrs", "map"):
+        key += (row.get("msrs"), row.get("addr"))
+    return key
+
+
+def drop_redundant_writes(d: Draft) -> Iterator[Draft]:
+    """Drop a write that a later write of the same target overwrites, or an exact repeat of the row before."""
+    rows = d.rows
+    for i in range(d.setup_rows, len(rows)):
+        r = rows[i]
+        if r["kind"] not in WRITE_KINDS:
+            continue
+        t = _target(r)
+        later = any(_target(x) == t for x in rows[i + 1:] if x["kind"] == r["kind"])
+        repeat = i > d.setup_rows and _same_event(rows[i - 1], r)
+        if later or repeat:
+            yield d.with_rows(rows[:i] + rows[i + 1:])
+
+
+def _same_event(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    def strip(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in r.items() if k != "seq" and not k.startswith("exp_") and v is not None}
+
+    return strip(a) == strip(b)
+
+
+# --------------------------------------------------------------------------- output
+_META_ARGS = (("name", "name"), ("description", "description"))
+_BUILDER_KW = (("producer", "producer"), ("policy", "policy"), ("source", "source"), ("notes", "notes"),
+               ("cpu.features", "host_features"))
+
+
+def to_python(draft: Draft, out_path: str = "min.parquet") -> str:
+    """The trace as a runnable snippet in the trace-builder API (writes ``out_path``)."""
+    meta = draft.meta
+    args = [repr(meta.get("name", "shrunk")), repr(meta.get("description", ""))]
+    args += [f"{kw}={meta[key]!r}" for key, kw in _BUILDER_KW if key in meta]
+    lines = ["from difftest import TraceBuilder", "", f"t = TraceBuilder({', '.join(args)})"]
+    for i, r in enumerate(draft.rows):
+        if i == draft.setup_rows and i:
+            lines.append("t.end_setup()")
+        if r["kind"] == SNAPSHOT_KIND:
+            extra = f", rule={r['exp_rule']!r}" if r.get("exp_rule") else ""
+            lines.append(f"t.on(vcpu={r.get('vcpu', 0)}).snapshot({r['path']!r}, {_lit(r['exp_value'])}{extra})")
+            continue
+        fields = [f"{k}={_lit(v)}" for k, v in r.items()
+                  if k not in ("seq", "kind", "note") and not k.startswith("exp_") and v is not None]
+        call = f"t.event({r['kind']!r}, {', '.join(fields)})"
+        exp = {k[4:]: v for k, v in r.items() if k.startswith("exp_") and v is not None}
+        if exp:
+            result = exp.pop("result", None)
+            parts = [repr(result)] + [f"{k}={_lit(v)}" for k, v in exp.items()]
+            call += f".expect({', '.join(parts)})"
+        lines.append(call)
+    if draft.setup_rows == len(draft.rows) and draft.rows:
+        lines.append("t.end_setup()")
+    lines.append(f"t.write({out_path!r})")
+    return "\n".join(lines) + "\n"
+
+
+def _lit(v: Any) -> str:
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return repr(v)
+    if isinstance(v, int):
+        return hex(v) if v > 9 else str(v)
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_lit(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    return repr(v)
+
+
+# --------------------------------------------------------------------------- command line
+@click.command(name="shrink")
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--policy", "policy_a", required=True, help="policy A (name or variant file)")
+@click.option("--against", "policy_b", default=None,
+              help="policy B: keep A and B differing (without it: keep A diverging from the trace's expectations)")
+@click.option("--profile", "profile_name", default="strict", show_default=True)
+@click.option("--max-candidates", type=click.IntRange(min=1), default=DEFAULT_MAX_CANDIDATES, show_default=True)
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True)
+def shrink_cmd(trace: str, policy_a: str, policy_b: str | None, profile_name: str, max_candidates: int,
+               output: str) -> None:
+    """Shrink TRACE while its first divergence keeps its rule id and event kind (exit 1: kept, 0: none)."""
+    import sys
+
+    from .cli import input_errors, resolve_policy  # cli registers this command: import it late
+
+    @input_errors
+    def run() -> int:
+        goal = Goal(resolve_policy(policy_a), resolve_policy(policy_b) if policy_b else None, get_profile(profile_name))
+        draft = load_draft(trace)
+        if goal.first(draft) is None:
+            click.echo(f"{trace}: no divergence ({goal.describe()}); nothing to shrink")
+            return 0
+        res = shrink(draft, goal, max_candidates)
+        res.draft.write(output)
+        click.echo(f"{output}: {res.original_events} -> {res.draft.events} events; first divergence {res.kind} "
+                   f"(event {res.index}); {res.tried} candidates tried" + (" (cap reached)" if res.capped else ""))
+        click.echo("")
+        click.echo(to_python(res.draft, output), nl=False)
+        return 1
+
+    sys.exit(run())

@@ -23,11 +23,12 @@ from .errors import InputError
 from .profiles import PROFILES, get_profile
 from .render_text import render_replay
 from .replay import replay_trace
-from .schema import render_markdown
-from .trace_io import open_trace
+from .schema import META_PREFIX, render_markdown
+from .trace_io import TraceFile, open_trace
 from .variants import load_variant_file
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 DEFAULT_POLICY = "kvm-v7"
 
 
@@ -70,6 +71,16 @@ def parse_host_option(value: str | None) -> HostCpu | None:
         raise click.BadParameter(str(exc)) from None
 
 
+def from_metadata(tf: TraceFile, key: str, lookup: Callable[[str], T], name: str) -> T:
+    """The policy or profile ``name`` a trace's metadata asks for; unknown, it is that file's error."""
+    try:
+        return lookup(name)
+    except KeyError as exc:
+        raise InputError(str(tf.path), f"metadata '{META_PREFIX}{key}': {exc.args[0] if exc.args else name}") from None
+    except InputError as exc:  # a variant file the metadata names
+        raise InputError(str(tf.path), f"metadata '{META_PREFIX}{key}': {exc}") from None
+
+
 def default_policy_for(meta_policies: list[str]) -> str:
     if meta_policies:
         return meta_policies[0]
@@ -97,8 +108,14 @@ def find_traces(paths: Iterable[str]) -> list[Path]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pks-difftest")
-def main() -> None:
+@click.option("--reference", is_flag=True,
+              help="replay row by row through the reference path only (slow; for debugging the fast path)")
+def main(reference: bool) -> None:
     """Trace-driven differential tester for Intel PKS virtualization."""
+    if reference:  # an environment variable, so `report --jobs N` workers inherit it
+        import os
+
+        os.environ["DIFFTEST_REFERENCE"] = "1"
 
 
 @main.command()
@@ -116,8 +133,10 @@ def replay(trace: str, policy_name: str | None, profile_name: str | None, host_f
     """Replay TRACE under a policy and diff every expectation and snapshot."""
     tf = open_trace(trace)
     tf.host_override = host_features
-    policy = resolve_policy(policy_name or default_policy_for(tf.policies()))
-    profile = get_profile(profile_name or tf.meta.get("profile", "strict"))
+    policy = resolve_policy(policy_name) if policy_name else from_metadata(tf, "policy", resolve_policy,
+                                                                            default_policy_for(tf.policies()))
+    profile = get_profile(profile_name) if profile_name else from_metadata(tf, "profile", get_profile,
+                                                                           tf.meta.get("profile", "strict"))
     res = replay_trace(tf, policy, profile)
     if as_json:
         click.echo(json.dumps(res.to_json(), indent=2, sort_keys=True))

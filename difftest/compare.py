@@ -137,7 +137,17 @@ def _rule_for(a: RowResult, b: RowResult, state_rule: str | None) -> str | None:
 
 
 def compare_trace(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: Profile) -> CompareResult:
-    """Replay ``trace`` under both policies in lockstep and collect their differences."""
+    """Replay ``trace`` under both policies in lockstep and collect their differences.
+
+    A trace file goes through :mod:`difftest.fast_compare` (same result, record batches on
+    columns) unless ``DIFFTEST_REFERENCE=1`` asks for this row-by-row path.
+    """
+    from .fast_replay import can_use
+
+    if can_use(trace):
+        from .fast_compare import fast_compare_trace
+
+        return fast_compare_trace(trace, policy_a, policy_b, profile)
     t0 = time.perf_counter()
     host = trace.host()
     ma, mb = policy_a.build(host), policy_b.build(host)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+MAX_MESSAGE = 400  # characters of message after the location
+
 
 class InputError(Exception):
     """A trace, variant or capture that cannot be used as given (CLI exit code 2)."""
@@ -23,6 +25,12 @@ class InputError(Exception):
         if self.row is not None:
             where.append(f"event {self.row}" + (f" (seq {self.seq})" if self.seq is not None else ""))
         if self.column is not None:
-            where.append(f"column '{self.column}'")
-        text = " ".join(self.message.split())  # always one line
+            where.append(f"column '{_one_line(self.column, 80)}'")
+        text = _one_line(self.message, MAX_MESSAGE)  # a hostile value quoted in it must not flood the terminal
         return f"{': '.join(where)}: {text}"
+
+
+def _one_line(text: str, limit: int) -> str:
+    """``text`` on one line (whitespace runs become one space), at most ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -102,7 +102,15 @@ def _check_snapshot(row: TraceRow, machine: Machine, result: ReplayResult) -> Ro
 
 def replay_trace(trace: TraceFile, policy: Policy, profile: Profile,
                  observer: RowObserver | None = None) -> ReplayResult:
-    """Replay one opened trace under ``policy`` with ``profile`` (``observer``: see :func:`replay_rows`)."""
+    """Replay one opened trace under ``policy`` with ``profile`` (``observer``: see :func:`replay_rows`).
+
+    A trace file without an observer goes through :mod:`difftest.fast_replay` (same result, record
+    batches on columns) unless ``DIFFTEST_REFERENCE=1`` asks for this module's row-by-row path.
+    """
+    from .fast_replay import can_use, fast_replay_trace
+
+    if can_use(trace, observer):
+        return fast_replay_trace(trace, policy, profile)
     t0 = time.perf_counter()
     result = ReplayResult(str(trace.path), trace.name, policy.name, profile.name, meta=dict(trace.meta))
     replay_rows(trace.rows(), policy.build(trace.host()), profile, result, observer)

@@ -9,7 +9,9 @@ file under the final name.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +26,12 @@ from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 
 from .errors import InputError
 from .schema import ARROW_SCHEMA, COLUMN_BY_NAME, META_PREFIX, SCHEMA_VERSION, SNAPSHOT_KIND
-from .validate import BatchValidator, check_file_schema
+from .validate import MAX_LIST, BatchValidator, check_file_schema
 
 BATCH_ROWS = 65_536
+MAX_ROWS = 1 << 32  # events in one trace (hours of replay beyond this; a larger claim is a broken footer)
+MAX_GROUP_ROWS = 1 << 24  # rows in one Parquet row group (writers use 1 Mi by default)
+MAX_CHUNK_BYTES = 512 << 20  # uncompressed bytes of one column in one row group
 
 _EVENT_COLUMNS = tuple(
     n for n in COLUMN_BY_NAME
@@ -152,9 +157,39 @@ def open_trace(path: str | os.PathLike[str]) -> TraceFile:
     if version != SCHEMA_VERSION:
         raise InputError(str(p), f"trace format version {version!r} is not supported (this tool reads {SCHEMA_VERSION})")
     check_file_schema(str(p), schema, meta)
+    check_sizes(str(p), pf.metadata)
     tf = TraceFile(p, meta, pf.metadata.num_rows, pf)
     tf.host()  # reject unknown host features now, before any replay output
     return tf
+
+
+def check_sizes(path: str, md: pq.FileMetaData) -> None:
+    """Refuse, from the footer alone, sizes that could not stream within the memory target (1 GiB
+    peak RSS, issue 8): absurd row counts, row groups or column chunks.  Bounds: :data:`MAX_ROWS`,
+    :data:`MAX_GROUP_ROWS`, :data:`MAX_CHUNK_BYTES`, and :data:`~difftest.validate.MAX_LIST` elements
+    per list cell on average (the per-row list bound is checked on each batch)."""
+    if md.num_rows > MAX_ROWS:
+        raise InputError(path, f"the file claims {md.num_rows} rows; traces are limited to {MAX_ROWS}")
+    total = 0
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        total += rg.num_rows
+        if rg.num_rows > MAX_GROUP_ROWS:
+            raise InputError(path, f"row group {g} claims {rg.num_rows} rows (at most {MAX_GROUP_ROWS} per group)")
+        for c in range(rg.num_columns):
+            col = rg.column(c)
+            try:
+                name = col.path_in_schema.split(".")[0]
+            except UnicodeDecodeError:  # a damaged footer; the Arrow schema decoded, this copy did not
+                raise InputError(path, f"row group {g}: column {c} has a name that is not UTF-8") from None
+            if col.total_uncompressed_size > MAX_CHUNK_BYTES:
+                raise InputError(path, f"row group {g} holds {col.total_uncompressed_size} bytes of this column "
+                                 f"(at most {MAX_CHUNK_BYTES})", column=name)
+            if name in _LIST_COLUMNS and col.num_values > MAX_LIST * max(1, rg.num_rows):
+                raise InputError(path, f"row group {g} holds {col.num_values} list elements in {rg.num_rows} rows "
+                                 f"(at most {MAX_LIST} per row)", column=name)
+    if total != md.num_rows:
+        raise InputError(path, f"the footer claims {md.num_rows} rows but its row groups hold {total}")
 
 
 def _rows_of_batch(batch: pa.RecordBatch, start: int) -> Iterator[TraceRow]:
@@ -211,11 +246,42 @@ def _public(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+def _temp_for(dest: Path) -> tuple[int, str]:
+    """A new hidden temporary file beside ``dest``: ``.NAME.PID.XXXXXXXX.tmp`` (the pid lets a later
+    write tell a leftover of a killed writer from a write still in progress)."""
+    return tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp", dir=dest.parent)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(dest: Path) -> list[Path]:
+    """Delete temporary files that earlier writes to ``dest`` left behind when killed (SIGKILL, power
+    loss: no ``except`` ran).  Only files named like ours whose writer process no longer exists are
+    touched, so a concurrent write to the same name keeps its temporary file.  (A writer on another
+    host sharing the directory would look dead: its write then fails loudly at the rename.)"""
+    pattern = re.compile(re.escape(f".{dest.name}.") + r"(\d+)\.[A-Za-z0-9_]{8}\.tmp")
+    removed = []
+    for p in dest.parent.glob(glob.escape(f".{dest.name}.") + "*.tmp"):
+        m = pattern.fullmatch(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _process_exists(int(m.group(1))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
     """Write ``table`` as Parquet under ``path`` via a temporary file and a rename."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp = _temp_for(dest)
     os.close(fd)
     try:
         pq.write_table(table, tmp, compression="zstd")
@@ -224,6 +290,7 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    remove_stale_temps(dest)
     return dest
 
 
@@ -237,7 +304,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write a text output (report, JSON, JUnit) via a temporary file and a rename."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp = _temp_for(dest)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -246,4 +313,5 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    remove_stale_temps(dest)
     return dest

@@ -24,6 +24,7 @@ _KIND_REQUIRED: dict[str, tuple[str, ...]] = {
 }
 _KIND_REQUIRED[SNAPSHOT_KIND] = ("path", "exp_value")
 _PATH_RE = re.compile(SNAPSHOT_PATH.pattern)
+MAX_LIST = 4096  # elements in one list cell (KVM_SET/GET_MSRS take far fewer MSRs per call)
 
 
 def _type_ok(col: Column, t: pa.DataType) -> bool:
@@ -83,6 +84,27 @@ class BatchValidator:
     def _any(self, mask: pa.Array) -> bool:
         return bool(pc.any(pc.fill_null(mask, False)).as_py())
 
+    def _check_utf8(self, name: str, arr: pa.Array) -> None:
+        """Parquet does not guarantee that string data is UTF-8; reject it here, naming the first bad row."""
+        values = arr.dictionary if pa.types.is_dictionary(arr.type) else arr
+        try:
+            values.validate(full=True)
+            return
+        except pa.ArrowInvalid:
+            pass
+        bad = None
+        for j, raw in enumerate(values.cast(pa.binary()).to_pylist()):
+            try:
+                if raw is not None:
+                    raw.decode("utf-8")
+            except UnicodeDecodeError:
+                bad = j
+                break
+        if bad is None:  # invalid for another reason (offsets); still unreadable
+            raise self.fail(0, name, "malformed string data")
+        row = bad if values is arr else self._first(pc.equal(arr.indices, bad))
+        raise self.fail(row, name, "text is not UTF-8")
+
     def check(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Validate ``batch`` and return it with integer columns cast to their v1 types."""
         n = batch.num_rows
@@ -93,11 +115,18 @@ class BatchValidator:
             arr = columns[name]
             if arr.null_count:
                 raise self.fail(self._first(pc.is_null(arr)), name, "required value is missing")
+        for name, arr in columns.items():
+            if COLUMN_BY_NAME[name].kind == "str":
+                self._check_utf8(name, arr)
         # integer ranges (and casts to the canonical type)
         for name, arr in list(columns.items()):
             col = COLUMN_BY_NAME[name]
             if col.kind not in ("int", "list_int"):
                 continue
+            if col.kind == "list_int" and (pc.max(pc.list_value_length(arr)).as_py() or 0) > MAX_LIST:
+                lengths = pc.list_value_length(arr)
+                i = self._first(pc.greater(lengths, MAX_LIST))
+                raise self.fail(i, name, f"list of {lengths[i].as_py()} elements (at most {MAX_LIST})")
             flat = pc.list_flatten(arr) if col.kind == "list_int" else arr
             hi = scalar_max(col)
             if col.kind == "list_int" and flat.null_count:

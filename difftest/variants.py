@@ -17,9 +17,13 @@ from pathlib import Path
 
 import tomllib
 
+from reference_model.host import DEFAULT_HOST
 from reference_model.policies import Policy, get_policy
 
 from .errors import InputError
+
+MAX_BYTES = 1 << 20
+U64_MAX = (1 << 64) - 1
 
 
 def load_variant_file(path: str) -> Policy:
@@ -27,12 +31,16 @@ def load_variant_file(path: str) -> Policy:
     p = Path(path)
     if not p.is_file():
         raise InputError(path, "no such policy variant file")
+    if p.stat().st_size > MAX_BYTES:
+        raise InputError(path, f"larger than {MAX_BYTES} bytes: a variant file is a few lines of TOML")
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise InputError(path, "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(path, f"not valid TOML ({exc})") from None
+    except RecursionError:  # tomllib parses nested arrays recursively
+        raise InputError(path, "not valid TOML (arrays or tables nested too deeply)") from None
     known = {"base", "name", "description", "source", "knobs"}
     for key in data:
         if key not in known:
@@ -53,12 +61,19 @@ def load_variant_file(path: str) -> Policy:
         want = type(base.knobs[k])
         if not isinstance(v, want) or (want is int and isinstance(v, bool)):
             raise InputError(path, f"knobs.{k}: expected {want.__name__}, got {type(v).__name__}")
+        if want is int and not 0 <= v <= U64_MAX:  # int knobs are register masks
+            raise InputError(path, f"knobs.{k}: {v} is not a 64-bit mask (0 .. {U64_MAX:#x})")
     for key in ("name", "description", "source"):
         if key in data and not isinstance(data[key], str):
             raise InputError(path, f"{key}: expected a string")
-    return base.derive(
+    policy = base.derive(
         data.get("name", p.stem),
         data.get("description", f"{base_name} with {', '.join(f'{k}={v}' for k, v in knobs.items()) or 'no changes'}"),
         data.get("source", f"user variant {p}"),
         **knobs,
     )
+    try:  # the machine checks value domains (e.g. a string knob's allowed values): fail here, not mid-replay
+        policy.build(DEFAULT_HOST)
+    except (ValueError, TypeError) as exc:
+        raise InputError(path, f"knobs: {exc}") from None
+    return policy

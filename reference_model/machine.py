@@ -19,7 +19,7 @@ from .paging import PageTables
 # What ``observe`` returns, in order, and the rule a difference in it concerns.
 OBSERVED_STATE = (("pkrs", "VMX.ENTRY.LOAD"), ("exit_pkrs", "KVM.HOST"))
 
-SNAPSHOT_PATH = re.compile(r"^(?:vcpu(\d+)|host)\.([a-z0-9_][a-z0-9_.]*)$")
+SNAPSHOT_PATH = re.compile(r"^(?:vcpu(\d+)|host)\.([a-z0-9_][a-z0-9_.]*)\Z")  # \Z: no trailing newline
 
 
 class Machine:

@@ -25,10 +25,10 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -38,8 +38,10 @@ from .exit_reasons import KVM_EXIT_BY_NAME, SVM_BY_NAME, VECTOR_BY_NAME, VMX_BY_
 
 LINE = re.compile(
     r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]\s+(?:(?P<flags>[.a-zA-Z0-9]{4,5})\s+)?"
-    r"(?P<ts>\d+\.\d+):\s+(?P<event>\w+):\s*(?P<msg>.*?)\s*$"
-)
+    r"(?P<ts>\d+\.\d+):\s+(?P<event>\w+):\s*(?P<msg>.*)$"  # msg: trailing blanks stripped in code (a lazy
+)                                                                 # match before \s*$ is quadratic in blank runs)
+MAX_LINE = 65_536  # characters; a tracepoint line is a few hundred, anything longer is not one
+MAX_DIGITS = 20  # a decimal pid, vCPU or count longer than this is no kernel's (and int() refuses > 4300)
 IGNORED = re.compile(r"^\s*(?:#.*|cpus=\d+|version = .*|CPU \d+ is empty|)$")
 LOST = re.compile(r"^\s*CPU:(\d+) \[LOST (\d+) EVENTS\]\s*$")
 
@@ -67,6 +69,7 @@ MSG = {
 INSNS = {"0f 30": "wrmsr", "0f 32": "rdmsr", "0f 22": "mov to cr", "0f 20": "mov from cr", "0f 01 ee": "rdpkru",
          "0f 01 ef": "wrpkru", "0f a2": "cpuid", "f4": "hlt"}
 CR_KIND = {0: "mov_cr0", 3: "mov_cr3", 4: "mov_cr4"}
+VCPU_MAX = 0xFFFF  # the trace's vcpu column is uint16
 
 
 @dataclass
@@ -97,21 +100,29 @@ def parse_lines(lines: Iterable[str], path: str, skip_bad: bool, res: ImportResu
                 res.fmt = "trace-cmd report"
             continue
         lost = LOST.match(line)
-        if lost:
+        if lost and len(lost.group(2)) <= MAX_DIGITS:
             res.lost += int(lost.group(2))
             continue
-        m = LINE.match(line)
+        m = None if len(line) > MAX_LINE else LINE.match(line)
         problem = None
         sub = None
-        if m is None:
+        msg = ""
+        if len(line) > MAX_LINE:
+            problem = f"line longer than {MAX_LINE} characters (not a tracepoint line)"
+        elif m is None:
             problem = "not a trace line (expected COMM-PID [CPU] FLAGS TIMESTAMP: EVENT: MESSAGE)"
+        elif len(m.group("pid")) > MAX_DIGITS:
+            problem = f"pid {m.group('pid')[:30]}... is too large"
         else:
             ev = m.group("event")
+            msg = m.group("msg").rstrip()
             rx = MSG.get(ev)
             if rx is not None:
-                sub = rx.match(m.group("msg"))
+                sub = rx.match(msg)
                 if sub is None:
-                    problem = f"malformed {ev} message {m.group('msg')[:80]!r}"
+                    problem = f"malformed {ev} message {msg[:80]!r}"
+                elif "vcpu" in rx.groupindex and len(sub.group("vcpu")) > 5:
+                    problem = f"vcpu {sub.group('vcpu')[:30]} is too large"
         if problem:
             if skip_bad:
                 res.skipped.append(n)
@@ -120,8 +131,20 @@ def parse_lines(lines: Iterable[str], path: str, skip_bad: bool, res: ImportResu
         assert m is not None
         if m.group("flags") is None:
             res.fmt = "trace-cmd report"
-        out.append(Parsed(n, int(m.group("pid")), m.group("ts"), m.group("event"), m.group("msg"), sub))
+        out.append(Parsed(n, int(m.group("pid")), m.group("ts"), m.group("event"), msg, sub))
     return out
+
+
+def bounded_lines(fh: TextIO) -> Iterator[str]:
+    """The lines of ``fh``, each cut after MAX_LINE + 1 characters (the rest skipped): memory stays bounded."""
+    while True:
+        line = fh.readline(MAX_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE and not line.endswith("\n"):
+            while (rest := fh.readline(MAX_LINE)) and not rest.endswith("\n"):
+                pass
+        yield line
 
 
 def _vcpu_map(parsed: list[Parsed]) -> dict[int, int]:
@@ -146,9 +169,11 @@ def _decode_insn(hexbytes: str) -> str:
     return "insn"
 
 
-def convert(parsed: list[Parsed], res: ImportResult) -> None:
+def convert(parsed: list[Parsed], res: ImportResult, path: str = "<capture>") -> None:
     """Turn parsed lines into rows (see the module docstring for the mapping)."""
     vcpus = _vcpu_map(parsed)
+    if max(vcpus.values(), default=0) > VCPU_MAX:
+        raise InputError(path, f"vcpu index {max(vcpus.values())} is larger than {VCPU_MAX}")
     traced_inj = any(p.event == "kvm_inj_exception" for p in parsed)
     level: dict[int, str] = {}
     last_guest: dict[int, dict[str, Any]] = {}  # pid -> its last guest-event row, while a #GP may still follow
@@ -161,6 +186,15 @@ def convert(parsed: list[Parsed], res: ImportResult) -> None:
         row["note"] = f"line {p.lineno} @{p.ts} pid {p.pid}" + (f": {note}" if note else "")
         rows.append(row)
         return row
+
+    def hexfield(p: Parsed, group: str, bits: int) -> int:
+        """A hex field of ``p``'s message; the kernel prints at most ``bits`` bits there."""
+        assert p.m is not None
+        text = p.m.group(group)
+        value = int(text, 16)
+        if value >> bits:
+            raise InputError(path, f"{p.event} {group} 0x{text[:24]}... does not fit in {bits} bits", line=p.lineno)
+        return value
 
     def settle_cr(pid: int) -> None:
         row = pending_cr.pop(pid, None)
@@ -190,7 +224,7 @@ def convert(parsed: list[Parsed], res: ImportResult) -> None:
             settle_cr(p.pid)
         last_guest.pop(p.pid, None)
         if ev == "kvm_msr" and m is not None:
-            msr, val = int(m.group("msr"), 16), int(m.group("val"), 16)
+            msr, val = hexfield(p, "msr", 32), hexfield(p, "val", 64)
             if m.group("rw") == "write":
                 row = add(p, "wrmsr", p.msg, msr=msr, value=val, exp_result="gp" if m.group("gp") else "ok")
             elif m.group("gp"):
@@ -199,13 +233,13 @@ def convert(parsed: list[Parsed], res: ImportResult) -> None:
                 row = add(p, "rdmsr", p.msg, msr=msr, exp_result="ok", exp_value=val)
             last_guest[p.pid] = row
         elif ev == "kvm_cr" and m is not None:
-            cr, val = int(m.group("cr"), 16), int(m.group("val"), 16)
+            cr, val = int(m.group("cr"), 16), hexfield(p, "val", 64)
             if m.group("rw") == "write" and cr in CR_KIND:
                 pending_cr[p.pid] = add(p, CR_KIND[cr], p.msg, value=val)
             else:
                 add(p, "foreign", f"kvm_cr {p.msg}")
         elif ev == "kvm_cpuid" and m is not None:
-            add(p, "cpuid", p.msg, cpuid_leaf=int(m.group("func"), 16), cpuid_subleaf=int(m.group("idx"), 16),
+            add(p, "cpuid", p.msg, cpuid_leaf=hexfield(p, "func", 32), cpuid_subleaf=hexfield(p, "idx", 32),
                 exp_result="ok", exp_value=int(m.group("rcx"), 16) & 0xFFFFFFFF)
         elif ev == "kvm_exit" and m is not None:
             name = m.group("reason")
@@ -215,7 +249,7 @@ def convert(parsed: list[Parsed], res: ImportResult) -> None:
             else:
                 code = SVM_BY_NAME.get(name)
                 if code is None and not re.fullmatch(r"0x[0-9a-f]+", name):
-                    raise InputError(p.ts, f"unknown kvm_exit reason {name!r}", line=p.lineno)
+                    raise InputError(path, f"unknown kvm_exit reason {name!r}", line=p.lineno)
                 add(p, "vm_exit", f"SVM exit {name} ({code if code is not None else name}); reason not a VMX number")
         elif ev == "kvm_nested_vmenter":
             add(p, "foreign", f"kvm_nested_vmenter {p.msg}")
@@ -245,8 +279,8 @@ def import_ftrace(path: str, *, skip_bad: bool = False) -> ImportResult:
         raise InputError(path, "no such file")
     res = ImportResult()
     with p.open(encoding="utf-8", errors="replace") as fh:
-        parsed = parse_lines(fh, path, skip_bad, res)
-    convert(parsed, res)
+        parsed = parse_lines(bounded_lines(fh), path, skip_bad, res)
+    convert(parsed, res, path)
     if not any(k.startswith("exp_") and v is not None for r in res.rows for k, v in r.items()):
         raise InputError(path, "nothing comparable: no kvm_msr, kvm_cr write, or kvm_cpuid line "
                          f"({len(res.rows)} events, {sum(res.events.values())} lines parsed)")

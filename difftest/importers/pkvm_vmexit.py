@@ -23,6 +23,7 @@ from ..trace_io import write_text_atomic
 
 HOST_LINE = re.compile(r"^\s*Host:\s+(?P<name>\S+)\s+(?P<count>\d+)\s+cycles\s+(?P<total>\d+)\s+"
                        r"each-handler-cycle\s+(?P<avg>\d+)\s*$")
+U64_MAX = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ def parse_vmexit_trace(path: str) -> CostTable:
         if m is None:
             raise InputError(path, "malformed line (expected 'Host: NAME COUNT cycles TOTAL each-handler-cycle AVG')",
                              line=n)
+        for key in ("count", "total", "avg"):  # pKVM's counters are u64; longer numbers are not from it
+            if len(m.group(key)) > 20 or int(m.group(key)) > U64_MAX:
+                raise InputError(path, f"{key} {m.group(key)[:30]}... does not fit the 64-bit counter", line=n)
         name, count, total, avg = m.group("name"), int(m.group("count")), int(m.group("total")), int(m.group("avg"))
         if name in table.handlers:
             raise InputError(path, f"handler {name!r} appears twice (first on line {table.handlers[name].line})", line=n)

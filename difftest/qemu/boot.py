@@ -71,6 +71,10 @@ def boot(image: Path, cpu: str, *, memory_mib: int = 64, timeout: float = DEFAUL
             proc.kill()
             proc.communicate()
             code = None
+        except BaseException:  # Ctrl-C, SIGTERM (raised by `record qemu`), any error: leave no QEMU behind
+            proc.kill()
+            proc.wait()
+            raise
         seconds = time.perf_counter() - t0
         text = out.read_text(errors="replace") if out.exists() else ""
     return BootResult(text, code, seconds, tuple(cmd))

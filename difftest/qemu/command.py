@@ -7,9 +7,10 @@ import sys
 import click
 
 from ..errors import InputError
+from ..kvm.tracefs import signals_raise
 from ..trace_io import open_trace, write_trace
 from .boot import DEFAULT_TIMEOUT, qemu_path
-from .build import missing_tools
+from .build import BuildError, missing_tools
 from .recorder import TraceInput, record_one
 from .scenarios import SCENARIOS, scenario_rows
 
@@ -33,10 +34,18 @@ def record_qemu(trace_path: str | None, scenario: str | None, output: str, timeo
     if (trace_path is None) == (scenario is None):
         raise click.UsageError("give exactly one of --trace FILE or --scenario NAME")
     try:
-        _record(trace_path, scenario, output, timeout)
+        with signals_raise():  # SIGTERM unwinds like Ctrl-C: QEMU is killed, temporary directories removed
+            _record(trace_path, scenario, output, timeout)
     except InputError as exc:
         click.echo(f"difftest: error: {exc}", err=True)
         sys.exit(2)
+    except BuildError as exc:  # e.g. a trace too long for the guest image
+        click.echo(f"difftest: error: {InputError(trace_path or f'scenario {scenario}', f'cannot build the guest: {exc}')}",
+                   err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("difftest: interrupted; QEMU stopped and temporary files removed", err=True)
+        sys.exit(130)
 
 
 def _record(trace_path: str | None, scenario: str | None, output: str, timeout: float) -> None:

@@ -1,0 +1,183 @@
+"""Benchmark (not a test): replay, compare, memory, shrink and corpus report, measured in one run.
+
+    python bench/run.py            # 10M-event trace, 1,000-trace corpus, 100k-event shrink
+    python bench/run.py --quick    # 1M events, 200 traces, 20k-event shrink: under a minute
+
+Every input is generated into a temporary directory (never into the repository).  The CLI
+commands run as subprocesses, so their times include start-up and their peak RSS is their own
+(``wait4``).  The naive replay (pandas ``iterrows`` feeding the model one event at a time) is timed
+on the first rows of the trace only, and its rate is what is compared.  The last line is the
+issue's RESULT line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workload
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(args: list[str], timeout: float) -> tuple[float, float, int]:
+    """Run ``difftest ARGS``: (wall seconds, peak RSS MiB, exit code); exit code -9 on timeout."""
+    with tempfile.TemporaryFile() as out:
+        t0 = time.perf_counter()
+        p = subprocess.Popen([sys.executable, "-m", "difftest.cli", *args], stdout=out, stderr=out)
+        timer = threading.Timer(timeout, p.kill)
+        timer.start()
+        _, status, usage = os.wait4(p.pid, 0)
+        timer.cancel()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        if p.returncode not in (0, 1, -9):
+            out.seek(0)
+            raise RuntimeError(f"difftest {' '.join(args)} failed ({p.returncode}): {out.read()[-2000:].decode()}")
+    return wall, usage.ru_maxrss / 1024, p.returncode
+
+
+def scan_floor(path: Path) -> float:
+    """Seconds to read every column of every record batch with pyarrow (no Python per row)."""
+    t0 = time.perf_counter()
+    rows = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
+        rows += batch.num_rows
+    return time.perf_counter() - t0
+
+
+def naive_replay(path: Path, rows: int) -> tuple[int, float]:
+    """What a user would write: pandas ``iterrows``, one Event per row, compare result/pfec/cr2/value."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from reference_model.events import OPTIONAL_EVENT_FIELDS, Event
+    from reference_model.host import DEFAULT_HOST
+    from reference_model.policies import get_policy
+
+    batches, have = [], 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+        batches.append(batch)
+        have += batch.num_rows
+        if have >= rows:
+            break
+    df = pa.Table.from_batches(batches).slice(0, rows).to_pandas(integer_object_nulls=True)
+    machine = get_policy(workload.POLICY).build(DEFAULT_HOST)
+    t0 = time.perf_counter()
+    diverged = 0
+    for _, row in df.iterrows():
+        ev = Event(row["kind"], vcpu=int(row["vcpu"]), level=row["level"], seq=int(row["seq"]))
+        for name in OPTIONAL_EVENT_FIELDS:
+            v = row.get(name)
+            if v is None or (not isinstance(v, (list, tuple)) and not hasattr(v, "__len__") and pd.isna(v)):
+                continue
+            setattr(ev, name, v.item() if hasattr(v, "item") else v)  # numpy scalars to Python
+        out = machine.step(ev)
+        for name in ("result", "pfec", "cr2", "value"):
+            e = row.get(f"exp_{name}")
+            if e is not None and not pd.isna(e) and e != getattr(out, name):
+                diverged += 1
+                break
+    return len(df), time.perf_counter() - t0
+
+
+def machine_line() -> str:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return (f"machine: nproc={os.cpu_count()}, {model}, Python {platform.python_version()}, "
+            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1M events, 200 traces, 20k-event shrink")
+    ap.add_argument("--events", type=int, default=None, help="override the trace size")
+    args = ap.parse_args()
+    events = args.events or (1_000_000 if args.quick else 10_000_000)
+    corpus_size = 200 if args.quick else 1_000
+    shrink_events = 20_000 if args.quick else 100_000
+    naive_rows = 10_000 if args.quick else 50_000
+    print(machine_line())
+    results: list[tuple[str, str]] = []
+    numbers: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="pksdt-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        t0 = time.perf_counter()
+        trace = workload.write_mixed_trace(tmp / "mixed.parquet", events)
+        results.append(("generate mixed trace", f"{events:,} events in {time.perf_counter() - t0:.1f} s "
+                        "(80% access, 10% MSR, 5% CR, 5% VMX/nested; kvm-v7)"))
+
+        t = scan_floor(trace)
+        results.append(("pyarrow scan (floor)", f"{t:.2f} s = {events / t:,.0f} rows/s"))
+
+        n, t = naive_replay(trace, naive_rows)
+        naive_eps = n / t
+        results.append(("naive replay (pandas iterrows)", f"{naive_eps:,.0f} events/s (first {n:,} rows, {t:.1f} s)"))
+
+        t_rep, rss, code = cli(["replay", str(trace)], timeout=3600)
+        replay_eps = events / t_rep
+        results.append(("difftest replay", f"{t_rep:.2f} s = {replay_eps:,.0f} events/s (exit {code}; one process, "
+                        "start-up included)"))
+        results.append(("peak RSS of the replay", f"{rss:,.0f} MiB"))
+        numbers.update(replay_eps=replay_eps, naive_ratio=replay_eps / naive_eps, peak_rss_mb=rss)
+
+        only = workload.write_mixed_trace(tmp / "accesses.parquet", events, others=False)
+        t_acc, _, code = cli(["replay", str(only)], timeout=3600)
+        results.append(("difftest replay, accesses only", f"{t_acc:.2f} s = {events / t_acc:,.0f} events/s (exit {code}; "
+                        "the same generator without MSR/CR/VMX events: the columnar path alone)"))
+        only.unlink()
+
+        t_cmp, rss_c, code = cli(["compare", str(trace), "--policy", "kvm-v7", "--against", "kvm-v4"], timeout=3600)
+        results.append(("difftest compare kvm-v7 kvm-v4", f"{t_cmp:.2f} s = {t_cmp / t_rep:.2f}x the replay "
+                        f"(exit {code}, peak RSS {rss_c:,.0f} MiB)"))
+        numbers["compare_ratio"] = t_cmp / t_rep
+
+        if (REPO / "difftest" / "shrink.py").exists():
+            small = workload.write_divergent_trace(tmp / "divergent.parquet", shrink_events)
+            t_sh, _, code = cli(["shrink", str(small), "--policy", "kvm-v7", "-o", str(tmp / "shrunk.parquet")],
+                                timeout=600)
+            shrunk = pq.ParquetFile(tmp / "shrunk.parquet").metadata.num_rows if (tmp / "shrunk.parquet").exists() else None
+            note = "timed out after 600 s" if code == -9 else f"exit {code}, {shrunk} rows left"
+            results.append((f"difftest shrink ({shrink_events:,} events)", f"{t_sh:.1f} s ({note})"))
+            numbers["shrink_s"] = t_sh if code != -9 else float("nan")
+        else:
+            results.append(("difftest shrink", "not measured (difftest/shrink.py is absent)"))
+            numbers["shrink_s"] = float("nan")
+
+        corpus = workload.write_corpus(tmp / "corpus", corpus_size, REPO / "traces")
+        t1, _, _ = cli(["report", str(corpus), "--jobs", "1"], timeout=3600)
+        t2, _, _ = cli(["report", str(corpus), "--jobs", "2"], timeout=3600)
+        results.append((f"difftest report, {corpus_size:,} traces", f"--jobs 1: {t1:.1f} s, --jobs 2: {t2:.1f} s "
+                        f"({t1 / t2:.2f}x)"))
+        numbers.update(report_s=t1, jobs_speedup=t1 / t2)
+    width = max(len(k) for k, _ in results)
+    print()
+    for k, v in results:
+        print(f"  {k:<{width}}  {v}")
+    print(machine_line())
+    print(f"RESULT replay_eps={numbers['replay_eps']:.0f} naive_ratio={numbers['naive_ratio']:.1f} "
+          f"compare_ratio={numbers['compare_ratio']:.2f} peak_rss_mb={numbers['peak_rss_mb']:.0f} "
+          f"shrink_s={numbers['shrink_s']:.1f} report_s={numbers['report_s']:.1f} "
+          f"jobs_speedup={numbers['jobs_speedup']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,822 @@
+"""Fast replay: the answers of :mod:`difftest.replay`, with page accesses evaluated on columns.
+
+Most of a real trace is page accesses, and an access changes no architectural state: its
+outcome is a pure function of the vCPU's registers (CR0/CR4/EFER, the PKRS the hardware checks
+against, PKRU), its mappings, the stale-TLB set, and of the access itself, except that
+``cr2`` is the address.  So, per record batch:
+
+* every other row (``map``, MSR and CR writes, VMX, host ioctls, snapshots, accesses with
+  unusual columns) goes through the reference model one at a time, as in ``replay_rows``;
+* between two such rows, each (vCPU, level) pair that is in the guest and may run an access
+  has a *state* (a tuple of the values above), interned to an id;
+* the accesses' outcomes are computed per distinct (state, 4 KiB page, access kind, CPL) by
+  the model's own :func:`~reference_model.paging.check_access`, then spread over the rows with
+  numpy and compared with the expectation columns.  Only rows that differ from their
+  expectation (divergent or masked) and the rows around the first divergence become
+  :class:`RowResult` objects, through :func:`~difftest.diff.diff_outcome` as in the reference.
+
+Rule coverage is counted per distinct outcome times its number of rows, so it is exact.  The
+TLB (ARCH.TLB) stays exact too: an access that succeeds fills the TLB, and fills are applied
+late, so the CPU's TLB set is swapped for a :class:`TlbLog` that records flushes and INVLPGs by
+row; a fill is kept unless a later flush or INVLPG of its page dropped it.  The only events
+that *read* the TLB (``map`` and ``mov_cr4``) first settle every pending access.
+
+An access whose vCPU is not known to be ready (not in the guest, the wrong level for L2, an
+unknown machine class) is stepped by the model too.  ``DIFFTEST_REFERENCE=1`` (or
+``difftest --reference``) turns all of this off.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from reference_model import cpu as cpu_mod
+from reference_model import kvm as kvm_mod
+from reference_model import paging as paging_mod
+from reference_model.cpu import Cpu
+from reference_model.events import ACCESS_KINDS, OUTCOME_FIELDS, RESULTS, Event, Outcome
+from reference_model.hw import HwMachine, HwVcpu
+from reference_model.kvm import GuestCpu, KvmMachine, KvmVcpu
+from reference_model.machine import Machine
+from reference_model.paging import Mapping, PageTables, check_access
+from reference_model.pkvm import PkvmMachine, PkvmVcpu
+from reference_model.policies import Policy
+from reference_model.registers import CR0_PG, CR4_PKE, CR4_PKS
+
+from .diff import diff_outcome
+from .profiles import Profile
+from .replay import _check_snapshot
+from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
+from .schema import SNAPSHOT_KIND
+from .trace_io import _EVENT_COLUMNS, _LIST_COLUMNS, Expect, Snapshot, TraceFile, TraceRow
+
+REFERENCE_ENV = "DIFFTEST_REFERENCE"
+
+_RESULT_CODE = {r: i for i, r in enumerate(RESULTS)}
+_PF = _RESULT_CODE["pf"]
+_ACCESS_CODE = {a: i for i, a in enumerate(ACCESS_KINDS)}
+_LEVELS = ("host", "l1", "l2")
+# Columns an access row handled on columns may use; any other non-null column sends it to the model.
+_FAST_COLUMNS = frozenset({"seq", "kind", "vcpu", "level", "addr", "access", "cpl", "path", "note",
+                           "exp_result", "exp_pfec", "exp_cr2", "exp_rule"})
+# Events that read the TLB (Cpu.map, Cpu.set_cr4): pending accesses are settled before them.
+_TLB_READERS = frozenset({"map", "mov_cr4"})
+_KVM_MACHINES = (KvmMachine, PkvmMachine)
+_KVM_VCPUS = (KvmVcpu, PkvmVcpu)
+_CPUS = (Cpu, GuestCpu)
+_NO_PAGES: frozenset[int] = frozenset()
+# Event's fields after ``kind``, in declaration order (trace columns of the same names fill them).
+_EVENT_FIELDS = tuple(f.name for f in dataclass_fields(Event))[1:]
+assert set(_EVENT_FIELDS) - {"seq"} == set(_EVENT_COLUMNS), "Event fields and trace columns disagree"
+
+
+def reference_only() -> bool:
+    """True when the user asked for the one-event-at-a-time reference path."""
+    return os.environ.get(REFERENCE_ENV, "") not in ("", "0")
+
+
+def can_use(trace: object, observer: object = None) -> bool:
+    """The fast path needs record batches (a trace file), no per-row observer and the model as written."""
+    return observer is None and not reference_only() and isinstance(trace, TraceFile) and model_is_pristine()
+
+
+# What the fast path relies on, by defining module and qualified name.  A test that monkeypatches one
+# of them (tests/test_mutation.py breaks one rule at a time) gets the reference path, which follows
+# the patched model wherever it goes.
+_RELIED_ON = (
+    (cpu_mod, "check_access", "reference_model.paging", "check_access"),
+    (paging_mod, "check_access", "reference_model.paging", "check_access"),
+    (paging_mod, "denies", "reference_model.pkeys", "denies"),
+    *((Cpu, name, "reference_model.cpu", f"Cpu.{name}")
+      for name in ("access", "pkrs_for_access", "set_cr4", "mov_cr4", "map", "flush_tlb", "invlpg", "__init__")),
+    (GuestCpu, "pkrs_for_access", "reference_model.kvm", "GuestCpu.pkrs_for_access"),
+    (KvmMachine, "step", "reference_model.kvm", "KvmMachine.step"),
+    (KvmVcpu, "step", "reference_model.kvm", "KvmVcpu.step"),
+    (KvmVcpu, "enter", "reference_model.kvm", "KvmVcpu.enter"),
+    (KvmVcpu, "nested_handler", "reference_model.kvm", "KvmVcpu.nested_handler"),
+    (PkvmVcpu, "step", "reference_model.pkvm", "PkvmVcpu.step"),
+    (HwMachine, "step", "reference_model.hw", "HwMachine.step"),
+    *((HwVcpu, name, "reference_model.hw", f"HwVcpu.{name}") for name in ("step", "l1_step", "l2_step")),
+    (PageTables, "lookup", "reference_model.paging", "PageTables.lookup"),
+    (PageTables, "map", "reference_model.paging", "PageTables.map"),
+)
+
+
+def model_is_pristine() -> bool:
+    """True when none of the model functions the fast path reasons about has been replaced."""
+    for owner, attr, module, qualname in _RELIED_ON:
+        f = getattr(owner, attr, None)
+        if getattr(f, "__module__", None) != module or getattr(f, "__qualname__", None) != qualname:
+            return False
+    return cpu_mod.CR0_PG == CR0_PG and "access" not in kvm_mod.KVM_HANDLED and "access" not in kvm_mod.HOST_KINDS
+
+
+# ------------------------------------------------------------------------------------ columns
+def _valid(arr: pa.Array) -> np.ndarray:
+    if arr.null_count == 0:
+        return np.ones(len(arr), dtype=bool)
+    return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _ints(arr: pa.Array | None, n: int) -> np.ndarray:
+    if arr is None:
+        return np.zeros(n, dtype=np.int64)
+    return arr.fill_null(0).to_numpy(zero_copy_only=False)
+
+
+def _codes(arr: pa.Array | None, table: dict[str, int], n: int) -> np.ndarray:
+    """Dictionary or string column as codes of ``table`` (-1 null, -2 not in the table)."""
+    if arr is None:
+        return np.full(n, -1, dtype=np.int64)
+    if not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()
+    lut = np.array([table.get(s, -2) for s in arr.dictionary.to_pylist()] + [-1], dtype=np.int64)
+    idx = arr.indices.fill_null(len(lut) - 1).to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = lut[idx]
+    if arr.null_count:
+        codes[~_valid(arr)] = -1
+    return codes
+
+
+def _pylist(arr: pa.Array) -> list[Any]:
+    """``arr.to_pylist()``, faster for numbers and dictionaries (the same Python values)."""
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        words = [*arr.dictionary.to_pylist(), None]
+        idx = arr.indices.fill_null(len(words) - 1).to_numpy(zero_copy_only=False).tolist()
+        out = [words[i] for i in idx]
+    elif pa.types.is_integer(t):
+        out = arr.fill_null(0).to_numpy(zero_copy_only=False).tolist()
+    elif pa.types.is_boolean(t):
+        out = [bool(x) for x in arr.fill_null(False).to_numpy(zero_copy_only=False).tolist()]
+    else:
+        return arr.to_pylist()
+    if arr.null_count:
+        ok = _valid(arr).tolist()
+        out = [v if k else None for v, k in zip(out, ok, strict=True)]
+    return out
+
+
+class BatchRows:
+    """One validated record batch: numpy columns for the fast path, exact TraceRows on demand."""
+
+    def __init__(self, batch: pa.RecordBatch, start: int) -> None:
+        self.batch = batch
+        self.start = start
+        self.n = n = batch.num_rows
+        cols = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
+        self.cols = cols
+        kind = _codes(cols["kind"], {"access": 0, SNAPSHOT_KIND: 1}, n)
+        self.level = _codes(cols["level"], {lv: i for i, lv in enumerate(_LEVELS)}, n)
+        self.vcpu = _ints(cols["vcpu"], n).astype(np.int64)
+        self.addr = _ints(cols.get("addr"), n).astype(np.uint64)
+        self.access = _codes(cols.get("access"), _ACCESS_CODE, n)
+        self.cpl = _ints(cols.get("cpl"), n).astype(np.int64)
+        fast = (kind == 0) & (self.level >= 1) & (self.access >= 0)
+        for name, arr in cols.items():
+            if name not in _FAST_COLUMNS and arr.null_count < n:
+                fast &= ~_valid(arr)
+        self.fast = fast
+        self.exp_result = _codes(cols.get("exp_result"), _RESULT_CODE, n)
+        pfec = cols.get("exp_pfec")
+        self.exp_pfec = _ints(pfec, n).astype(np.int64)
+        self.has_pfec = _valid(pfec) if pfec is not None else np.zeros(n, dtype=bool)
+        cr2 = cols.get("exp_cr2")
+        self.exp_cr2 = _ints(cr2, n).astype(np.uint64)
+        self.has_cr2 = _valid(cr2) if cr2 is not None else np.zeros(n, dtype=bool)
+        self.key = self.vcpu * 2 + (self.level == 2)
+
+    def rows(self, idx: Sequence[int] | np.ndarray) -> list[TraceRow]:
+        """The rows at batch positions ``idx``, exactly as :func:`difftest.trace_io.TraceFile.rows` gives them."""
+        idx = np.asarray(idx, dtype=np.int64)
+        m = len(idx)
+        if m == 0:
+            return []
+        sub = self.batch.take(pa.array(idx))
+        arrays = {name: sub.column(i) for i, name in enumerate(sub.schema.names)}
+        seqs, kinds = _pylist(arrays["seq"]), _pylist(arrays["kind"])
+        notes = _pylist(arrays["note"]) if "note" in arrays and arrays["note"].null_count < m else [None] * m
+        none = [None] * m
+        fields: list[list[Any]] = []  # Event's fields after kind, in order, one list per field
+        for f in _EVENT_FIELDS:
+            if f == "seq":
+                fields.append(seqs)
+                continue
+            arr = arrays.get(f)
+            if arr is None or arr.null_count == m:
+                fields.append(none)
+            elif f in _LIST_COLUMNS:
+                fields.append([None if v is None else tuple(v) for v in _pylist(arr)])
+            else:
+                fields.append(_pylist(arr))
+        events: list[Event | None] = [None if k == SNAPSHOT_KIND else Event(k, *vals)
+                                      for k, vals in zip(kinds, zip(*fields, strict=True), strict=True)]
+        exp_names = ("exp_result", "exp_pfec", "exp_cr2", "exp_value", "exp_values", "exp_count",
+                     "exp_exit_reason", "exp_vm_error", "exp_exit_qual", "exp_rule")
+        has = np.zeros(m, dtype=bool)
+        exp: list[list[Any] | None] = []
+        for c in exp_names:
+            arr = arrays.get(c)
+            if arr is None or arr.null_count == m:
+                exp.append(None)
+                continue
+            exp.append(_pylist(arr))
+            if c != "exp_rule":
+                has |= _valid(arr)
+        has_list = has.tolist()
+        paths = _pylist(arrays["path"]) if "path" in arrays and arrays["path"].null_count < m else [None] * m
+        out: list[TraceRow] = []
+        e0, e1, e2, e3, e4, e5, e6, e7, e8, e9 = (none if e is None else e for e in exp)
+        indexes = (idx + self.start).tolist()
+        for j, (index, seq, ev, note, has_j) in enumerate(zip(indexes, seqs, events, notes, has_list, strict=True)):
+            if ev is None:
+                out.append(TraceRow(index, seq, None, Snapshot(paths[j], e3[j], e9[j]), None, note))
+            elif has_j:  # Expect.is_empty() is false
+                v = e4[j]
+                out.append(TraceRow(index, seq, ev, None, Expect(e0[j], e1[j], e2[j], e3[j], None if v is None else tuple(v),
+                                                                 e5[j], e6[j], e7[j], e8[j], e9[j]), note))
+            else:
+                out.append(TraceRow(index, seq, ev, None, None, note))
+        return out
+
+
+# ------------------------------------------------------------------------------------ the TLB
+class TlbLog(set):  # type: ignore[type-arg]
+    """A CPU's TLB set that also logs, by row, the flushes and INVLPGs the model applies to it."""
+
+    def __init__(self, items: set[int], clock: list[int]) -> None:
+        super().__init__(items)
+        self.clock = clock
+        self.log: list[tuple[int, int | None]] = []  # (row, page base) or (row, None) for a flush
+
+    def clear(self) -> None:
+        self.log.append((self.clock[0], None))
+        super().clear()
+
+    def discard(self, base: int) -> None:
+        self.log.append((self.clock[0], base))
+        super().discard(base)
+
+
+# ------------------------------------------------------------------------------------ lanes
+@dataclass(frozen=True, slots=True)
+class AccessState:
+    """What an access's outcome depends on, for one CPU between two model-stepped rows."""
+
+    cpu: Cpu
+    cr0: int
+    cr4: int
+    efer: int
+    pkrs: int
+    pkru: int
+    pages: PageTables
+    pages_version: int
+    stale: frozenset[int]
+
+
+@dataclass(slots=True)
+class AccessClass:
+    """The outcome shared by every access of one (state, page, access kind, CPL)."""
+
+    result: int
+    pfec: int  # -1: none
+    rules: tuple[str, ...]
+    undefined: tuple[str, ...]
+    fill: int  # page base the access puts in the TLB, -1 for none
+    cpu: Cpu
+
+    def outcome(self, addr: int) -> Outcome:
+        pf = self.result == _PF
+        return Outcome(RESULTS[self.result], pfec=self.pfec if self.pfec >= 0 else None, cr2=addr if pf else None,
+                       rules=self.rules, undefined=self.undefined)
+
+
+def guest_cpu(machine: Machine, vcpu: int, level: int) -> Cpu | None:
+    """The CPU an access of ``vcpu`` at ``level`` (1 = L1, 2 = L2) runs on without any other effect, or None.
+
+    None means "let the model step it": the vCPU does not exist or is not in the guest (KVM enters
+    it first), the level is not the active one (the model answers ``unsupported``), or the
+    machine is a class this module does not know.
+    """
+    mt = type(machine)
+    if mt in _KVM_MACHINES:
+        v = machine.kvm_vcpus.get(vcpu)  # type: ignore[attr-defined]
+        if v is None or type(v) not in _KVM_VCPUS or not v.in_guest:
+            return None
+        if level == 2:
+            cpu = v.l2 if v.guest_mode else None
+        else:
+            cpu = v.l1 if not v.guest_mode or v.in_smm else None
+    elif mt is HwMachine:
+        hv = machine.hw_vcpus.get(vcpu)  # type: ignore[attr-defined]
+        if hv is None or type(hv) is not HwVcpu:
+            return None
+        if level == 2:
+            cpu = hv.l2 if hv.guest_mode and not hv.in_smm else None
+        else:
+            cpu = hv.l1 if not hv.guest_mode or hv.in_smm else None
+    else:
+        return None
+    if cpu is None or type(cpu) not in _CPUS:
+        return None
+    return cpu
+
+
+def tlb_cpu(machine: Machine, vcpu: int, level: str) -> Cpu | None:
+    """The CPU whose TLB an event of ``vcpu`` at ``level`` may touch (None: unknown)."""
+    if type(machine) in _KVM_MACHINES:
+        v = machine.kvm_vcpus.get(vcpu)  # type: ignore[attr-defined]
+    elif type(machine) is HwMachine:
+        v = machine.hw_vcpus.get(vcpu)  # type: ignore[attr-defined]
+    else:
+        return None
+    if v is None:
+        return None
+    return v.l2 if level == "l2" else v.l1
+
+
+class PageIds:
+    """Small ids for 4 KiB page numbers, shared by the lanes of one run."""
+
+    def __init__(self) -> None:
+        self.ids: dict[int, int] = {}
+        self.pages: list[int] = []
+
+    def combos(self, addr: np.ndarray, access: np.ndarray, cpl: np.ndarray) -> np.ndarray:
+        """(page id, access kind, CPL) of each access as one integer (:meth:`Lane.classify` adds the state)."""
+        upages, pinv = np.unique(addr >> np.uint64(12), return_inverse=True)
+        ids = []
+        for p in upages.tolist():
+            pid = self.ids.get(p)
+            if pid is None:
+                pid = self.ids[p] = len(self.pages)
+                self.pages.append(p)
+            ids.append(pid)
+        return (np.array(ids, dtype=np.int64)[pinv] << 8) | (access << 2) | cpl
+
+
+class Lane:
+    """One machine driven by the fast path: its interned states, outcome classes and pending TLB fills."""
+
+    def __init__(self, machine: Machine, result: ReplayResult, clock: list[int], page_ids: PageIds) -> None:
+        self.result = result
+        self.page_ids = page_ids
+        self.machine = machine
+        self.clock = clock
+        self.state_ids: dict[tuple[Any, ...], int] = {}
+        self.states: list[AccessState] = []
+        self.classes: list[AccessClass] = []
+        self.known_keys = np.zeros(0, dtype=np.int64)  # sorted (state, page id, access, cpl) keys ...
+        self.known_ids = np.zeros(0, dtype=np.int64)  # ... and their class ids
+        self._cls = np.zeros((64, 4), dtype=np.int64)  # per class: result, pfec, fill, cpu index (grows by doubling)
+        self.cpu_index: dict[int, int] = {}
+        self.cpus: dict[int, Cpu] = {}
+        self.mappings: dict[tuple[int, int, int], Mapping | None] = {}
+        self.pages_version: dict[int, int] = {}
+        self.logs: list[TlbLog] = []
+
+    def state_id(self, vcpu: int, level: int) -> int:
+        """The interned state of (vcpu, level), or -1 if an access there must be stepped by the model."""
+        cpu = guest_cpu(self.machine, vcpu, level)
+        if cpu is None:
+            return -1
+        tlb = cpu.tlb
+        if type(tlb) is not TlbLog:
+            cpu.tlb = tlb = TlbLog(tlb, self.clock)
+            self.logs.append(tlb)
+        pages = cpu.pages
+        stale = cpu.stale
+        key = (id(cpu), cpu.cr0, cpu.cr4, cpu.efer, cpu.pkrs_for_access(), cpu.pkru, id(pages),
+               self.pages_version.get(id(pages), 0), frozenset(stale) if stale else _NO_PAGES)
+        sid = self.state_ids.get(key)
+        if sid is None:
+            sid = self.state_ids[key] = len(self.states)
+            self.states.append(AccessState(cpu, *key[1:6], pages, key[7], key[8]))
+        return sid
+
+    def pages_changed(self) -> None:
+        """A ``map`` was stepped: mappings looked up before are no longer valid."""
+        for pt in self.machine.pages.values():
+            self.pages_version[id(pt)] = self.pages_version.get(id(pt), 0) + 1
+
+    def classify(self, sids: np.ndarray, combos: np.ndarray) -> np.ndarray:
+        """The AccessClass id of each access (vectorised; new combinations go through the model once)."""
+        ukeys, inverse = np.unique((sids << 40) | combos, return_inverse=True)
+        known = self.known_keys
+        pos = np.searchsorted(known, ukeys)
+        found = known[np.minimum(pos, len(known) - 1)] == ukeys if len(known) else np.zeros(len(ukeys), dtype=bool)
+        if not found.all():
+            new = ukeys[~found]
+            ids = [self.access_class(k >> 40, self.page_ids.pages[(k >> 8) & 0xFFFF_FFFF], (k >> 2) & 0x3F, k & 3)
+                   for k in new.tolist()]
+            keys = np.concatenate((known, new))
+            order = np.argsort(keys, kind="stable")
+            self.known_keys = keys[order]
+            self.known_ids = np.concatenate((self.known_ids, np.array(ids, dtype=np.int64)))[order]
+            pos = np.searchsorted(self.known_keys, ukeys)
+        return self.known_ids[pos][inverse]
+
+    def access_class(self, sid: int, page: int, access: int, cpl: int) -> int:
+        """Cpu.access for any address in ``page`` from the state ``sid``, as a class id (cr2 left to the caller)."""
+        if sid >= 1 << 23:
+            raise OverflowError("too many distinct access states for one replay")
+        st = self.states[sid]
+        mkey = (id(st.pages), st.pages_version, page)
+        if mkey in self.mappings:
+            m = self.mappings[mkey]
+        else:
+            m = self.mappings[mkey] = st.pages.lookup(page << 12)
+        out = check_access(m, page << 12, ACCESS_KINDS[access], cpl, st.cr0, st.cr4, st.efer, st.pkrs, st.pkru)
+        rules, undefined, fill = out.rules, out.undefined, -1
+        if m is not None and st.cr0 & CR0_PG:  # Cpu.access: ARCH.TLB
+            if m.base in st.stale:
+                rules, undefined = (*rules, "ARCH.TLB"), ("result", "pfec", "cr2")
+            elif out.result == "ok":
+                fill = m.base
+        cls = AccessClass(_RESULT_CODE[out.result], -1 if out.pfec is None else out.pfec, rules, undefined, fill,
+                          st.cpu)
+        cpu_ix = self.cpu_index.setdefault(id(st.cpu), len(self.cpu_index))
+        self.cpus[cpu_ix] = st.cpu
+        n = len(self.classes)
+        if n == len(self._cls):
+            self._cls = np.concatenate((self._cls, np.zeros_like(self._cls)))
+        self._cls[n] = (cls.result, cls.pfec, fill, cpu_ix)
+        self.classes.append(cls)
+        return n
+
+    @property
+    def cls_result(self) -> np.ndarray:
+        return self._cls[: len(self.classes), 0]
+
+    @property
+    def cls_pfec(self) -> np.ndarray:
+        return self._cls[: len(self.classes), 1]
+
+    @property
+    def cls_fill(self) -> np.ndarray:
+        return self._cls[: len(self.classes), 2]
+
+    @property
+    def cls_cpu(self) -> np.ndarray:
+        return self._cls[: len(self.classes), 3]
+
+    def apply_fills(self, rows: np.ndarray, cls_id: np.ndarray) -> None:
+        """Put the pages of successful accesses in their CPU's TLB unless a later flush or INVLPG dropped them."""
+        fill = self.cls_fill[cls_id]
+        has = fill >= 0
+        if has.any():
+            r_all, b_all, c_all = rows[has], fill[has], self.cls_cpu[cls_id[has]]
+            for cpu_ix in np.unique(c_all).tolist():
+                cpu = self.cpus[cpu_ix]
+                sel = c_all == cpu_ix
+                r, b = r_all[sel], b_all[sel]
+                log = cpu.tlb.log if type(cpu.tlb) is TlbLog else []
+                clears = [p for p, base in log if base is None]
+                if clears:
+                    keep = r > max(clears)
+                    r, b = r[keep], b[keep]
+                for p, base in log:
+                    if base is not None:
+                        keep = ~((b == base) & (r < p))
+                        r, b = r[keep], b[keep]
+                set.update(cpu.tlb, np.unique(b).tolist())
+        for log in self.logs:
+            log.log.clear()
+
+
+# ------------------------------------------------------------------------------------ replay
+@dataclass
+class _Pending:
+    """Row ranges of accesses not yet evaluated, with the state id of each range per key."""
+
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    sids: list[tuple[int, ...]] = field(default_factory=list)  # per key index (see FastReplay.keys)
+
+
+class FastReplay:
+    """Replay one trace file under one policy on record batches (see the module docstring)."""
+
+    observes_ranges = False  # FastCompare: call _range_opened for every range of accesses
+
+    def __init__(self, machine: Machine, profile: Profile, result: ReplayResult) -> None:
+        self.machine = machine
+        self.profile = profile
+        self.result = result
+        self.clock = [0]
+        self.page_ids = PageIds()
+        self.lane = Lane(machine, result, self.clock, self.page_ids)
+        self.lanes = [self.lane]
+        self.recent: deque[RowResult] = deque(maxlen=CONTEXT)
+        self.after_first = 0  # rows still to append to the context after the first divergence
+
+    def run(self, batches: Iterator[pa.RecordBatch]) -> ReplayResult:
+        start = 0
+        for batch in batches:
+            self.batch(BatchRows(batch, start))
+            start += batch.num_rows
+        self.result.counters.update(self.machine.counters)
+        return self.result
+
+    # -- one batch -------------------------------------------------------------------------
+    def batch(self, b: BatchRows) -> None:
+        for lane in self.lanes:
+            lane.result.rows += b.n
+            for log in lane.logs:  # positions in the logs are per batch
+                log.log.clear()
+        self.clock[0] = 0
+        fast_idx = np.flatnonzero(b.fast)
+        slow_idx = np.flatnonzero(~b.fast)
+        self.b = b
+        self.fast_idx = fast_idx
+        self.keys: list[int] = np.unique(b.key[fast_idx]).tolist() if len(fast_idx) else []
+        self.key_rows: dict[int, np.ndarray] = {}
+        self.combo = np.zeros(b.n, dtype=np.int64)
+        self.combo[fast_idx] = self.page_ids.combos(b.addr[fast_idx], b.access[fast_idx], b.cpl[fast_idx])
+        present: list[list[bool]] | None = None
+        if len(self.keys) > 1:  # which keys have accesses in each gap between two stepped rows
+            table = np.zeros((len(slow_idx) + 1, len(self.keys)), dtype=bool)
+            table[np.searchsorted(slow_idx, fast_idx), np.searchsorted(np.array(self.keys), b.key[fast_idx])] = True
+            present = table.tolist()
+        self.pending = _Pending()
+        # evaluated accesses: (rows, class ids per lane, start of each row's range)
+        self.chunks: list[tuple[np.ndarray, list[np.ndarray], np.ndarray]] = []
+        self.diverged: list[RowResult] = []  # this batch's divergent rows, any order
+        self.slow_at: dict[int, tuple[TraceRow, Outcome | None, RowResult | None]] = {}
+        slow_rows = b.rows(slow_idx)
+        slow_list = slow_idx.tolist()
+        n, n_slow, si, pos = b.n, len(slow_list), 0, 0
+        single = len(self.keys) == 1 and len(self.lanes) == 1
+        if single:
+            vcpu0, level0 = self.keys[0] // 2, 2 if self.keys[0] % 2 else 1
+        state_id = self.lane.state_id
+        starts, ends, sids_list = self.pending.starts, self.pending.ends, self.pending.sids
+        all_present = [True] * len(self.keys)
+        while pos < n:
+            nxt = slow_list[si] if si < n_slow else n
+            if nxt > pos:
+                if single:
+                    sid = state_id(vcpu0, level0)
+                    sids: tuple[int, ...] = (sid,)
+                    promote = pos if sid < 0 else None
+                else:
+                    sids, promote = self._open_range(pos, nxt, present[si] if present else all_present)
+                end = nxt if promote is None else promote
+                if end > pos:
+                    starts.append(pos)
+                    ends.append(end)
+                    sids_list.append(sids)
+                if promote is not None:
+                    self._step(b.rows([promote])[0], promote)
+                    pos = promote + 1
+                    continue
+            if nxt >= n:
+                break
+            self._step(slow_rows[si], nxt)
+            si += 1
+            pos = nxt + 1
+        self._settle()
+        self._compare()
+        self._finish_batch()
+
+    def _open_range(self, pos: int, end: int, present: list[bool]) -> tuple[tuple[int, ...], int | None]:
+        """State ids (key-major, then lane) for the access-only rows [pos, end), and the first row to step."""
+        sids: list[int] = []
+        promote: int | None = None
+        lanes = self.lanes
+        one = lanes[0] if len(lanes) == 1 else None
+        for kp, k in enumerate(self.keys):
+            if not present[kp]:
+                sids += [-1] * len(lanes)
+                continue
+            if one is not None:
+                sid = one.state_id(k >> 1, 2 if k & 1 else 1)
+                sids.append(sid)
+                if sid >= 0:
+                    continue
+            else:
+                got = [lane.state_id(k >> 1, 2 if k & 1 else 1) for lane in lanes]
+                sids += got
+                if min(got) >= 0:
+                    continue
+            kr = self.key_rows.get(k)  # a lane cannot run this key's accesses: step its first one
+            if kr is None:
+                kr = self.key_rows[k] = self.fast_idx[self.b.key[self.fast_idx] == k]
+            i = int(np.searchsorted(kr, pos))
+            if i < len(kr) and kr[i] < end and (promote is None or kr[i] < promote):
+                promote = int(kr[i])
+        if self.observes_ranges:
+            self._range_opened(pos, sids)
+        return tuple(sids), promote
+
+    def _range_opened(self, pos: int, sids: list[int]) -> None:
+        """Hook: a range of accesses starts at ``pos`` (compare records the vCPUs' observed state)."""
+
+    def _step(self, row: TraceRow, i: int) -> None:
+        """One row through the model, as replay_rows does it (snapshots included)."""
+        res = self.result
+        if row.snapshot is not None:
+            rr = _check_snapshot(row, self.machine, res)
+            self.slow_at[i] = (row, None, rr)
+            if rr.status == "diverge":
+                self.diverged.append(rr)
+            return
+        ev = row.event
+        assert ev is not None
+        kind = ev.kind
+        if kind in _TLB_READERS and self._reads_tlb(ev):
+            self._settle()
+        self.clock[0] = i
+        out = self.machine.step(ev)
+        if kind == "map":
+            self.lane.pages_changed()
+        res.events += 1
+        res.rule_hits.update(out.rules)
+        rr = None
+        expect = row.expect
+        if expect is not None:
+            res.compared += 1
+            if not _matches(expect, out):
+                rr = RowResult(row.index, row.seq, ev, expect, out, note=row.note)
+                rr.diffs, rr.masked = diff_outcome(expect, out, ev, self.profile)
+                if rr.masked:
+                    res.masked_count += len(rr.masked)
+                    res.masked_by.update(d.mask or "" for d in rr.masked)
+                    rr.status = "masked"
+                if rr.diffs:
+                    rr.status = "diverge"
+                    self.diverged.append(rr)
+        self.slow_at[i] = (row, out, rr)
+
+    def _reads_tlb(self, ev: Event) -> bool:
+        """Whether ``ev`` may read a TLB: every map; a MOV to CR4 that changes PKS or PKE (Cpu.set_cr4)."""
+        if ev.kind != "mov_cr4":
+            return True
+        for lane in self.lanes:
+            cpu = tlb_cpu(lane.machine, ev.vcpu, ev.level)
+            if cpu is None or ((ev.value or 0) ^ cpu.cr4) & (CR4_PKE | CR4_PKS):
+                return True
+        return False
+
+    def _settle(self) -> None:
+        """Classify every pending access and put its TLB fill in place (before anything reads the TLB)."""
+        p = self.pending
+        if not p.starts:
+            return
+        starts = np.array(p.starts, dtype=np.int64)
+        lengths = np.array(p.ends, dtype=np.int64) - starts
+        total = int(lengths.sum())
+        rows = np.arange(total, dtype=np.int64) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        sid_table = np.array(p.sids, dtype=np.int64)
+        range_of_row = np.repeat(np.arange(len(starts)), lengths)
+        kpos = np.zeros(total, dtype=np.int64) if len(self.keys) == 1 else \
+            np.searchsorted(np.array(self.keys), self.b.key[rows])
+        nl = len(self.lanes)
+        cls_ids = []
+        for li, lane in enumerate(self.lanes):
+            cls_id = lane.classify(sid_table[range_of_row, kpos * nl + li], self.combo[rows])
+            lane.apply_fills(rows, cls_id)
+            cls_ids.append(cls_id)
+        self.chunks.append((rows, cls_ids, starts[range_of_row]))
+        p.starts.clear()
+        p.ends.clear()
+        p.sids.clear()
+
+    def _compare(self) -> None:
+        """Count and compare every access of the batch evaluated on columns (rule hits, expectations)."""
+        if not self.chunks:
+            return
+        b, res, lane = self.b, self.result, self.lane
+        rows = np.concatenate([c[0] for c in self.chunks])
+        cls_id = np.concatenate([c[1][0] for c in self.chunks])
+        counts = np.bincount(cls_id)
+        hits = res.rule_hits
+        for c in np.flatnonzero(counts).tolist():
+            cnt = int(counts[c])
+            for r in lane.classes[c].rules:
+                hits[r] += cnt
+        res.events += len(rows)
+        result, pfec = lane.cls_result[cls_id], lane.cls_pfec[cls_id]
+        er, hp, hc = b.exp_result[rows], b.has_pfec[rows], b.has_cr2[rows]
+        compared = (er >= 0) | hp | hc
+        res.compared += int(compared.sum())
+        bad = ((er >= 0) & (er != result)) | (hp & (b.exp_pfec[rows] != pfec)) | (
+            hc & ((result != _PF) | (b.exp_cr2[rows] != b.addr[rows])))
+        if bad.any():
+            for rr in self._fast_row_results(rows[bad], cls_id[bad]):
+                if rr.masked:
+                    res.masked_count += len(rr.masked)
+                    res.masked_by.update(d.mask or "" for d in rr.masked)
+                if rr.diffs:
+                    self.diverged.append(rr)
+
+    def _fast_row_results(self, idx: np.ndarray, cls_id: np.ndarray) -> list[RowResult]:
+        """RowResults of access rows handled on columns, exactly as replay_rows builds them."""
+        out = []
+        for row, c in zip(self.b.rows(idx), cls_id.tolist(), strict=True):
+            ev = row.event
+            assert ev is not None
+            o = self.lane.classes[c].outcome(ev.addr or 0)
+            rr = RowResult(row.index, row.seq, ev, row.expect, o, note=row.note)
+            if row.expect is None:
+                rr.status = "uncompared"
+            else:
+                rr.diffs, rr.masked = diff_outcome(row.expect, o, ev, self.profile)
+                if rr.masked:
+                    rr.status = "masked"
+                if rr.diffs:
+                    rr.status = "diverge"
+            out.append(rr)
+        return out
+
+    def _row_results(self, idx: Sequence[int]) -> list[RowResult]:
+        """Rows of the current batch as RowResults (context rows), in the order of ``idx``."""
+        got: dict[int, RowResult] = {}
+        fast: list[int] = []
+        for i in idx:
+            slow = self.slow_at.get(i)
+            if slow is None:
+                fast.append(i)
+                continue
+            row, out, rr = slow
+            if rr is None:
+                assert row.event is not None and out is not None
+                rr = RowResult(row.index, row.seq, row.event, row.expect, out, note=row.note)
+                rr.status = "uncompared" if row.expect is None else "pass"
+            got[i] = rr
+        if fast:
+            want = np.array(sorted(fast), dtype=np.int64)
+            cls = np.full(len(want), -1, dtype=np.int64)
+            for rows, cls_ids, _ in self.chunks:
+                j = np.searchsorted(rows, want)
+                hit = (j < len(rows)) & (rows[np.minimum(j, len(rows) - 1)] == want)
+                cls[hit] = cls_ids[0][j[hit]]
+            assert (cls >= 0).all(), "a context row was not evaluated"
+            for i, rr in zip(want.tolist(), self._fast_row_results(want, cls), strict=True):
+                got[i] = rr
+        return [got[i] for i in idx]
+
+    # -- divergences and context, in row order ------------------------------------------------
+    def _finish_batch(self) -> None:
+        res, b = self.result, self.b
+        nxt_ctx = 0  # next batch row the context after the first divergence still needs
+        for rr in sorted(self.diverged, key=lambda r: r.index):
+            i = rr.index - b.start
+            res.divergence_count += 1
+            if res.divergence_count == 1:
+                before = self._row_results(range(max(0, i - CONTEXT), i))
+                recent = list(self.recent) + before
+                res.context = [*recent[-CONTEXT:], rr]
+                self.after_first = CONTEXT
+                res.divergences.append(rr)
+                nxt_ctx = i + 1
+                continue
+            rr.consequential = True
+            if len(res.divergences) < MAX_KEPT_DIVERGENCES:
+                res.divergences.append(rr)
+            if self.after_first > 0:
+                while self.after_first > 0 and nxt_ctx < i:
+                    res.context += self._row_results([nxt_ctx])
+                    nxt_ctx += 1
+                    self.after_first -= 1
+                if self.after_first > 0:
+                    res.context.append(rr)
+                    self.after_first -= 1
+                    nxt_ctx = i + 1
+        if self.after_first > 0 and nxt_ctx < b.n:
+            take = range(nxt_ctx, min(b.n, nxt_ctx + self.after_first))
+            res.context += self._row_results(take)
+            self.after_first -= len(take)
+        if not res.divergence_count:
+            self.recent.extend(self._row_results(range(max(0, b.n - CONTEXT), b.n)))
+
+
+def _matches(e: Expect, out: Outcome) -> bool:
+    """True when ``diff_outcome`` would find nothing (every expected field equals the outcome's)."""
+    return ((e.result is None or e.result == out.result) and (e.pfec is None or e.pfec == out.pfec)
+            and (e.cr2 is None or e.cr2 == out.cr2) and (e.value is None or e.value == out.value)
+            and (e.values is None or e.values == out.values) and (e.count is None or e.count == out.count)
+            and (e.exit_reason is None or e.exit_reason == out.exit_reason)
+            and (e.vm_error is None or e.vm_error == out.vm_error)
+            and (e.exit_qual is None or e.exit_qual == out.exit_qual))
+
+
+assert OUTCOME_FIELDS == ("result", "pfec", "cr2", "value", "values", "count", "exit_reason", "vm_error", "exit_qual")
+
+
+def fast_replay_trace(trace: TraceFile, policy: Policy, profile: Profile) -> ReplayResult:
+    """Replay ``trace`` under ``policy`` with ``profile``: the same ReplayResult as replay_trace, faster."""
+    t0 = time.perf_counter()
+    result = ReplayResult(str(trace.path), trace.name, policy.name, profile.name, meta=dict(trace.meta))
+    FastReplay(policy.build(trace.host()), profile, result).run(trace.batches())
+    result.seconds = time.perf_counter() - t0
+    return result

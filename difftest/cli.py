@@ -151,7 +151,8 @@ def replay(trace: str, policy_name: str | None, profile_name: str | None, host_f
               help="write index.html (the report page), report.txt and results.jsonl here")
 @click.option("--policy", "policy_names", multiple=True,
               help="policy to run every trace under (repeatable; default kvm-v7, plus each trace's own)")
-@click.option("--profile", "profile_name", default="strict", show_default=True)
+@click.option("--profile", "profile_name", default=None,
+              help="comparison profile for every trace (default: each trace's metadata 'profile', else strict)")
 @click.option("--junit", "junit", type=click.Path(dir_okay=False), default=None, help="write JUnit XML here")
 @click.option("--jsonl", "jsonl", type=click.Path(dir_okay=False), default=None,
               help="write one JSON line per trace x policy here")
@@ -159,7 +160,7 @@ def replay(trace: str, policy_name: str | None, profile_name: str | None, host_f
 @click.option("--jobs", "-j", "jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="worker processes")
 @input_errors
-def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str, ...], profile_name: str,
+def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str, ...], profile_name: str | None,
            junit: str | None, jsonl: str | None, baseline: str | None, jobs: int) -> None:
     """Replay every trace under PATHS and summarise (exit 1 if anything diverges)."""
     from .corpus_run import ReportRequest, run_report

@@ -69,7 +69,7 @@ class _Task:
     index: int
     path: str
     policies: tuple[str, ...]
-    profile: str
+    profile: str | None  # None: each trace's metadata 'profile', else strict
     timelines: bool
 
 
@@ -84,7 +84,12 @@ def _run_task(task: _Task) -> tuple[int, list[tuple[ReplayResult, Timeline | Non
             except KeyError as exc:
                 raise InputError(task.path, f"metadata 'pksdt.policy': {exc.args[0]}") from None
             rec = TimelineRecorder(tf.num_rows) if task.timelines else None
-            res = replay_trace(open_trace(task.path), policy, get_profile(task.profile), rec)
+            prof_name = task.profile or tf.meta.get("profile") or "strict"
+            try:
+                prof = get_profile(prof_name)
+            except KeyError as exc:
+                raise InputError(task.path, f"metadata 'pksdt.profile': {exc.args[0]}") from None
+            res = replay_trace(open_trace(task.path), policy, prof, rec)
             out.append((res, rec.timeline if rec else None))
         return task.index, out
     except InputError as exc:  # InputError does not survive pickling with its fields: send them
@@ -100,13 +105,14 @@ def _progress(total: int, enabled: bool | None) -> Any:
     return Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
 
 
-def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str, *, jobs: int = 1,
+def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | None, *, jobs: int = 1,
                timelines: bool = False, progress: bool | None = None) -> CorpusRun:
     """Replay every trace; ``progress`` None = a bar only when stdout is a terminal."""
     t0 = time.perf_counter()
     for name in policies:  # unknown names fail here, once, before any work
         resolve_policy(name)
-    get_profile(profile)
+    if profile:
+        get_profile(profile)
     tasks = [_Task(i, str(p), tuple(policies), profile, timelines) for i, p in enumerate(traces)]
     jobs = max(1, min(jobs, len(tasks)))
     done: dict[int, list[tuple[ReplayResult, Timeline | None]]] = {}
@@ -165,7 +171,7 @@ class ReportRequest:
 
     paths: Sequence[str]
     policies: Sequence[str] = ()
-    profile: str = "strict"
+    profile: str | None = None  # None: each trace's own (metadata), else strict
     out_dir: str | None = None
     junit: str | None = None
     jsonl: str | None = None
@@ -204,7 +210,7 @@ def run_report(req: ReportRequest) -> ReportOutcome:
 
         out = Path(req.out_dir)
         detail = "\n\n".join(render_replay(r) for r in results if not r.passed)
-        html = render_report(run, rule_coverage(results), diff, profile=req.profile)
+        html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)")
         outcome.written += [
             write_text_atomic(out / "report.txt", text + ("\n\n" + detail if detail else "") + "\n"),
             write_text_atomic(out / "results.jsonl", rows),

@@ -20,7 +20,7 @@ from reference_model.rules import describe
 
 from .diff import FieldDiff, diff_outcome, diff_outcomes, fmt
 from .profiles import Profile
-from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
+from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult, attach_notes
 from .trace_io import TraceFile
 
 
@@ -147,7 +147,21 @@ def compare_trace(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile:
     if can_use(trace):
         from .fast_compare import fast_compare_trace
 
-        return fast_compare_trace(trace, policy_a, policy_b, profile)
+        return _with_notes(trace, fast_compare_trace(trace, policy_a, policy_b, profile))
+    return _with_notes(trace, _compare_rows(trace, policy_a, policy_b, profile))
+
+
+def _with_notes(trace: TraceFile, res: CompareResult) -> CompareResult:
+    """Attach the notes of the reported rows (the streaming pass leaves the note column out)."""
+    shown = [*res.context, *res.differences]
+    rows = [r for cr in shown for r in (cr.a, cr.b)] + [
+        *res.replay_a.context, *res.replay_a.divergences, *res.replay_b.context, *res.replay_b.divergences]
+    attach_notes(rows, trace.notes_for(r.index for r in rows))
+    return res
+
+
+def _compare_rows(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: Profile) -> CompareResult:
+    """The row-by-row reference comparison."""
     t0 = time.perf_counter()
     host = trace.host()
     ma, mb = policy_a.build(host), policy_b.build(host)
@@ -156,7 +170,7 @@ def compare_trace(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile:
     res = CompareResult(str(trace.path), trace.name, policy_a.name, policy_b.name, ra, rb)
     recent: deque[CompareRow] = deque(maxlen=CONTEXT)
     after_first = 0
-    for row in trace.rows():
+    for row in trace.rows(with_notes=False):
         ra.rows += 1
         rb.rows += 1
         state_rule = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,9 +166,12 @@ class MemoryTrace:
     def policies(self) -> list[str]:
         return [p.strip() for p in self.meta.get("policy", "").split(",") if p.strip()]
 
-    def rows(self) -> Iterator[TraceRow]:
+    def rows(self, with_notes: bool = True) -> Iterator[TraceRow]:
         for i, r in enumerate(self.row_dicts):
             yield trace_row(i, r)
+
+    def notes_for(self, indices: Iterable[int]) -> dict[int, str]:
+        return {i: n for i in indices if 0 <= i < len(self.row_dicts) and (n := self.row_dicts[i].get("note"))}
 
 
 def event_of(row: Mapping[str, Any]) -> Event:

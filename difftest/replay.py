@@ -17,7 +17,7 @@ from reference_model.policies import Policy
 
 from .diff import FieldDiff, diff_outcome
 from .profiles import Profile
-from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
+from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult, attach_notes
 from .trace_io import TraceFile, TraceRow
 
 RowObserver = Callable[[TraceRow, RowResult, Machine], None]
@@ -109,10 +109,13 @@ def replay_trace(trace: TraceFile, policy: Policy, profile: Profile,
     """
     from .fast_replay import can_use, fast_replay_trace
 
-    if can_use(trace, observer):
-        return fast_replay_trace(trace, policy, profile)
     t0 = time.perf_counter()
-    result = ReplayResult(str(trace.path), trace.name, policy.name, profile.name, meta=dict(trace.meta))
-    replay_rows(trace.rows(), policy.build(trace.host()), profile, result, observer)
+    if can_use(trace, observer):
+        result = fast_replay_trace(trace, policy, profile)
+    else:
+        result = ReplayResult(str(trace.path), trace.name, policy.name, profile.name, meta=dict(trace.meta))
+        replay_rows(trace.rows(with_notes=False), policy.build(trace.host()), profile, result, observer)
+    shown = [*result.context, *result.divergences]
+    attach_notes(shown, trace.notes_for(r.index for r in shown))
     result.seconds = time.perf_counter() - t0
     return result

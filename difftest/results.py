@@ -104,6 +104,13 @@ def _j(v: object) -> object:
     return list(v) if isinstance(v, tuple) else v
 
 
+def attach_notes(rows: list[RowResult], notes: dict[int, str]) -> None:
+    """Give reported rows the notes the streaming pass left out (see TraceFile.batches)."""
+    for r in rows:
+        if r.note is None:
+            r.note = notes.get(r.index)
+
+
 @dataclass
 class ReplayResult:
     """Everything one replay of one trace under one policy and profile found."""

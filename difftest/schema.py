@@ -104,7 +104,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("exp_vm_error", pa.uint32(), "vmfail: VM-instruction error number"),
     Column("exp_exit_qual", pa.uint64(), "entry_fail: exit qualification"),
     Column("exp_rule", _DICT, "the rule id the expectation comes from (the author's citation)"),
-    Column("note", _DICT, "free text shown beside the event in reports"),
+    Column("note", pa.string(), "free text shown beside the event in reports (plain string: notes are mostly unique)"),
 )
 
 COLUMN_BY_NAME = {c.name: c for c in COLUMNS}

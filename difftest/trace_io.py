@@ -13,7 +13,7 @@ import glob
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,8 @@ from .schema import ARROW_SCHEMA, COLUMN_BY_NAME, META_PREFIX, SCHEMA_VERSION, S
 from .validate import MAX_LIST, BatchValidator, check_file_schema
 
 BATCH_ROWS = 65_536
+ROW_GROUP_ROWS = 65_536  # what we write: bounded memory per row group for any reader
+NOTE_CHUNK_BYTES = 64 << 20  # notes_for will not decode a bigger note column chunk
 MAX_ROWS = 1 << 32  # events in one trace (hours of replay beyond this; a larger claim is a broken footer)
 MAX_GROUP_ROWS = 1 << 24  # rows in one Parquet row group (writers use 1 Mi by default)
 MAX_CHUNK_BYTES = 512 << 20  # uncompressed bytes of one column in one row group
@@ -110,20 +112,58 @@ class TraceFile:
         """Policies the trace's metadata asks for."""
         return [p.strip() for p in self.meta.get("policy", "").split(",") if p.strip()]
 
-    def batches(self, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """Validated record batches (validation raises :class:`InputError` on the first bad row)."""
+    def batches(self, with_notes: bool = False) -> Iterator[pa.RecordBatch]:
+        """Validated record batches (validation raises :class:`InputError` on the first bad row).
+
+        The free-text ``note`` column is left out unless asked for: a trace whose every row has its
+        own note (an ftrace import) would otherwise cost gigabytes to decode, while a replay shows
+        notes only for the few rows it reports (:meth:`notes_for` fetches those afterwards).
+        """
+        names = self._pf.schema_arrow.names
+        columns = None if with_notes or "note" not in names else [n for n in names if n != "note"]
         validator = BatchValidator(str(self.path), self._pf.schema_arrow)
         try:
-            for batch in self._pf.iter_batches(batch_size=BATCH_ROWS):
+            for batch in self._pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
                 yield validator.check(batch)
         except (OSError, pa.ArrowException) as exc:
             raise InputError(str(self.path), f"cannot read the Parquet data ({_short(exc)})") from None
         validator.finish()
 
-    def rows(self) -> Iterator[TraceRow]:
-        """Every row in order, as model events and expectations."""
+    def notes_for(self, indices: Iterable[int]) -> dict[int, str]:
+        """The notes of the rows at ``indices`` (row index -> note), reading only their row groups."""
+        wanted = sorted(set(indices))
+        if not wanted or "note" not in self._pf.schema_arrow.names:
+            return {}
+        found: dict[int, str] = {}
+        start = 0
+        note_index = self._pf.schema_arrow.names.index("note")
+        try:
+            for rg in range(self._pf.metadata.num_row_groups):
+                n = self._pf.metadata.row_group(rg).num_rows
+                inside = [i - start for i in wanted if start <= i < start + n]
+                size = self._pf.metadata.row_group(rg).column(note_index).total_uncompressed_size
+                if inside and size > NOTE_CHUNK_BYTES:  # decoding it could cost gigabytes: say so instead
+                    for j in inside:
+                        found[start + j] = f"(note not loaded: this row group's note column is {size >> 20} MiB)"
+                elif inside:
+                    offset = 0
+                    for batch in self._pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[rg], columns=["note"]):
+                        col = batch.column(0)
+                        for j in inside:
+                            if offset <= j < offset + batch.num_rows:
+                                v = col[j - offset].as_py()
+                                if v is not None:
+                                    found[start + j] = v
+                        offset += batch.num_rows
+                start += n
+        except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
+            raise InputError(str(self.path), f"cannot read the note column ({_short(exc)})", column="note") from None
+        return found
+
+    def rows(self, with_notes: bool = True) -> Iterator[TraceRow]:
+        """Every row in order, as model events and expectations (``with_notes``: see :meth:`batches`)."""
         index = 0
-        for batch in self.batches():
+        for batch in self.batches(with_notes=with_notes):
             yield from _rows_of_batch(batch, index)
             index += batch.num_rows
 
@@ -284,7 +324,7 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
     fd, tmp = _temp_for(dest)
     os.close(fd)
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         _public(tmp)
         os.replace(tmp, dest)
     except BaseException:

@@ -31,7 +31,7 @@ def edge_value(col: Column, variant: int = 0) -> Any:
     if col.choices:
         return col.choices[-1 - variant % len(col.choices)]
     t = col.type
-    if pa.types.is_dictionary(t):
+    if pa.types.is_dictionary(t) or pa.types.is_string(t):
         return f"{col.name} text é ✓ {variant}"
     if pa.types.is_boolean(t):
         return variant == 0  # True, then False: a False must not come back as null
@@ -287,3 +287,22 @@ def test_duckdb_reads_the_file_as_it_is(built: tuple[Path, list[dict[str, Any]],
     assert counts[SNAPSHOT_KIND] == 2 and counts["access"] == 3 and sum(counts.values()) == len(rows)
     meta = dict(con.sql(f"SELECT decode(key), decode(value) FROM parquet_kv_metadata('{path}')").fetchall())
     assert meta["pksdt.name"] == "round-trip" and meta["pksdt.schema_version"] == "1"
+
+
+def test_notes_come_back_for_the_rows_a_replay_reports(tmp_path: Path) -> None:
+    """The streaming pass leaves notes out; the rows a report shows get theirs afterwards."""
+    from difftest.builder import TraceBuilder
+    from difftest.profiles import get_profile
+    from difftest.replay import replay_trace
+    from reference_model.policies import get_policy
+
+    t = TraceBuilder("notes", policy="hw", long_mode=True)
+    t.cpuid(pks=True).cr4(pks=True).wrmsr(0x6E1, 0x4).note("AD for key 1")
+    t.access(0x40000000, key=1).expect("ok").note("this one diverges")  # AD denies: a #PF, not ok
+    path = t.write(tmp_path / "notes.parquet")
+    tf = open_trace(path)
+    assert all(r.note is None for r in tf.rows(with_notes=False))
+    assert tf.notes_for([5, 6, 8]) == {6: "AD for key 1", 8: "this one diverges"}  # row 5: the CR3 flush
+    res = replay_trace(open_trace(path), get_policy("hw"), get_profile("strict"))
+    assert res.first is not None and res.first.note == "this one diverges"
+    assert any(r.note == "AD for key 1" for r in res.context)

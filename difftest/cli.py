@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ from .profiles import PROFILES, get_profile
 from .render_text import render_replay
 from .replay import replay_trace
 from .schema import META_PREFIX, render_markdown
-from .trace_io import TraceFile, open_trace
+from .trace_io import TraceFile, find_traces, open_trace
 from .variants import load_variant_file
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,23 +87,6 @@ def default_policy_for(meta_policies: list[str]) -> str:
     return DEFAULT_POLICY if DEFAULT_POLICY in POLICIES else "hw"
 
 
-def find_traces(paths: Iterable[str]) -> list[Path]:
-    """Every ``*.parquet`` under ``paths`` (files taken as they are), sorted, de-duplicated."""
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += sorted(x for x in p.rglob("*.parquet") if x.is_file() and not x.name.startswith("."))
-        elif p.exists():
-            found.append(p)
-        else:
-            raise InputError(str(p), "no such file or directory")
-    seen: set[Path] = set()
-    out = []
-    for p in found:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            out.append(p)
-    return out
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

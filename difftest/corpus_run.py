@@ -29,7 +29,7 @@ from .render_text import render_replay, render_summary
 from .replay import replay_trace
 from .results import ReplayResult
 from .timeline import Timeline, TimelineRecorder
-from .trace_io import open_trace, write_text_atomic
+from .trace_io import find_traces, open_trace, write_text_atomic
 from .variants import load_variant_file
 
 DEFAULT_POLICY = "kvm-v7"
@@ -146,23 +146,6 @@ def _results(tasks: list[_Task], jobs: int) -> Iterator[tuple[int, Any]]:
         yield from pool.imap_unordered(_run_task, tasks, chunksize=chunk)
 
 
-def find_traces(paths: Sequence[str]) -> list[Path]:
-    """Every ``*.parquet`` under ``paths`` (files taken as they are), sorted, de-duplicated."""
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found += sorted(x for x in p.rglob("*.parquet") if x.is_file() and not x.name.startswith("."))
-        elif p.exists():
-            found.append(p)
-        else:
-            raise InputError(str(p), "no such file or directory")
-    seen: set[Path] = set()
-    out = []
-    for p in found:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            out.append(p)
-    return out
 
 
 @dataclass

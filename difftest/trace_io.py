@@ -355,3 +355,22 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
         raise
     remove_stale_temps(dest)
     return dest
+
+
+def find_traces(paths: Iterable[str]) -> list[Path]:
+    """Every ``*.parquet`` under ``paths`` (files taken as they are), sorted, de-duplicated."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(x for x in p.rglob("*.parquet") if x.is_file() and not x.name.startswith("."))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise InputError(str(p), "no such file or directory")
+    seen: set[Path] = set()
+    out = []
+    for p in found:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            out.append(p)
+    return out

@@ -89,7 +89,7 @@ def _run_task(task: _Task) -> tuple[int, list[tuple[ReplayResult, Timeline | Non
                 prof = get_profile(prof_name)
             except KeyError as exc:
                 raise InputError(task.path, f"metadata 'pksdt.profile': {exc.args[0]}") from None
-            res = replay_trace(open_trace(task.path), policy, prof, rec)
+            res = replay_trace(tf, policy, prof, rec)  # each replay streams the file afresh
             out.append((res, rec.timeline if rec else None))
         return task.index, out
     except InputError as exc:  # InputError does not survive pickling with its fields: send them

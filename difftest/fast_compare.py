@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from reference_model.events import Outcome
+from reference_model.events import Event, Outcome
 from reference_model.machine import OBSERVED_STATE, Machine
 from reference_model.policies import Policy
 
@@ -27,6 +27,7 @@ from .fast_replay import _TLB_READERS, BatchRows, FastReplay, Lane, PageIds, _ma
 from .profiles import Profile
 from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
 from .trace_io import TraceFile, TraceRow
+from .transition_cache import TransitionCache, event_key
 
 StateDiff = tuple[list[FieldDiff], "str | None"]
 
@@ -37,8 +38,6 @@ class FastCompare(FastReplay):
     observes_ranges = True
 
     def __init__(self, ma: Machine, mb: Machine, profile: Profile, res: CompareResult) -> None:
-        self.machine = ma
-        self.machines = (ma, mb)
         self.profile = profile
         self.res = res
         self.result = res.replay_a
@@ -51,23 +50,25 @@ class FastCompare(FastReplay):
 
     def run_compare(self, batches: Any) -> CompareResult:
         start = 0
+        self.state_pairs: dict[tuple[int, ...], StateDiff] = {}
         for batch in batches:
             self.range_state: dict[int, dict[int, StateDiff]] = {}
+            self.keyed_state: dict[int, StateDiff] = {}
             self.batch(BatchRows(batch, start))
             start += batch.num_rows
         for lane in self.lanes:
-            lane.result.counters.update(lane.machine.counters)
+            lane.result.counters.update(lane.memo.counters)
         return self.res
 
     # -- per range and per stepped row -------------------------------------------------------
     def _range_opened(self, pos: int, sids: list[int]) -> None:
         nl = len(self.lanes)
         found: dict[int, StateDiff] = {}
-        ma, mb = self.machines
+        ma, mb = self.lanes
         for kp, k in enumerate(self.keys):
             if sids[kp * nl] < 0 or sids[kp * nl + 1] < 0:
                 continue
-            diffs, rule = _state_diffs(ma, mb, k // 2)
+            diffs, rule = _state_diffs(ma.memo, mb.memo, k // 2)
             if diffs:
                 found[kp] = (diffs, rule)
         if found:
@@ -79,8 +80,8 @@ class FastCompare(FastReplay):
         """One row on both machines, as compare_trace does it."""
         res = self.res
         ra, rb = res.replay_a, res.replay_b
-        ma, mb = self.machines
         if row.snapshot is not None:
+            ma, mb = self.lanes[0].machine, self.lanes[1].machine
             snap = row.snapshot
             xa = RowResult(row.index, row.seq, None, None, None, snapshot=snap, note=row.note)
             xb = RowResult(row.index, row.seq, None, None, None, snapshot=snap, note=row.note)
@@ -107,10 +108,9 @@ class FastCompare(FastReplay):
             return
         ev = row.event
         assert ev is not None
-        if ev.kind in _TLB_READERS and self._reads_tlb(ev):
-            self._settle()
         self.clock[0] = i
-        oa, ob = ma.step(ev), mb.step(ev)
+        key = event_key(ev)
+        oa, ob = (self._lane_step(lane, ev, key) for lane in self.lanes)
         res.events += 1
         ra.events += 1
         rb.events += 1
@@ -129,11 +129,74 @@ class FastCompare(FastReplay):
                     if diffs_e:
                         rep.divergence_count += 1
         diffs = diff_outcomes(oa, ob)
-        sd, state_rule = _state_diffs(ma, mb, ev.vcpu)
+        sd, state_rule = _state_diffs(self.lanes[0].memo, self.lanes[1].memo, ev.vcpu)
         diffs += sd
         self.slow_at[i] = (row, (oa, ob, diffs, state_rule), None)  # type: ignore[assignment]
         if diffs:
             self.diverged.append(self._slow_compare_row(i))  # type: ignore[arg-type]
+
+    def _lane_step(self, lane: Lane, ev: Event, key: tuple[Any, ...]) -> Outcome:
+        """``ev`` on one lane's machine: a remembered transition, or the model (settling first if it reads the TLB)."""
+        out = lane.memo.lookup(key)
+        if out is None:
+            reads_tlb = ev.kind in _TLB_READERS and self._lane_reads_tlb(lane, ev)
+            if reads_tlb:
+                self._settle()
+            out = lane.memo.step(ev, key, reads_tlb)
+        return out
+
+    def _keyed_stepped(self, i: int, key: tuple[Any, ...]) -> None:
+        """After a keyed row: the observed-state difference of its vCPU, remembered per pair of states."""
+        ma, mb = self.lanes[0].memo, self.lanes[1].memo
+        vcpu = key[1]
+        if ma.enabled and mb.enabled:
+            k = (ma.epoch, ma.state, mb.epoch, mb.state, vcpu)
+            got = self.state_pairs.get(k)
+            if got is None:
+                got = self.state_pairs[k] = _state_diffs(ma, mb, vcpu)
+        else:
+            got = _state_diffs(ma, mb, vcpu)
+        if got[0]:
+            self.keyed_state[i] = got
+
+    def _compare_keyed(self) -> None:
+        """Per-lane counts and expectations, and the lanes' differences, of the batch's keyed rows."""
+        if not self.keyed_rows:
+            return
+        b, res = self.b, self.res
+        self.keyed_at = {r: k for k, r in enumerate(self.keyed_rows)}
+        rows = np.array(self.keyed_rows, dtype=np.int64)
+        n = len(rows)
+        res.events += n
+        compared = int(b.has_expect[rows].sum())
+        for li, lane in enumerate(self.lanes):
+            rep = lane.result
+            rep.events += n
+            rep.compared += compared
+            bad = self._keyed_mismatch(rows, self.keyed_outs[li], rep)
+            if len(bad):
+                for rr in self._keyed_row_results(bad, li):
+                    rep.masked_count += len(rr.masked)
+                    if rr.diffs:
+                        rep.divergence_count += 1
+        pairs: dict[tuple[int, int], bool] = {}
+        differ = []
+        for r, oa, ob in zip(self.keyed_rows, *self.keyed_outs, strict=True):
+            k = (id(oa), id(ob))
+            d = pairs.get(k)
+            if d is None:
+                d = pairs[k] = bool(diff_outcomes(oa, ob))
+            if d or r in self.keyed_state:
+                differ.append(r)
+        self.diverged += differ  # type: ignore[arg-type]
+
+    def _keyed_entry(self, i: int) -> None:
+        """slow_at[i] for keyed row ``i``, as _step leaves it."""
+        row = self.b.rows([i])[0]
+        k = self.keyed_at[i]
+        oa, ob = self.keyed_outs[0][k], self.keyed_outs[1][k]
+        sd, state_rule = self.keyed_state.get(i, ([], None))
+        self.slow_at[i] = (row, (oa, ob, diff_outcomes(oa, ob) + list(sd), state_rule), None)  # type: ignore[assignment]
 
     def _slow_compare_row(self, i: int) -> CompareRow:
         row, got, cr = self.slow_at[i]  # type: ignore[misc]
@@ -232,6 +295,8 @@ class FastCompare(FastReplay):
         got: dict[int, CompareRow] = {}
         fast = []
         for i in idx:
+            if i not in self.slow_at and i in self.keyed_at:
+                self._keyed_entry(i)
             if i in self.slow_at:
                 got[i] = self._slow_compare_row(i)
             else:
@@ -285,11 +350,15 @@ class FastCompare(FastReplay):
             self.recent_rows.extend(self._compare_rows(range(max(0, b.n - CONTEXT), b.n)))
 
 
-def _state_diffs(ma: Machine, mb: Machine, vcpu: int) -> tuple[list[FieldDiff], str | None]:
+def _observe(memo: TransitionCache, vcpu: int) -> tuple[int | None, ...]:
+    return memo.cached("observe", vcpu, lambda m: m.observe(vcpu))  # type: ignore[no-any-return]
+
+
+def _state_diffs(ma: TransitionCache, mb: TransitionCache, vcpu: int) -> tuple[list[FieldDiff], str | None]:
     """The observable-state differences of ``vcpu`` (compare_trace's per-event check) and their rule."""
     diffs: list[FieldDiff] = []
     state_rule = None
-    sa, sb = ma.observe(vcpu), mb.observe(vcpu)
+    sa, sb = _observe(ma, vcpu), _observe(mb, vcpu)
     for (name, rule), va, vb in zip(OBSERVED_STATE, sa, sb, strict=False):
         if va is not None and vb is not None and va != vb:
             diffs.append(FieldDiff(f"vcpu{vcpu}.{name}", va, vb))

@@ -57,11 +57,15 @@ from .profiles import Profile
 from .replay import _check_snapshot
 from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
 from .schema import SNAPSHOT_KIND
+from .tlb_log import TlbLog
 from .trace_io import _EVENT_COLUMNS, _LIST_COLUMNS, Expect, Snapshot, TraceFile, TraceRow
+from .transition_cache import WINDOW, TransitionCache, event_key
 
 REFERENCE_ENV = "DIFFTEST_REFERENCE"
 
 _RESULT_CODE = {r: i for i, r in enumerate(RESULTS)}
+_SCALAR_EXPECT = ("pfec", "cr2", "value", "count", "exit_reason", "vm_error", "exit_qual")
+_U64 = (1 << 64) - 1
 _PF = _RESULT_CODE["pf"]
 _ACCESS_CODE = {a: i for i, a in enumerate(ACCESS_KINDS)}
 _LEVELS = ("host", "l1", "l2")
@@ -194,6 +198,43 @@ class BatchRows:
         self.exp_cr2 = _ints(cr2, n).astype(np.uint64)
         self.has_cr2 = _valid(cr2) if cr2 is not None else np.zeros(n, dtype=bool)
         self.key = self.vcpu * 2 + (self.level == 2)
+        # Every scalar expectation as (present, uint64 value), for the stepped rows compared on columns.
+        self.exp: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        has_expect = np.zeros(n, dtype=bool)
+        for name in _SCALAR_EXPECT:
+            arr = cols.get(f"exp_{name}")
+            if arr is not None and arr.null_count < n:
+                valid = _valid(arr)
+                self.exp[name] = (valid, _ints(arr, n).astype(np.uint64))
+                has_expect |= valid
+        has_expect |= self.exp_result >= 0
+        values = cols.get("exp_values")
+        self.special = kind == 1  # snapshot rows, and rows expecting a list: stepped as TraceRows
+        if values is not None and values.null_count < n:
+            has_expect |= _valid(values)
+            self.special |= _valid(values)
+        self.has_expect = has_expect
+
+    def event_keys(self, idx: np.ndarray) -> tuple[list[tuple[Any, ...]], list[int]]:
+        """(event key, seq) of the event rows at ``idx``: :func:`~difftest.transition_cache.event_key` of their Events."""
+        m = len(idx)
+        if m == 0:
+            return [], []
+        sub = self.batch.take(pa.array(idx))
+        arrays = {name: sub.column(i) for i, name in enumerate(sub.schema.names)}
+        none = [None] * m
+        fields: list[list[Any]] = []
+        for f in _EVENT_FIELDS:
+            if f == "seq":
+                continue
+            arr = arrays.get(f)
+            if arr is None or arr.null_count == m:
+                fields.append(none)
+            elif f in _LIST_COLUMNS:
+                fields.append([None if v is None else tuple(v) for v in _pylist(arr)])
+            else:
+                fields.append(_pylist(arr))
+        return list(zip(_pylist(arrays["kind"]), *fields, strict=True)), _pylist(arrays["seq"])
 
     def rows(self, idx: Sequence[int] | np.ndarray) -> list[TraceRow]:
         """The rows at batch positions ``idx``, exactly as :func:`difftest.trace_io.TraceFile.rows` gives them."""
@@ -247,24 +288,6 @@ class BatchRows:
             else:
                 out.append(TraceRow(index, seq, ev, None, None, note))
         return out
-
-
-# ------------------------------------------------------------------------------------ the TLB
-class TlbLog(set):  # type: ignore[type-arg]
-    """A CPU's TLB set that also logs, by row, the flushes and INVLPGs the model applies to it."""
-
-    def __init__(self, items: set[int], clock: list[int]) -> None:
-        super().__init__(items)
-        self.clock = clock
-        self.log: list[tuple[int, int | None]] = []  # (row, page base) or (row, None) for a flush
-
-    def clear(self) -> None:
-        self.log.append((self.clock[0], None))
-        super().clear()
-
-    def discard(self, base: int) -> None:
-        self.log.append((self.clock[0], base))
-        super().discard(base)
 
 
 # ------------------------------------------------------------------------------------ lanes
@@ -370,7 +393,6 @@ class Lane:
     def __init__(self, machine: Machine, result: ReplayResult, clock: list[int], page_ids: PageIds) -> None:
         self.result = result
         self.page_ids = page_ids
-        self.machine = machine
         self.clock = clock
         self.state_ids: dict[tuple[Any, ...], int] = {}
         self.states: list[AccessState] = []
@@ -383,10 +405,23 @@ class Lane:
         self.mappings: dict[tuple[int, int, int], Mapping | None] = {}
         self.pages_version: dict[int, int] = {}
         self.logs: list[TlbLog] = []
+        self.memo = TransitionCache(machine, clock, self.logs)
+
+    @property
+    def machine(self) -> Machine:
+        """The lane's machine in its current state (see :class:`~difftest.transition_cache.TransitionCache`)."""
+        return self.memo.live()
 
     def state_id(self, vcpu: int, level: int) -> int:
         """The interned state of (vcpu, level), or -1 if an access there must be stepped by the model."""
-        cpu = guest_cpu(self.machine, vcpu, level)
+        memo = self.memo
+        sid = memo.per_state.get((memo.state, "access", (vcpu, level)))  # (memo.cached, inlined: the hot path)
+        if sid is not None and memo.enabled:
+            return sid  # type: ignore[no-any-return]
+        return memo.cached("access", (vcpu, level), lambda m: self._state_id(m, vcpu, level))  # type: ignore[no-any-return]
+
+    def _state_id(self, machine: Machine, vcpu: int, level: int) -> int:
+        cpu = guest_cpu(machine, vcpu, level)
         if cpu is None:
             return -1
         tlb = cpu.tlb
@@ -509,7 +544,6 @@ class FastReplay:
     observes_ranges = False  # FastCompare: call _range_opened for every range of accesses
 
     def __init__(self, machine: Machine, profile: Profile, result: ReplayResult) -> None:
-        self.machine = machine
         self.profile = profile
         self.result = result
         self.clock = [0]
@@ -524,7 +558,7 @@ class FastReplay:
         for batch in batches:
             self.batch(BatchRows(batch, start))
             start += batch.num_rows
-        self.result.counters.update(self.machine.counters)
+        self.result.counters.update(self.lane.memo.counters)
         return self.result
 
     # -- one batch -------------------------------------------------------------------------
@@ -552,7 +586,13 @@ class FastReplay:
         self.chunks: list[tuple[np.ndarray, list[np.ndarray], np.ndarray]] = []
         self.diverged: list[RowResult] = []  # this batch's divergent rows, any order
         self.slow_at: dict[int, tuple[TraceRow, Outcome | None, RowResult | None]] = {}
-        slow_rows = b.rows(slow_idx)
+        special = b.special[slow_idx]
+        special_rows = dict(zip(slow_idx[special].tolist(), b.rows(slow_idx[special]), strict=True))
+        self.slow_keys, self.slow_seqs = b.event_keys(slow_idx[~special])
+        self.keyed_rows: list[int] = []  # stepped rows compared on columns (see _step_keyed) ...
+        self.keyed_outs: list[list[Outcome]] = [[] for _ in self.lanes]  # ... and their outcomes per lane
+        self.keyed_at: dict[int, int] = {}  # batch row -> position in keyed_rows (built when needed)
+        ki = 0
         slow_list = slow_idx.tolist()
         n, n_slow, si, pos = b.n, len(slow_list), 0, 0
         single = len(self.keys) == 1 and len(self.lanes) == 1
@@ -581,10 +621,16 @@ class FastReplay:
                     continue
             if nxt >= n:
                 break
-            self._step(slow_rows[si], nxt)
+            row = special_rows.get(nxt)
+            if row is None:
+                self._step_keyed(ki, nxt)
+                ki += 1
+            else:
+                self._step(row, nxt)
             si += 1
             pos = nxt + 1
         self._settle()
+        self._compare_keyed()
         self._compare()
         self._finish_batch()
 
@@ -625,7 +671,7 @@ class FastReplay:
         """One row through the model, as replay_rows does it (snapshots included)."""
         res = self.result
         if row.snapshot is not None:
-            rr = _check_snapshot(row, self.machine, res)
+            rr = _check_snapshot(row, self.lane.machine, res)
             self.slow_at[i] = (row, None, rr)
             if rr.status == "diverge":
                 self.diverged.append(rr)
@@ -633,10 +679,15 @@ class FastReplay:
         ev = row.event
         assert ev is not None
         kind = ev.kind
-        if kind in _TLB_READERS and self._reads_tlb(ev):
-            self._settle()
         self.clock[0] = i
-        out = self.machine.step(ev)
+        memo = self.lane.memo
+        key = event_key(ev)
+        out = memo.lookup(key)
+        if out is None:
+            reads_tlb = kind in _TLB_READERS and self._reads_tlb(ev)
+            if reads_tlb:
+                self._settle()
+            out = memo.step(ev, key, reads_tlb)
         if kind == "map":
             self.lane.pages_changed()
         res.events += 1
@@ -657,15 +708,144 @@ class FastReplay:
                     self.diverged.append(rr)
         self.slow_at[i] = (row, out, rr)
 
+    def _step_keyed(self, ki: int, i: int) -> None:
+        """Row ``i`` (the ``ki``-th keyed row) on every lane: a remembered transition or the model.
+
+        Only the outcome is kept here; rule hits, counts and the comparison with the expectation are
+        done on columns for the whole batch (:meth:`_compare_keyed`).
+        """
+        key = self.slow_keys[ki]
+        self.clock[0] = i
+        self.keyed_rows.append(i)
+        ev = None
+        for lane, outs in zip(self.lanes, self.keyed_outs, strict=True):
+            memo = lane.memo
+            t = memo.trans.get((memo.state, key))
+            if t is not None and not t[2] and not t[3]:
+                memo.state = t[1]  # TransitionCache.lookup of a transition without side effects, inlined
+                memo.window_hits += 1
+                if memo.window_hits + memo.window_misses >= WINDOW:
+                    memo.window_done()
+                outs.append(t[0])
+                continue
+            out = memo.lookup(key)
+            if out is None:
+                if ev is None:
+                    ev = Event(key[0], key[1], key[2], self.slow_seqs[ki], *key[3:])
+                if key[0] in _TLB_READERS and self._key_reads_tlb(lane, key):
+                    self._settle()  # the outcome depends on the TLBs: make them current ...
+                    if memo.enabled:  # ... and remember it per their contents
+                        tkey = (*key, memo.tlb_contents())
+                        out = memo.lookup(tkey)
+                        if out is None:
+                            out = memo.step(ev, tkey, False)
+                            if key[0] == "map":
+                                lane.pages_changed()
+                    else:
+                        out = memo.step(ev, key, True)
+                        if key[0] == "map":
+                            lane.pages_changed()
+                else:
+                    out = memo.step(ev, key, False)
+            outs.append(out)
+        self._keyed_stepped(i, key)
+
+    def _keyed_stepped(self, i: int, key: tuple[Any, ...]) -> None:
+        """Hook: a keyed row was stepped on every lane (compare checks the lanes' observed state)."""
+
+    def _compare_keyed(self) -> None:
+        """Rule hits, counts and expectations of the keyed rows of the batch, on columns (lane 0)."""
+        if not self.keyed_rows:
+            return
+        self.keyed_at = {r: k for k, r in enumerate(self.keyed_rows)}
+        rows = np.array(self.keyed_rows, dtype=np.int64)
+        res = self.result
+        res.events += len(rows)
+        res.compared += int(self.b.has_expect[rows].sum())
+        bad = self._keyed_mismatch(rows, self.keyed_outs[0], res)
+        if len(bad):
+            for rr in self._keyed_row_results(bad):
+                if rr.status == "masked" or rr.masked:
+                    res.masked_count += len(rr.masked)
+                    res.masked_by.update(d.mask or "" for d in rr.masked)
+                if rr.diffs:
+                    self.diverged.append(rr)
+
+    def _keyed_mismatch(self, rows: np.ndarray, outs: list[Outcome], res: ReplayResult) -> np.ndarray:
+        """Count the rule hits of ``outs`` into ``res``; the keyed rows whose expectation they may not meet."""
+        ids: dict[int, int] = {}
+        uniq: list[Outcome] = []
+        codes = np.empty(len(outs), dtype=np.int64)
+        for j, o in enumerate(outs):
+            c = ids.get(id(o))
+            if c is None:
+                c = ids[id(o)] = len(uniq)
+                uniq.append(o)
+            codes[j] = c
+        counts = np.bincount(codes, minlength=len(uniq)).tolist()
+        hits = res.rule_hits
+        for o, cnt in zip(uniq, counts, strict=True):
+            for r in o.rules:
+                hits[r] += cnt
+        b = self.b
+        u_res = np.array([_RESULT_CODE.get(o.result, -3) for o in uniq], dtype=np.int64)
+        er = b.exp_result[rows]
+        bad = (er >= 0) & (er != u_res[codes])
+        for name, (valid, value) in b.exp.items():
+            vals = [getattr(o, name) for o in uniq]
+            u_has = np.array([type(v) is int and 0 <= v <= _U64 for v in vals], dtype=bool)
+            u_val = np.array([v if h else 0 for v, h in zip(vals, u_has.tolist(), strict=True)], dtype=np.uint64)
+            u_odd = np.array([v is not None and not h for v, h in zip(vals, u_has.tolist(), strict=True)], dtype=bool)
+            c_has = u_has[codes]
+            bad |= valid[rows] & (~c_has | (value[rows] != u_val[codes]) | u_odd[codes])
+        return rows[bad]  # type: ignore[no-any-return]
+
+    def _keyed_row_results(self, idx: np.ndarray, lane: int = 0) -> list[RowResult]:
+        """RowResults of keyed rows at batch positions ``idx``, exactly as _step builds them."""
+        out = []
+        outs = self.keyed_outs[lane]
+        for row in self.b.rows(idx):
+            o = outs[self.keyed_at[row.index - self.b.start]]
+            assert row.event is not None
+            rr = RowResult(row.index, row.seq, row.event, row.expect, o, note=row.note)
+            if row.expect is None:
+                rr.status = "uncompared"
+            elif not _matches(row.expect, o):
+                rr.diffs, rr.masked = diff_outcome(row.expect, o, row.event, self.profile)
+                if rr.masked:
+                    rr.status = "masked"
+                if rr.diffs:
+                    rr.status = "diverge"
+            else:
+                rr.status = "pass"
+            out.append(rr)
+        return out
+
     def _reads_tlb(self, ev: Event) -> bool:
-        """Whether ``ev`` may read a TLB: every map; a MOV to CR4 that changes PKS or PKE (Cpu.set_cr4)."""
+        """Whether ``ev`` may read a TLB on any lane (see :meth:`_lane_reads_tlb`)."""
+        return any(self._lane_reads_tlb(lane, ev) for lane in self.lanes)
+
+    @staticmethod
+    def _key_reads_tlb(lane: Lane, key: tuple[Any, ...]) -> bool:
+        """:meth:`_lane_reads_tlb` for an event key, in the memo's current state (no machine needed when known)."""
+        if key[0] != "mov_cr4":
+            return True
+        vcpu, level = key[1], key[2]
+
+        def cr4(m: Machine) -> int | None:
+            cpu = tlb_cpu(m, vcpu, level)
+            return None if cpu is None else cpu.cr4
+
+        old = lane.memo.cached("cr4", (vcpu, level), cr4)
+        return old is None or bool(((key[4] or 0) ^ old) & (CR4_PKE | CR4_PKS))
+
+    @staticmethod
+    def _lane_reads_tlb(lane: Lane, ev: Event) -> bool:
+        """Whether ``ev`` may read a TLB of ``lane``: every map; a MOV to CR4 that changes PKS or PKE (Cpu.set_cr4)."""
         if ev.kind != "mov_cr4":
             return True
-        for lane in self.lanes:
-            cpu = tlb_cpu(lane.machine, ev.vcpu, ev.level)
-            if cpu is None or ((ev.value or 0) ^ cpu.cr4) & (CR4_PKE | CR4_PKS):
-                return True
-        return False
+        cpu = tlb_cpu(lane.machine, ev.vcpu, ev.level)
+        return cpu is None or bool(((ev.value or 0) ^ cpu.cr4) & (CR4_PKE | CR4_PKS))
 
     def _settle(self) -> None:
         """Classify every pending access and put its TLB fill in place (before anything reads the TLB)."""
@@ -742,10 +922,11 @@ class FastReplay:
         """Rows of the current batch as RowResults (context rows), in the order of ``idx``."""
         got: dict[int, RowResult] = {}
         fast: list[int] = []
+        keyed: list[int] = []
         for i in idx:
             slow = self.slow_at.get(i)
             if slow is None:
-                fast.append(i)
+                (keyed if i in self.keyed_at else fast).append(i)
                 continue
             row, out, rr = slow
             if rr is None:
@@ -762,6 +943,9 @@ class FastReplay:
                 cls[hit] = cls_ids[0][j[hit]]
             assert (cls >= 0).all(), "a context row was not evaluated"
             for i, rr in zip(want.tolist(), self._fast_row_results(want, cls), strict=True):
+                got[i] = rr
+        if keyed:
+            for i, rr in zip(keyed, self._keyed_row_results(np.array(keyed, dtype=np.int64)), strict=True):
                 got[i] = rr
         return [got[i] for i in idx]
 

@@ -69,6 +69,10 @@ class Cpu:
         self.pdpte_rsvd = False  # the in-memory PAE PDPTEs have a reserved bit set
         self.tlb: set[int] = set()  # page bases filled since the last flush
         self.stale: set[int] = set()  # filled before a CR4.PKS/PKE change or a remap, not flushed
+        self.bind_handlers()
+
+    def bind_handlers(self) -> None:
+        """The event table, bound to this object (rebuilt on unpickling: bound methods are not state)."""
         self.handlers: dict[str, Handler] = {
             "set_cpuid": self.set_cpuid,
             "cpuid": self.cpuid,
@@ -87,6 +91,16 @@ class Cpu:
             "reset": self.reset,
             "init": self.init,
         }
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled state: every attribute but the handler table (a machine snapshot is state only)."""
+        state = dict(self.__dict__)
+        del state["handlers"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.bind_handlers()
 
     # -- enumeration ---------------------------------------------------------------------
     @property

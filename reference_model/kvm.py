@@ -206,6 +206,10 @@ class KvmVcpu:
         self.update_nested_caps()
         self.update_mmu(self.l1)
         self.update_mmu(self.l2)
+        self.bind_handlers()
+
+    def bind_handlers(self) -> None:
+        """The host-ioctl table, bound to this object (rebuilt on unpickling: lambdas are not state)."""
         self.host_handlers: dict[str, Callable[[Event], Outcome]] = {
             "create_vcpu": lambda ev: Outcome("ok", rules=()),
             "set_cpuid": self.set_cpuid,
@@ -225,6 +229,16 @@ class KvmVcpu:
             "init": lambda ev: self.vcpu_reset(init=True),
             "pvm_start": self.pvm_start,
         }
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled state: every attribute but the handler table."""
+        state = dict(self.__dict__)
+        del state["host_handlers"]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self.bind_handlers()
 
     # ------------------------------------------------------------------ VMCS accessors
     def vmread(self, vmcs: Vmcs, which: str) -> int:

@@ -9,7 +9,9 @@ values passed in, so KVM's model can call it with the *physical* PKRS of a runni
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .events import PAGE_BYTES, Outcome
 from .pkeys import denies
@@ -49,6 +51,11 @@ class Mapping:
     nx: bool = False  # XD in some entry
     key: int = 0  # bits 62:59 of the leaf
 
+    def __reduce__(self) -> tuple[type[Mapping], tuple[int, str, bool, bool, bool, bool, bool, bool, int]]:
+        """Pickle as a constructor call: the generated slots ``__getstate__`` is slow for snapshots."""
+        return (Mapping, (self.base, self.page_size, self.present, self.writable, self.user, self.user_upper,
+                          self.rsvd, self.nx, self.key))
+
     @property
     def user_address(self) -> bool:
         """ARCH.ADDR: user-mode address iff U/S=1 in every entry, leaf included."""
@@ -58,13 +65,21 @@ class Mapping:
 class PageTables:
     """The leaf mappings of one address space, looked up by linear address."""
 
-    __slots__ = ("_by_size",)
+    __slots__ = ("_by_size", "_state")
 
     def __init__(self) -> None:
         self._by_size: dict[str, dict[int, Mapping]] = {"4k": {}, "2m": {}, "1g": {}}
+        self._state: tuple[tuple[Any, ...], ...] | None = None  # the mappings' fields, for pickling; None: changed
+
+    def __reduce__(self) -> tuple[Callable[[tuple[tuple[Any, ...], ...]], PageTables], tuple[tuple[tuple[Any, ...], ...]]]:
+        """Pickle as the mappings' fields in insertion order, computed once per change (snapshots pickle often)."""
+        if self._state is None:
+            self._state = tuple(m.__reduce__()[1] for table in self._by_size.values() for m in table.values())
+        return _page_tables, (self._state,)
 
     def map(self, m: Mapping) -> None:
         """Install ``m``, replacing every mapping it overlaps."""
+        self._state = None
         size = PAGE_BYTES[m.page_size]
         for other_size, table in self._by_size.items():
             other_bytes = PAGE_BYTES[other_size]
@@ -85,6 +100,15 @@ class PageTables:
 
     def __len__(self) -> int:
         return sum(len(t) for t in self._by_size.values())
+
+
+def _page_tables(state: tuple[tuple[Any, ...], ...]) -> PageTables:
+    pt = PageTables()
+    for fields in state:
+        m = Mapping(*fields)
+        pt._by_size[m.page_size][m.base] = m
+    pt._state = state
+    return pt
 
 
 def page_base(addr: int, page_size: str) -> int:

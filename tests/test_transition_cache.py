@@ -1,0 +1,155 @@
+"""Memoised model steps (difftest.transition_cache) give exactly the reference path's answers.
+
+Traces that repeat themselves are where transitions are reused: generated traces of every domain
+played four times over, and the benchmark's steady-state workload (PKS toggles whose outcome depends
+on the TLB, nested entries and exits, CR3 flushes).  Each is replayed and compared with the memo
+always on, and with it switched off and on again every few steps, against the reference path
+(``replay_rows`` / ``compare_trace`` row by row).  The machine's pickle, which is the memo's
+state, must restore a machine that continues exactly as the original.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_fast_replay import assert_same_compare, assert_same_replay, generate, plant_wrong_expectations
+
+from difftest import trace_io
+from difftest import transition_cache as tc
+from difftest.fast_replay import FastReplay, fast_replay_trace
+from difftest.profiles import get_profile
+from difftest.trace_io import open_trace
+from reference_model.host import DEFAULT_HOST
+from reference_model.policies import get_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def repeated(draft: Any, times: int) -> list[dict[str, Any]]:
+    """The draft's rows ``times`` over, with fresh sequence numbers."""
+    rows = [dict(r) for _ in range(times) for r in draft.rows]
+    for i, r in enumerate(rows):
+        r["seq"] = i
+    return rows
+
+
+@pytest.fixture(scope="module")
+def repeating(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("repeat")
+    paths = []
+    for domain in generate.DOMAINS:
+        for seed in (1, 2):
+            draft = generate.generate(seed, 200, domain, get_policy("kvm-v7"))
+            rows = plant_wrong_expectations(repeated(draft, 4), seed, share=0.01)
+            paths.append(draft.with_rows(rows).write(folder / f"{domain}-{seed}-x4.parquet"))
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import workload
+    finally:
+        sys.path.pop(0)
+    paths.append(workload.write_mixed_trace(folder / "steady.parquet", 30_000))
+    return paths
+
+
+@pytest.fixture(params=["always", "toggling"])
+def memo_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``always``: never switched off; ``toggling``: off after every 16-step window, on again one window later."""
+    if request.param == "always":
+        monkeypatch.setattr(tc, "MAX_MISS_RATE", 2.0)
+    else:
+        monkeypatch.setattr(tc, "WINDOW", 16)
+        monkeypatch.setattr(tc, "MAX_MISS_RATE", -1.0)
+        monkeypatch.setattr(tc, "RETRY_AFTER", 1)
+        import difftest.fast_replay as fr
+        monkeypatch.setattr(fr, "WINDOW", 16)
+    return str(request.param)
+
+
+def test_repeating_traces_replay_the_same(repeating: list[Path], memo_mode: str) -> None:
+    for path in repeating:
+        for policy in ("kvm-v7", "hw", "kvm-v4", "pkvm-pvm-allow5"):
+            assert_same_replay(path, policy)
+
+
+def test_repeating_traces_compare_the_same(repeating: list[Path], memo_mode: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    for path in repeating:
+        assert_same_compare(path, "kvm-v7", "kvm-v4", monkeypatch)
+    monkeypatch.setattr(trace_io, "BATCH_ROWS", 97)
+    assert_same_compare(repeating[-1], "kvm-v7", "kvm-rfc-v1", monkeypatch)
+
+
+def test_small_batches_replay_the_same(repeating: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tc, "MAX_MISS_RATE", 2.0)
+    monkeypatch.setattr(trace_io, "BATCH_ROWS", 29)
+    for path in repeating[::3]:
+        assert_same_replay(path, "kvm-v7")
+
+
+def test_steady_state_is_served_by_transitions(repeating: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the steady workload almost every stepped row is a remembered transition, PKS toggles included."""
+    memos: list[tc.TransitionCache] = []
+    original = FastReplay.run
+
+    def run(self: FastReplay, batches: Any) -> Any:
+        memos.append(self.lane.memo)
+        return original(self, batches)
+
+    monkeypatch.setattr(FastReplay, "run", run)
+    res = fast_replay_trace(open_trace(repeating[-1]), get_policy("kvm-v7"), get_profile("strict"))
+    memo = memos[0]
+    memo.window_done()
+    assert memo.enabled and res.divergence_count == 0
+    assert memo.hits > 4 * memo.misses > 0  # 30k rows: the first blocks of the workload are all misses
+    assert any(len(k[1]) > len(tc.event_key(_mov_cr4())) for k in memo.trans)  # TLB-keyed (PKS toggle) transitions
+
+
+def _mov_cr4() -> Any:
+    from reference_model.events import Event
+    return Event("mov_cr4", value=0)
+
+
+def test_a_pickled_machine_continues_like_the_original(repeating: list[Path]) -> None:
+    """The memo's state is the machine's pickle: restored mid-trace, it gives the same outcomes and state."""
+    rows = [r for r in open_trace(repeating[0]).rows() if r.event is not None]
+    for policy in ("kvm-v7", "hw", "pkvm-pvm-allow5", "kvm-rfc-v1"):
+        m = get_policy(policy).build(DEFAULT_HOST)
+        half = len(rows) // 2
+        for r in rows[:half]:
+            assert r.event is not None
+            m.step(r.event)
+        twin = pickle.loads(pickle.dumps(m))
+        for r in rows[half:]:
+            assert r.event is not None
+            assert m.step(r.event) == twin.step(r.event), f"{policy}: {r.event}"
+        assert state_of(m) == state_of(twin)
+        assert m.counters == twin.counters
+
+
+def state_of(obj: Any, seen: set[int] | None = None) -> Any:
+    """Every attribute of every object reachable from ``obj`` as plain values (sets sorted, tables of callables left out)."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, (int, str, bytes, float, type(None))):
+        return obj
+    if callable(obj) and not hasattr(obj, "__dict__"):
+        return None
+    if id(obj) in seen:
+        return ("<seen>", type(obj).__name__)
+    seen.add(id(obj))
+    if isinstance(obj, (set, frozenset)):
+        return ("set", sorted(obj, key=repr))
+    if isinstance(obj, dict):
+        return ("dict", sorted(((repr(k), state_of(v, seen)) for k, v in obj.items()
+                                if not callable(v) or hasattr(v, "__dict__")), key=lambda kv: kv[0]))
+    if isinstance(obj, (list, tuple)):
+        return [state_of(v, seen) for v in obj]
+    if isinstance(obj, type):
+        return obj.__qualname__
+    fields = getattr(obj, "__dict__", None)
+    if fields is None:
+        fields = {k: getattr(obj, k) for k in getattr(type(obj), "__slots__", ()) if hasattr(obj, k)}
+    return (type(obj).__name__, state_of({k: v for k, v in fields.items() if "handlers" not in k}, seen))

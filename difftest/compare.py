@@ -160,8 +160,9 @@ def _with_notes(trace: TraceFile, res: CompareResult) -> CompareResult:
     return res
 
 
-def _compare_rows(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: Profile) -> CompareResult:
-    """The row-by-row reference comparison."""
+def _compare_rows(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: Profile,
+                  stop_at_first: bool = False) -> CompareResult:
+    """The row-by-row reference comparison (``stop_at_first``: end at the first difference, for the shrinker)."""
     t0 = time.perf_counter()
     host = trace.host()
     ma, mb = policy_a.build(host), policy_b.build(host)
@@ -171,6 +172,8 @@ def _compare_rows(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile:
     recent: deque[CompareRow] = deque(maxlen=CONTEXT)
     after_first = 0
     for row in trace.rows(with_notes=False):
+        if stop_at_first and res.difference_count:
+            break
         ra.rows += 1
         rb.rows += 1
         state_rule = None

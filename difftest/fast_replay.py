@@ -59,7 +59,7 @@ from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
 from .schema import SNAPSHOT_KIND
 from .tlb_log import TlbLog
 from .trace_io import _EVENT_COLUMNS, _LIST_COLUMNS, Expect, Snapshot, TraceFile, TraceRow
-from .transition_cache import WINDOW, TransitionCache, event_key
+from .transition_cache import TransitionCache, event_key
 
 REFERENCE_ENV = "DIFFTEST_REFERENCE"
 
@@ -151,7 +151,7 @@ def _codes(arr: pa.Array | None, table: dict[str, int], n: int) -> np.ndarray:
     return codes
 
 
-def _pylist(arr: pa.Array) -> list[Any]:
+def column_values(arr: pa.Array) -> list[Any]:
     """``arr.to_pylist()``, faster for numbers and dictionaries (the same Python values)."""
     t = arr.type
     if pa.types.is_dictionary(t):
@@ -231,10 +231,10 @@ class BatchRows:
             if arr is None or arr.null_count == m:
                 fields.append(none)
             elif f in _LIST_COLUMNS:
-                fields.append([None if v is None else tuple(v) for v in _pylist(arr)])
+                fields.append([None if v is None else tuple(v) for v in column_values(arr)])
             else:
-                fields.append(_pylist(arr))
-        return list(zip(_pylist(arrays["kind"]), *fields, strict=True)), _pylist(arrays["seq"])
+                fields.append(column_values(arr))
+        return list(zip(column_values(arrays["kind"]), *fields, strict=True)), column_values(arrays["seq"])
 
     def rows(self, idx: Sequence[int] | np.ndarray) -> list[TraceRow]:
         """The rows at batch positions ``idx``, exactly as :func:`difftest.trace_io.TraceFile.rows` gives them."""
@@ -244,8 +244,8 @@ class BatchRows:
             return []
         sub = self.batch.take(pa.array(idx))
         arrays = {name: sub.column(i) for i, name in enumerate(sub.schema.names)}
-        seqs, kinds = _pylist(arrays["seq"]), _pylist(arrays["kind"])
-        notes = _pylist(arrays["note"]) if "note" in arrays and arrays["note"].null_count < m else [None] * m
+        seqs, kinds = column_values(arrays["seq"]), column_values(arrays["kind"])
+        notes = column_values(arrays["note"]) if "note" in arrays and arrays["note"].null_count < m else [None] * m
         none = [None] * m
         fields: list[list[Any]] = []  # Event's fields after kind, in order, one list per field
         for f in _EVENT_FIELDS:
@@ -256,9 +256,9 @@ class BatchRows:
             if arr is None or arr.null_count == m:
                 fields.append(none)
             elif f in _LIST_COLUMNS:
-                fields.append([None if v is None else tuple(v) for v in _pylist(arr)])
+                fields.append([None if v is None else tuple(v) for v in column_values(arr)])
             else:
-                fields.append(_pylist(arr))
+                fields.append(column_values(arr))
         events: list[Event | None] = [None if k == SNAPSHOT_KIND else Event(k, *vals)
                                       for k, vals in zip(kinds, zip(*fields, strict=True), strict=True)]
         exp_names = ("exp_result", "exp_pfec", "exp_cr2", "exp_value", "exp_values", "exp_count",
@@ -270,11 +270,11 @@ class BatchRows:
             if arr is None or arr.null_count == m:
                 exp.append(None)
                 continue
-            exp.append(_pylist(arr))
+            exp.append(column_values(arr))
             if c != "exp_rule":
                 has |= _valid(arr)
         has_list = has.tolist()
-        paths = _pylist(arrays["path"]) if "path" in arrays and arrays["path"].null_count < m else [None] * m
+        paths = column_values(arrays["path"]) if "path" in arrays and arrays["path"].null_count < m else [None] * m
         out: list[TraceRow] = []
         e0, e1, e2, e3, e4, e5, e6, e7, e8, e9 = (none if e is None else e for e in exp)
         indexes = (idx + self.start).tolist()
@@ -724,7 +724,7 @@ class FastReplay:
             if t is not None and not t[2] and not t[3]:
                 memo.state = t[1]  # TransitionCache.lookup of a transition without side effects, inlined
                 memo.window_hits += 1
-                if memo.window_hits + memo.window_misses >= WINDOW:
+                if memo.window_hits + memo.window_misses >= memo.window:
                     memo.window_done()
                 outs.append(t[0])
                 continue

@@ -106,7 +106,7 @@ class Draft:
             meta["setup_rows"] = str(n)
         else:
             meta.pop("setup_rows", None)
-        return Draft([dict(r) for r in rows], meta)
+        return Draft(list(rows), meta)  # row dicts are values: shared between drafts, never changed in place
 
     def numbered(self) -> list[dict[str, Any]]:
         """The rows with ``seq`` renumbered 0, 1, ... (shrinking leaves gaps)."""
@@ -130,16 +130,26 @@ class Draft:
 
 def load_draft(path: str | os.PathLike[str]) -> Draft:
     """A trace file as a :class:`Draft` (every row validated first; bad input raises InputError)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from .fast_replay import column_values
     from .trace_io import open_trace
 
     tf = open_trace(path)
-    for _ in tf.rows():
+    for _ in tf.batches(with_notes=True):  # validation, on columns
         pass
     table = pq.read_table(tf.path)
-    rows = [{k: (tuple(v) if isinstance(v, list) else v) for k, v in r.items() if v is not None}
-            for r in table.to_pylist()]
+    rows: list[dict[str, Any]] = [{} for _ in range(table.num_rows)]
+    for name, col in zip(table.column_names, table.columns, strict=True):  # column by column: most are all null
+        if col.null_count == len(col):
+            continue
+        values = [v for chunk in col.chunks for v in column_values(chunk)]
+        if pa.types.is_list(col.type):
+            values = [None if v is None else tuple(v) for v in values]
+        for r, v in zip(rows, values, strict=True):
+            if v is not None:
+                r[name] = v
     return Draft(rows, dict(tf.meta))
 
 

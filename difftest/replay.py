@@ -24,16 +24,19 @@ RowObserver = Callable[[TraceRow, RowResult, Machine], None]
 
 
 def replay_rows(rows: Iterable[TraceRow], machine: Machine, profile: Profile, result: ReplayResult,
-                observer: RowObserver | None = None) -> ReplayResult:
+                observer: RowObserver | None = None, stop_at_first: bool = False) -> ReplayResult:
     """Run ``rows`` on ``machine`` and fill ``result``.
 
     ``observer`` (optional) is called after every row with the row, its result and the machine, so a
-    report can sample state (e.g. PKRS per vCPU) that the result does not keep.
+    report can sample state (e.g. PKRS per vCPU) that the result does not keep.  ``stop_at_first``
+    ends the replay at the first divergence (the shrinker needs nothing after it).
     """
     recent: deque[RowResult] = deque(maxlen=CONTEXT)
     after_first = -1  # rows still to append to the context after the first divergence
     rule_hits = result.rule_hits
     for row in rows:
+        if stop_at_first and result.divergence_count:
+            break
         result.rows += 1
         if row.snapshot is not None:
             rr = _check_snapshot(row, machine, result)

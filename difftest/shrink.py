@@ -12,19 +12,23 @@ is checked once more at the end.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 
 from reference_model.policies import Policy
 
-from .compare import compare_trace
-from .generate import Draft, load_draft, refill_expectations
+from .compare import _compare_rows
+from .generate import Draft, MemoryTrace, load_draft, refill_expectations, trace_row
 from .profiles import Profile, get_profile
-from .replay import replay_trace
+from .replay import replay_rows
+from .results import ReplayResult
 from .schema import SNAPSHOT_KIND
+from .trace_io import TraceRow
 
 # Fields a value-simplification pass may change (kind-defining fields such as msr, field and addr stay).
 SIMPLIFIABLE = ("value", "values", "cpuid_7_ecx", "cpuid_1_ecx", "cr0", "cr3", "cr4", "efer", "key", "filter_allow",
@@ -35,6 +39,7 @@ NESTED_KINDS = frozenset({"vmlaunch", "vmresume", "vmwrite", "vmread", "set_msr_
 WRITE_KINDS = frozenset({"wrmsr", "mov_cr0", "mov_cr3", "mov_cr4", "wrpkru", "vmwrite", "set_msr_bitmap", "host_pkrs",
                          "set_cpuid", "set_msr_filter", "enable_user_msr", "set_sregs", "set_msrs", "map", "write_pdpte"})
 DEFAULT_MAX_CANDIDATES = 4000
+CHECKPOINT_ROWS = 512  # rows between two machine checkpoints of the current draft (replay mode)
 
 
 @dataclass(frozen=True)
@@ -60,18 +65,19 @@ class Goal:
     against: Policy | None = None
     profile: Profile | None = None
 
-    def first(self, draft: Draft) -> tuple[DivergenceKind, int] | None:
+    def first(self, draft: Draft, rows: RowCache | None = None) -> tuple[DivergenceKind, int] | None:
         """The first divergence's kind and row index, or None if the trace shows none."""
         profile = self.profile or get_profile("strict")
-        trace: Any = draft.as_trace()
-        if self.against is not None:
-            res = compare_trace(trace, self.policy, self.against, profile)
+        trace: Any = draft.as_trace() if rows is None else rows.trace(draft)
+        if self.against is not None:  # each replay ends at the first divergence: nothing after it counts here
+            res = _compare_rows(trace, self.policy, self.against, profile, stop_at_first=True)
             row = res.first
             if row is None:
                 return None
             ev = row.a.event
             return DivergenceKind(row.rule or "unnamed", ev.kind if ev else SNAPSHOT_KIND), row.index
-        rep = replay_trace(trace, self.policy, profile)
+        rep = ReplayResult(str(trace.path), trace.name, self.policy.name, profile.name)
+        replay_rows(trace.rows(with_notes=False), self.policy.build(trace.host()), profile, rep, stop_at_first=True)
         rr = rep.first
         if rr is None:
             return None
@@ -96,23 +102,117 @@ class ShrinkResult:
     capped: bool
 
 
+class RowCache:
+    """Per row dict (drafts share them): its parsed TraceRow, and the drafts' fingerprints for the history.
+
+    Candidates differ from the current trace in a few rows, so parsing and fingerprinting every row
+    of every candidate would dominate shrinking; each row is done once.
+    """
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, tuple[dict[str, Any], TraceRow]] = {}
+        self.alive: list[list[dict[str, Any]]] = []
+
+    def entry(self, row: dict[str, Any]) -> tuple[dict[str, Any], TraceRow]:
+        got = self.by_id.get(id(row))
+        if got is None or got[0] is not row:
+            got = self.by_id[id(row)] = (row, trace_row(0, row))
+        return got
+
+    def fingerprint(self, draft: Draft) -> tuple[int, ...]:
+        """The draft's row objects: equal for drafts made of the same rows.
+
+        Rows are values shared between drafts and this cache keeps every row it has seen alive, so
+        an id is never reused.  A row rebuilt with equal content gets a new id, so such a candidate
+        may be tried twice; that costs a replay, never a wrong answer (and the candidate cap holds).
+        """
+        self.alive.append(draft.rows)  # (so that no id is reused while the history lives)
+        return tuple(map(id, draft.rows))
+
+    def trace(self, draft: Draft) -> MemoryTrace:
+        """``draft.as_trace()``, from the parsed rows (the model never reads an Event's seq)."""
+        parsed = [self.entry(r)[1] for r in draft.rows]
+
+        class _Parsed(MemoryTrace):
+            def rows(self, with_notes: bool = True) -> Iterator[TraceRow]:
+                for i, t in enumerate(parsed):
+                    yield TraceRow(i, i, t.event, t.snapshot, t.expect, t.note)
+
+        return _Parsed(Path("<memory>"), dict(draft.meta), draft.rows)
+
+
 class Shrinker:
     """Greedy, pass-ordered shrinking with a history of every candidate tried."""
 
     def __init__(self, goal: Goal, max_candidates: int = DEFAULT_MAX_CANDIDATES) -> None:
         self.goal = goal
         self.max_candidates = max_candidates
+        self.rows = RowCache()
         self.seen: set[object] = set()
         self.tried = 0
         self.accepted = 0
+        self.current: Draft | None = None
+        # Replay mode: pickled machines before rows of the current draft, every CHECKPOINT_ROWS rows up to
+        # its first divergence; a candidate sharing the current draft's first rows resumes from one.
+        self.checkpoints: list[tuple[int, bytes]] = []
+        self.safe = 0  # the current draft's first divergence: no row before it diverges
+        self.last: tuple[tuple[DivergenceKind, int] | None, list[tuple[int, bytes]]] = (None, [])
+
+    def first(self, draft: Draft) -> tuple[DivergenceKind, int] | None:
+        """The goal's first divergence in ``draft``; in replay mode, resumed from a checkpoint where possible."""
+        if self.goal.against is not None:
+            return self.goal.first(draft, self.rows)
+        start, blob = 0, None
+        cur = self.current
+        if cur is not None and self.checkpoints:
+            limit = min(len(draft.rows), len(cur.rows), self.safe)
+            shared = next((j for j, (a, b) in enumerate(zip(draft.rows[:limit], cur.rows[:limit], strict=True))
+                           if a is not b), limit)
+            for pos, data in reversed(self.checkpoints):
+                if pos <= shared:
+                    start, blob = pos, data
+                    break
+        machine = pickle.loads(blob) if blob is not None else self.goal.policy.build(draft.host())
+        parsed = [self.rows.entry(r)[1] for r in draft.rows]
+        checkpoints = [c for c in self.checkpoints if c[0] <= start] if blob is not None else []
+
+        def rows() -> Iterator[TraceRow]:
+            for i in range(start, len(parsed)):
+                if i % CHECKPOINT_ROWS == 0 and i > start:
+                    checkpoints.append((i, pickle.dumps(machine)))  # the machine before row i
+                t = parsed[i]
+                yield TraceRow(i, i, t.event, t.snapshot, t.expect, t.note)
+
+        profile = self.goal.profile or get_profile("strict")
+        rep = ReplayResult("<memory>", draft.meta.get("name", ""), self.goal.policy.name, profile.name)
+        replay_rows(rows(), machine, profile, rep, stop_at_first=True)
+        rr = rep.first
+        found = None if rr is None else (
+            DivergenceKind(rr.primary_rule or "unnamed", rr.event.kind if rr.event else SNAPSHOT_KIND), rr.index)
+        self.last = (found, checkpoints)
+        return found
+
+    def adopt(self, draft: Draft) -> None:
+        """Make ``draft`` (just checked by :meth:`first`) the current trace, with its checkpoints."""
+        self.current = draft
+        found, self.checkpoints = self.last
+        self.safe = found[1] if found is not None else 0
 
     def shrink(self, draft: Draft) -> ShrinkResult:
-        found = self.goal.first(draft)
+        found = self.first(draft)
         if found is None:
             raise ValueError(f"the trace shows no divergence ({self.goal.describe()}): nothing to shrink")
         self.kind = found[0]
-        self.current = draft
-        self.seen.add(draft.fingerprint())
+        self.adopt(draft)
+        self.seen.add(self.rows.fingerprint(draft))
+        # Nothing after the first divergence can change it: cut there first (one candidate, checked).
+        cut = draft.with_rows(draft.rows[:max(found[1] + 1, draft.setup_rows)])
+        if len(cut.rows) < len(draft.rows):
+            self.seen.add(self.rows.fingerprint(cut))
+            self.tried += 1
+            if self.holds(cut):
+                self.adopt(cut)
+                self.accepted += 1
         passes: tuple[Callable[[Draft], Iterator[Draft]], ...] = (
             drop_chunks, drop_vcpus, drop_levels, simplify_values, drop_redundant_writes)
         progress = True
@@ -127,7 +227,7 @@ class Shrinker:
             refilled = refill_expectations(result, self.goal.against)
             if self.holds(refilled):
                 result = refilled
-        final = self.goal.first(result)  # the final re-check
+        final = self.goal.first(result)  # the final re-check, from scratch
         if final is None or final[0] != self.kind:
             result, final = draft, found
         assert final is not None
@@ -138,13 +238,14 @@ class Shrinker:
         return self.tried >= self.max_candidates
 
     def holds(self, cand: Draft) -> bool:
-        found = self.goal.first(cand)
+        found = self.first(cand)
         return found is not None and found[0] == self.kind
 
     def run_pass(self, candidates: Callable[[Draft], Iterator[Draft]]) -> bool:
         """Try the pass's candidates on the current trace; True (and adopt it) at the first that keeps the divergence."""
+        assert self.current is not None
         for cand in candidates(self.current):
-            fp = cand.fingerprint()
+            fp = self.rows.fingerprint(cand)
             if fp in self.seen:
                 continue
             if self.capped:
@@ -152,7 +253,7 @@ class Shrinker:
             self.seen.add(fp)
             self.tried += 1
             if self.holds(cand):
-                self.current = cand
+                self.adopt(cand)
                 self.accepted += 1
                 return True
         return False

@@ -23,9 +23,10 @@ Why the answers stay exact:
 * The machine object is brought to the current state (unpickled, with the live TLBs and counters put
   back) only when something needs it: a miss, a snapshot row, the access state of a new state.
 
-A miss costs a pickle (about 0.1 ms) on top of the step, so memoising pays only on repetitive
-traces: over each window of steps it is switched off when more than one step in eight misses, and
-tried again later.  The table is bounded; when full it starts afresh.
+A miss costs a pickle (about 0.1 ms) on top of the step, so memoising pays only on long, repetitive
+traces: it starts after the first window of steps, is switched off for a while when more than half
+of a window's steps miss (for twice as long after each failed retry), and the table is bounded; when
+full it starts afresh.
 """
 
 from __future__ import annotations
@@ -52,9 +53,10 @@ from .tlb_log import TlbLog
 event_key: Callable[[Event], tuple[Any, ...]] = attrgetter(
     *(f.name for f in dataclass_fields(Event) if f.name != "seq"))
 
-WINDOW = 4096  # steps per hit-rate window
+WINDOW = 4096  # steps per hit-rate window; memoising starts after the first (short traces never pay for it)
 MAX_MISS_RATE = 1 / 2  # more misses than this in a window: stop memoising ...
-RETRY_AFTER = 16  # ... for this many windows
+RETRY_AFTER = 16  # ... for this many windows, doubled after each failed retry ...
+MAX_RETRY_AFTER = 1024  # ... up to this
 MAX_STATES = 16_384  # about 5 KB each
 
 TlbPath = tuple[int, str]  # (vCPU, "l1" or "l2")
@@ -129,21 +131,29 @@ class TransitionCache:
         self.tlbs: dict[TlbPath, TlbLog] = {}
         self.counters = LiveCounters(machine.counters)
         machine.counters = self.counters
-        self.enabled = supports(machine)
+        self.supported = supports(machine)
+        self.window = WINDOW
+        self.enabled = False
         self.hits = self.misses = 0
         self.window_hits = self.window_misses = 0
-        self.off_windows = 0  # windows left before memoising is tried again
+        self.off_windows = 1 if self.supported else 0  # windows left before memoising is tried (again)
         self.off_steps = 0
+        self.retry_after = RETRY_AFTER
+        self.epoch = 0
         self._adopt(machine)
-        self._reset_tables()
-
-    # -- states ----------------------------------------------------------------------------
-    def _reset_tables(self) -> None:
-        self.epoch = getattr(self, "epoch", 0) + 1  # state ids are per epoch
         self.ids: dict[bytes, int] = {}
         self.snapshots: list[bytes] = []
         self.trans: dict[tuple[int, tuple[Any, ...]], Transition] = {}
         self.per_state: dict[tuple[Any, ...], Any] = {}  # answers about a state (access states, observe)
+        self.state = self.live_state = -1
+
+    # -- states ----------------------------------------------------------------------------
+    def _reset_tables(self) -> None:
+        self.epoch += 1  # state ids are per epoch
+        self.ids = {}
+        self.snapshots = []
+        self.trans = {}
+        self.per_state = {}
         self.state = self.live_state = self._intern() if self.enabled else -1
 
     def _pickle(self) -> bytes:
@@ -202,7 +212,7 @@ class TransitionCache:
             self.tlbs[path].replay(ops)
         self.state = nxt
         self.window_hits += 1
-        if self.window_hits + self.window_misses >= WINDOW:
+        if self.window_hits + self.window_misses >= self.window:
             self.window_done()
         return out
 
@@ -214,7 +224,7 @@ class TransitionCache:
             self._adopt(m)
             if self.off_windows:
                 self.off_steps += 1
-                if self.off_steps >= WINDOW:
+                if self.off_steps >= self.window:
                     self.off_steps = 0
                     self.off_windows -= 1
                     if not self.off_windows:  # try again, from the state the machine is in now
@@ -245,7 +255,7 @@ class TransitionCache:
         self.window_misses += 1
         if key is not None and not reads_tlb and len(self.tlbs) == n_tlbs:
             self.trans[(before, key)] = (out, self.state, tuple(incs.items()), tlb_ops)  # type: ignore[misc]
-        if self.window_hits + self.window_misses >= WINDOW:
+        if self.window_hits + self.window_misses >= self.window:
             self.window_done()
         return out
 
@@ -256,10 +266,13 @@ class TransitionCache:
             self.live()
             self.epoch += 1
             self.enabled = False
-            self.off_windows = RETRY_AFTER
+            self.off_windows = self.retry_after
+            self.retry_after = min(2 * self.retry_after, MAX_RETRY_AFTER)
             self.off_steps = 0
             self.ids, self.snapshots, self.trans, self.per_state = {}, [], {}, {}
             self.state = self.live_state = -1
+        else:
+            self.retry_after = RETRY_AFTER
         self.window_hits = self.window_misses = 0
 
     def tlb_contents(self) -> tuple[frozenset[int], ...]:

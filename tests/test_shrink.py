@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from difftest import TraceBuilder
@@ -130,3 +131,23 @@ def test_cli_shrink_exit_codes(tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "nope.parquet" in missing.output
     bad = CliRunner().invoke(main, ["shrink", str(src), "--policy", "kvm-v99", "-o", str(out)])
     assert bad.exit_code == 2
+
+
+def test_checkpoints_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resuming candidates from pickled machines (every 3 rows) shrinks to exactly what replaying from scratch does."""
+    from difftest import shrink as shrink_mod
+
+    for domain, seed in (("kvm", 1), ("nested", 2), ("arch", 3), ("pkvm", 4)):
+        d = generate(seed, 120, domain, V7)
+        goal = Goal(V4)
+        if goal.first(d) is None:
+            rows = [dict(r) for r in d.rows]
+            i = next(i for i in range(len(rows) // 2, len(rows)) if rows[i].get("exp_result") == "ok")
+            rows[i]["exp_result"] = "gp"  # a wrong expectation in the middle
+            d = d.with_rows(rows)
+        monkeypatch.setattr(shrink_mod, "CHECKPOINT_ROWS", 3)
+        resumed = shrink(d, goal)
+        monkeypatch.setattr(shrink_mod, "CHECKPOINT_ROWS", 10**9)
+        scratch = shrink(d, goal)
+        assert resumed.draft.rows == scratch.draft.rows, domain
+        assert (resumed.kind, resumed.index, resumed.tried) == (scratch.kind, scratch.index, scratch.tried)

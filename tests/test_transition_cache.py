@@ -58,14 +58,13 @@ def repeating(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 @pytest.fixture(params=["always", "toggling"])
 def memo_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """``always``: never switched off; ``toggling``: off after every 16-step window, on again one window later."""
+    monkeypatch.setattr(tc, "WINDOW", 16)  # memoising starts after the first window
     if request.param == "always":
         monkeypatch.setattr(tc, "MAX_MISS_RATE", 2.0)
     else:
-        monkeypatch.setattr(tc, "WINDOW", 16)
         monkeypatch.setattr(tc, "MAX_MISS_RATE", -1.0)
         monkeypatch.setattr(tc, "RETRY_AFTER", 1)
-        import difftest.fast_replay as fr
-        monkeypatch.setattr(fr, "WINDOW", 16)
+        monkeypatch.setattr(tc, "MAX_RETRY_AFTER", 1)
     return str(request.param)
 
 
@@ -85,6 +84,7 @@ def test_repeating_traces_compare_the_same(repeating: list[Path], memo_mode: str
 
 def test_small_batches_replay_the_same(repeating: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tc, "MAX_MISS_RATE", 2.0)
+    monkeypatch.setattr(tc, "WINDOW", 16)
     monkeypatch.setattr(trace_io, "BATCH_ROWS", 29)
     for path in repeating[::3]:
         assert_same_replay(path, "kvm-v7")
@@ -92,6 +92,8 @@ def test_small_batches_replay_the_same(repeating: list[Path], monkeypatch: pytes
 
 def test_steady_state_is_served_by_transitions(repeating: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """On the steady workload almost every stepped row is a remembered transition, PKS toggles included."""
+    monkeypatch.setattr(tc, "WINDOW", 256)
+    monkeypatch.setattr(tc, "MAX_MISS_RATE", 2.0)  # the warm-up (two blocks of misses) spans several small windows
     memos: list[tc.TransitionCache] = []
     original = FastReplay.run
 
@@ -153,3 +155,30 @@ def state_of(obj: Any, seen: set[int] | None = None) -> Any:
     if fields is None:
         fields = {k: getattr(obj, k) for k in getattr(type(obj), "__slots__", ()) if hasattr(obj, k)}
     return (type(obj).__name__, state_of({k: v for k, v in fields.items() if "handlers" not in k}, seen))
+
+
+def test_memoising_stops_on_a_trace_that_never_repeats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random MSR values: every state is new, so the memo switches itself off, and retries less and less often."""
+    from difftest.builder import TraceBuilder
+
+    monkeypatch.setattr(tc, "WINDOW", 32)
+    monkeypatch.setattr(tc, "RETRY_AFTER", 2)
+    t = TraceBuilder("random-msrs", "no state recurs", policy="kvm-v7")
+    t.cpuid(pks=True).long_mode()
+    rng = __import__("random").Random(5)
+    for _ in range(1500):
+        t.wrmsr(0xC0000102, rng.getrandbits(63)).expect_ok()
+    path = t.write(tmp_path / "random.parquet")
+    memos: list[tc.TransitionCache] = []
+    original = FastReplay.run
+
+    def run(self: FastReplay, batches: Any) -> Any:
+        memos.append(self.lane.memo)
+        return original(self, batches)
+
+    monkeypatch.setattr(FastReplay, "run", run)
+    assert_same_replay(path, "kvm-v7")
+    memo = memos[-1]
+    assert not memo.enabled and memo.hits == 0
+    assert memo.retry_after > 2 * tc.RETRY_AFTER  # at least two failed retries, each waiting twice as long
+    assert memo.misses < 1500 // 2  # most of the trace was stepped without pickling

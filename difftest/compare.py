@@ -14,14 +14,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from reference_model.machine import OBSERVED_STATE
+from reference_model.machine import OBSERVED_STATE, Machine
 from reference_model.policies import Policy
 from reference_model.rules import describe
 
 from .diff import FieldDiff, diff_outcome, diff_outcomes, fmt
 from .profiles import Profile
 from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult, attach_notes
-from .trace_io import TraceFile
+from .trace_io import TraceFile, TraceRow
 
 
 @dataclass
@@ -160,6 +160,33 @@ def _with_notes(trace: TraceFile, res: CompareResult) -> CompareResult:
     return res
 
 
+def compare_snapshot(row: TraceRow, machines: tuple[Machine, Machine],
+                     reps: tuple[ReplayResult, ReplayResult]) -> tuple[RowResult, RowResult, list[FieldDiff]]:
+    """A snapshot row on both machines: each side's result (counted in its replay) and their difference."""
+    snap = row.snapshot
+    assert snap is not None
+    sides = []
+    for m, rep in zip(machines, reps, strict=True):
+        rr = RowResult(row.index, row.seq, None, None, None, snapshot=snap, note=row.note)
+        try:
+            rr.actual_state = m.snapshot(snap.path)
+            rep.snapshots += 1
+            rep.compared += 1
+            if rr.actual_state != snap.value:
+                rr.diffs = [FieldDiff(snap.path, snap.value, rr.actual_state)]
+                rr.status = "diverge"
+                rep.divergence_count += 1
+        except KeyError:
+            rr.status = "not-modelled"
+            rep.not_modelled += 1
+        sides.append(rr)
+    xa, xb = sides
+    diffs = []
+    if xa.actual_state is not None and xb.actual_state is not None and xa.actual_state != xb.actual_state:
+        diffs.append(FieldDiff(snap.path, xa.actual_state, xb.actual_state))
+    return xa, xb, diffs
+
+
 def _compare_rows(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: Profile,
                   stop_at_first: bool = False) -> CompareResult:
     """The row-by-row reference comparison (``stop_at_first``: end at the first difference, for the shrinker)."""
@@ -178,24 +205,7 @@ def _compare_rows(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile:
         rb.rows += 1
         state_rule = None
         if row.snapshot is not None:
-            snap = row.snapshot
-            xa, xb = RowResult(row.index, row.seq, None, None, None, snapshot=snap, note=row.note), \
-                RowResult(row.index, row.seq, None, None, None, snapshot=snap, note=row.note)
-            diffs = []
-            for m, rr, rep in ((ma, xa, ra), (mb, xb, rb)):
-                try:
-                    rr.actual_state = m.snapshot(snap.path)
-                    rep.snapshots += 1
-                    rep.compared += 1
-                    if rr.actual_state != snap.value:
-                        rr.diffs = [FieldDiff(snap.path, snap.value, rr.actual_state)]
-                        rr.status = "diverge"
-                        rep.divergence_count += 1
-                except KeyError:
-                    rr.status = "not-modelled"
-                    rep.not_modelled += 1
-            if xa.actual_state is not None and xb.actual_state is not None and xa.actual_state != xb.actual_state:
-                diffs.append(FieldDiff(snap.path, xa.actual_state, xb.actual_state))
+            xa, xb, diffs = compare_snapshot(row, (ma, mb), (ra, rb))
         else:
             ev = row.event
             assert ev is not None

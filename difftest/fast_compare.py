@@ -21,7 +21,7 @@ from reference_model.events import Event, Outcome
 from reference_model.machine import OBSERVED_STATE, Machine
 from reference_model.policies import Policy
 
-from .compare import CompareResult, CompareRow, _rule_for
+from .compare import CompareResult, CompareRow, _rule_for, compare_snapshot
 from .diff import FieldDiff, diff_outcome, diff_outcomes
 from .fast_replay import _TLB_READERS, BatchRows, FastReplay, Lane, PageIds, _matches
 from .profiles import Profile
@@ -81,25 +81,7 @@ class FastCompare(FastReplay):
         res = self.res
         ra, rb = res.replay_a, res.replay_b
         if row.snapshot is not None:
-            ma, mb = self.lanes[0].machine, self.lanes[1].machine
-            snap = row.snapshot
-            xa = RowResult(row.index, row.seq, None, None, None, snapshot=snap, note=row.note)
-            xb = RowResult(row.index, row.seq, None, None, None, snapshot=snap, note=row.note)
-            diffs = []
-            for m, rr, rep in ((ma, xa, ra), (mb, xb, rb)):
-                try:
-                    rr.actual_state = m.snapshot(snap.path)
-                    rep.snapshots += 1
-                    rep.compared += 1
-                    if rr.actual_state != snap.value:
-                        rr.diffs = [FieldDiff(snap.path, snap.value, rr.actual_state)]
-                        rr.status = "diverge"
-                        rep.divergence_count += 1
-                except KeyError:
-                    rr.status = "not-modelled"
-                    rep.not_modelled += 1
-            if xa.actual_state is not None and xb.actual_state is not None and xa.actual_state != xb.actual_state:
-                diffs.append(FieldDiff(snap.path, xa.actual_state, xb.actual_state))
+            xa, xb, diffs = compare_snapshot(row, (self.lanes[0].machine, self.lanes[1].machine), (ra, rb))
             cr = CompareRow(xa, xb, diffs)
             if diffs:
                 cr.rule = _rule_for(xa, xb, None)

@@ -170,6 +170,25 @@ def column_values(arr: pa.Array) -> list[Any]:
     return out
 
 
+def _event_fields(arrays: dict[str, pa.Array], m: int, seqs: list[Any] | None) -> list[list[Any]]:
+    """One list of Python values per Event field after ``kind``, in order (``seq`` left out when ``seqs`` is None)."""
+    none = [None] * m
+    fields: list[list[Any]] = []
+    for f in _EVENT_FIELDS:
+        if f == "seq":
+            if seqs is not None:
+                fields.append(seqs)
+            continue
+        arr = arrays.get(f)
+        if arr is None or arr.null_count == m:
+            fields.append(none)
+        elif f in _LIST_COLUMNS:
+            fields.append([None if v is None else tuple(v) for v in column_values(arr)])
+        else:
+            fields.append(column_values(arr))
+    return fields
+
+
 class BatchRows:
     """One validated record batch: numpy columns for the fast path, exact TraceRows on demand."""
 
@@ -220,21 +239,13 @@ class BatchRows:
         m = len(idx)
         if m == 0:
             return [], []
-        sub = self.batch.take(pa.array(idx))
-        arrays = {name: sub.column(i) for i, name in enumerate(sub.schema.names)}
-        none = [None] * m
-        fields: list[list[Any]] = []
-        for f in _EVENT_FIELDS:
-            if f == "seq":
-                continue
-            arr = arrays.get(f)
-            if arr is None or arr.null_count == m:
-                fields.append(none)
-            elif f in _LIST_COLUMNS:
-                fields.append([None if v is None else tuple(v) for v in column_values(arr)])
-            else:
-                fields.append(column_values(arr))
+        arrays = self._take(idx)
+        fields = _event_fields(arrays, m, None)
         return list(zip(column_values(arrays["kind"]), *fields, strict=True)), column_values(arrays["seq"])
+
+    def _take(self, idx: np.ndarray) -> dict[str, pa.Array]:
+        sub = self.batch.take(pa.array(idx))
+        return {name: sub.column(i) for i, name in enumerate(sub.schema.names)}
 
     def rows(self, idx: Sequence[int] | np.ndarray) -> list[TraceRow]:
         """The rows at batch positions ``idx``, exactly as :func:`difftest.trace_io.TraceFile.rows` gives them."""
@@ -242,23 +253,11 @@ class BatchRows:
         m = len(idx)
         if m == 0:
             return []
-        sub = self.batch.take(pa.array(idx))
-        arrays = {name: sub.column(i) for i, name in enumerate(sub.schema.names)}
+        arrays = self._take(idx)
         seqs, kinds = column_values(arrays["seq"]), column_values(arrays["kind"])
         notes = column_values(arrays["note"]) if "note" in arrays and arrays["note"].null_count < m else [None] * m
         none = [None] * m
-        fields: list[list[Any]] = []  # Event's fields after kind, in order, one list per field
-        for f in _EVENT_FIELDS:
-            if f == "seq":
-                fields.append(seqs)
-                continue
-            arr = arrays.get(f)
-            if arr is None or arr.null_count == m:
-                fields.append(none)
-            elif f in _LIST_COLUMNS:
-                fields.append([None if v is None else tuple(v) for v in column_values(arr)])
-            else:
-                fields.append(column_values(arr))
+        fields = _event_fields(arrays, m, seqs)  # Event's fields after kind, in order, one list per field
         events: list[Event | None] = [None if k == SNAPSHOT_KIND else Event(k, *vals)
                                       for k, vals in zip(kinds, zip(*fields, strict=True), strict=True)]
         exp_names = ("exp_result", "exp_pfec", "exp_cr2", "exp_value", "exp_values", "exp_count",

@@ -132,16 +132,16 @@ def test_a_pickled_machine_continues_like_the_original(repeating: list[Path]) ->
         assert m.counters == twin.counters
 
 
-def state_of(obj: Any, seen: set[int] | None = None) -> Any:
+def state_of(obj: Any, seen: dict[int, Any] | None = None) -> Any:
     """Every attribute of every object reachable from ``obj`` as plain values (sets sorted, tables of callables left out)."""
-    seen = set() if seen is None else seen
+    seen = {} if seen is None else seen  # id -> object: kept alive, so an id is never reused during the walk
     if isinstance(obj, (int, str, bytes, float, type(None))):
         return obj
     if callable(obj) and not hasattr(obj, "__dict__"):
         return None
     if id(obj) in seen:
         return ("<seen>", type(obj).__name__)
-    seen.add(id(obj))
+    seen[id(obj)] = obj
     if isinstance(obj, (set, frozenset)):
         return ("set", sorted(obj, key=repr))
     if isinstance(obj, dict):
@@ -154,7 +154,7 @@ def state_of(obj: Any, seen: set[int] | None = None) -> Any:
     fields = getattr(obj, "__dict__", None)
     if fields is None:
         fields = {k: getattr(obj, k) for k in getattr(type(obj), "__slots__", ()) if hasattr(obj, k)}
-    return (type(obj).__name__, state_of({k: v for k, v in fields.items() if "handlers" not in k}, seen))
+    return (type(obj).__name__, sorted((k, state_of(v, seen)) for k, v in fields.items() if "handlers" not in k))
 
 
 def test_memoising_stops_on_a_trace_that_never_repeats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

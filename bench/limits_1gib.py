@@ -7,15 +7,14 @@ The trace is MSR traffic with random 64-bit values and, by default, a random 160
 per row (so zstd cannot shrink it and 1 GiB is ~6 M rows: minutes of replay on this machine;
 ``--note-bytes 0`` gives the row-heavy variant, ~75 M rows).  It is written in row groups of
 1 Mi rows with pyarrow directly (numpy columns; the builder would take far longer).
-``difftest replay`` runs in a subprocess; its peak RSS comes from wait4's rusage.  Prints one
+``difftest replay`` runs in a subprocess; its peak RSS is its own ``VmHWM`` (bench/measure.py: wait4's
+figure would include this process, which built the file).  Prints one
 line: ``RESULT file_mib=... rows=... replay_s=... events_per_s=... peak_rss_mib=... exit=...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from difftest.trace_io import rows_to_table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import measure
 
 GROUP = 1 << 20
 TARGET_RSS_MIB = 1024
@@ -73,15 +75,11 @@ def main() -> int:
         rows, size = build(path, args.gib, args.note_bytes)
         print(f"built {path}: {size / 2**20:.0f} MiB, {rows:,} rows in {time.perf_counter() - t0:.0f} s", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "difftest.cli", "replay", str(path), "--policy", "hw"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
-        secs = time.perf_counter() - t0
-        code = os.waitstatus_to_exitcode(status)
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        proc.returncode = code
-        rss = usage.ru_maxrss / 1024  # KiB on Linux
-        print(f"replay: exit {code} in {secs:.1f} s, peak RSS {rss:.0f} MiB (target {TARGET_RSS_MIB} MiB)"
+        secs, rss, code, output, wait4_rss = measure.run(
+            [sys.executable, "-m", "difftest.cli", "replay", str(path), "--policy", "hw"], timeout=7200)
+        err = output.decode(errors="replace") if code not in (0, 1) else ""
+        print(f"replay: exit {code} in {secs:.1f} s, peak RSS {rss:.0f} MiB (target {TARGET_RSS_MIB} MiB; wait4 says "
+              f"{wait4_rss:.0f} MiB, which includes this process's own size: see bench/measure.py)"
               + (f"; stderr: {err.strip()[:300]}" if err.strip() else ""))
         print(f"RESULT file_mib={size / 2**20:.0f} rows={rows} replay_s={secs:.1f} events_per_s={rows / secs:.0f} "
               f"peak_rss_mib={rss:.0f} exit={code}")

@@ -5,7 +5,7 @@
 
 Every input is generated into a temporary directory (never into the repository).  The CLI
 commands run as subprocesses, so their times include start-up and their peak RSS is their own
-(``wait4``).  The naive replay (pandas ``iterrows`` feeding the model one event at a time) is timed
+(``VmHWM``, see bench/measure.py).  The naive replay (pandas ``iterrows`` feeding the model one event at a time) is timed
 on the first rows of the trace only, and its rate is what is compared.  The last line is the
 issue's RESULT line.
 """
@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,26 +24,18 @@ from typing import Any
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import measure
 import workload
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def cli(args: list[str], timeout: float) -> tuple[float, float, int]:
-    """Run ``difftest ARGS``: (wall seconds, peak RSS MiB, exit code); exit code -9 on timeout."""
-    with tempfile.TemporaryFile() as out:
-        t0 = time.perf_counter()
-        p = subprocess.Popen([sys.executable, "-m", "difftest.cli", *args], stdout=out, stderr=out)
-        timer = threading.Timer(timeout, p.kill)
-        timer.start()
-        _, status, usage = os.wait4(p.pid, 0)
-        timer.cancel()
-        p.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - t0
-        if p.returncode not in (0, 1, -9):
-            out.seek(0)
-            raise RuntimeError(f"difftest {' '.join(args)} failed ({p.returncode}): {out.read()[-2000:].decode()}")
-    return wall, usage.ru_maxrss / 1024, p.returncode
+    """Run ``difftest ARGS``: (wall seconds, its own peak RSS MiB, exit code); exit code -9 on timeout."""
+    wall, peak, code, output, _ = measure.run([sys.executable, "-m", "difftest.cli", *args], timeout)
+    if code not in (0, 1, -9):
+        raise RuntimeError(f"difftest {' '.join(args)} failed ({code}): {output[-2000:].decode()}")
+    return wall, peak, code
 
 
 def scan_floor(path: Path) -> float:

@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from reference_model.events import Event, Outcome
+from reference_model.events import Outcome
 from reference_model.machine import OBSERVED_STATE, Machine
 from reference_model.policies import Policy
 
 from .compare import CompareResult, CompareRow, _rule_for, compare_snapshot
 from .diff import FieldDiff, diff_outcome, diff_outcomes
-from .fast_replay import _TLB_READERS, BatchRows, FastReplay, Lane, PageIds, _matches
+from .fast_replay import BatchRows, FastReplay, Lane, PageIds, _matches
 from .profiles import Profile
 from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
 from .trace_io import TraceFile, TraceRow
@@ -92,15 +92,12 @@ class FastCompare(FastReplay):
         assert ev is not None
         self.clock[0] = i
         key = event_key(ev)
-        oa, ob = (self._lane_step(lane, ev, key) for lane in self.lanes)
+        oa, ob = (self._lane_step(lane, key, ev.seq, ev) for lane in self.lanes)
         res.events += 1
         ra.events += 1
         rb.events += 1
         ra.rule_hits.update(oa.rules)
         rb.rule_hits.update(ob.rules)
-        if ev.kind == "map":
-            for lane in self.lanes:
-                lane.pages_changed()
         expect = row.expect
         if expect is not None:
             for out, rep in ((oa, ra), (ob, rb)):
@@ -116,16 +113,6 @@ class FastCompare(FastReplay):
         self.slow_at[i] = (row, (oa, ob, diffs, state_rule), None)  # type: ignore[assignment]
         if diffs:
             self.diverged.append(self._slow_compare_row(i))  # type: ignore[arg-type]
-
-    def _lane_step(self, lane: Lane, ev: Event, key: tuple[Any, ...]) -> Outcome:
-        """``ev`` on one lane's machine: a remembered transition, or the model (settling first if it reads the TLB)."""
-        out = lane.memo.lookup(key)
-        if out is None:
-            reads_tlb = ev.kind in _TLB_READERS and self._lane_reads_tlb(lane, ev)
-            if reads_tlb:
-                self._settle()
-            out = lane.memo.step(ev, key, reads_tlb)
-        return out
 
     def _keyed_stepped(self, i: int, key: tuple[Any, ...]) -> None:
         """After a keyed row: the observed-state difference of its vCPU, remembered per pair of states."""

@@ -677,18 +677,8 @@ class FastReplay:
             return
         ev = row.event
         assert ev is not None
-        kind = ev.kind
         self.clock[0] = i
-        memo = self.lane.memo
-        key = event_key(ev)
-        out = memo.lookup(key)
-        if out is None:
-            reads_tlb = kind in _TLB_READERS and self._reads_tlb(ev)
-            if reads_tlb:
-                self._settle()
-            out = memo.step(ev, key, reads_tlb)
-        if kind == "map":
-            self.lane.pages_changed()
+        out = self._lane_step(self.lane, event_key(ev), ev.seq, ev)
         res.events += 1
         res.rule_hits.update(out.rules)
         rr = None
@@ -716,7 +706,6 @@ class FastReplay:
         key = self.slow_keys[ki]
         self.clock[0] = i
         self.keyed_rows.append(i)
-        ev = None
         for lane, outs in zip(self.lanes, self.keyed_outs, strict=True):
             memo = lane.memo
             t = memo.trans.get((memo.state, key))
@@ -727,27 +716,36 @@ class FastReplay:
                     memo.window_done()
                 outs.append(t[0])
                 continue
-            out = memo.lookup(key)
-            if out is None:
-                if ev is None:
-                    ev = Event(key[0], key[1], key[2], self.slow_seqs[ki], *key[3:])
-                if key[0] in _TLB_READERS and self._key_reads_tlb(lane, key):
-                    self._settle()  # the outcome depends on the TLBs: make them current ...
-                    if memo.enabled:  # ... and remember it per their contents
-                        tkey = (*key, memo.tlb_contents())
-                        out = memo.lookup(tkey)
-                        if out is None:
-                            out = memo.step(ev, tkey, False)
-                            if key[0] == "map":
-                                lane.pages_changed()
-                    else:
-                        out = memo.step(ev, key, True)
-                        if key[0] == "map":
-                            lane.pages_changed()
-                else:
-                    out = memo.step(ev, key, False)
-            outs.append(out)
+            outs.append(self._lane_step(lane, key, self.slow_seqs[ki]))
         self._keyed_stepped(i, key)
+
+    def _lane_step(self, lane: Lane, key: tuple[Any, ...], seq: int, ev: Event | None = None) -> Outcome:
+        """The event ``key`` on one lane: a remembered transition, or the model.
+
+        An event that reads a TLB (:meth:`_reads_tlb`) first settles the pending accesses, and is
+        remembered per the TLBs' contents (or, memo off, never).  ``ev`` is built from the key on a
+        miss when not given.
+        """
+        memo = lane.memo
+        out = memo.lookup(key)
+        if out is not None:
+            return out
+        if ev is None:
+            ev = Event(key[0], key[1], key[2], seq, *key[3:])
+        if key[0] not in _TLB_READERS or not self._reads_tlb(lane, key):
+            return memo.step(ev, key, False)
+        self._settle()  # the outcome depends on the TLBs: make them current ...
+        if memo.enabled:  # ... and remember it per their contents
+            tkey = (*key, memo.tlb_contents())
+            out = memo.lookup(tkey)
+            if out is not None:
+                return out
+            out = memo.step(ev, tkey, False)
+        else:
+            out = memo.step(ev, key, True)
+        if key[0] == "map":  # stepped: the live page tables changed in place
+            lane.pages_changed()
+        return out
 
     def _keyed_stepped(self, i: int, key: tuple[Any, ...]) -> None:
         """Hook: a keyed row was stepped on every lane (compare checks the lanes' observed state)."""
@@ -820,13 +818,10 @@ class FastReplay:
             out.append(rr)
         return out
 
-    def _reads_tlb(self, ev: Event) -> bool:
-        """Whether ``ev`` may read a TLB on any lane (see :meth:`_lane_reads_tlb`)."""
-        return any(self._lane_reads_tlb(lane, ev) for lane in self.lanes)
-
     @staticmethod
-    def _key_reads_tlb(lane: Lane, key: tuple[Any, ...]) -> bool:
-        """:meth:`_lane_reads_tlb` for an event key, in the memo's current state (no machine needed when known)."""
+    def _reads_tlb(lane: Lane, key: tuple[Any, ...]) -> bool:
+        """Whether event ``key`` may read a TLB of ``lane``: every map; a MOV to CR4 that changes PKS or PKE
+        (Cpu.set_cr4), judged by the CR4 of the lane's current state (remembered per state)."""
         if key[0] != "mov_cr4":
             return True
         vcpu, level = key[1], key[2]
@@ -837,14 +832,6 @@ class FastReplay:
 
         old = lane.memo.cached("cr4", (vcpu, level), cr4)
         return old is None or bool(((key[4] or 0) ^ old) & (CR4_PKE | CR4_PKS))
-
-    @staticmethod
-    def _lane_reads_tlb(lane: Lane, ev: Event) -> bool:
-        """Whether ``ev`` may read a TLB of ``lane``: every map; a MOV to CR4 that changes PKS or PKE (Cpu.set_cr4)."""
-        if ev.kind != "mov_cr4":
-            return True
-        cpu = tlb_cpu(lane.machine, ev.vcpu, ev.level)
-        return cpu is None or bool(((ev.value or 0) ^ cpu.cr4) & (CR4_PKE | CR4_PKS))
 
     def _settle(self) -> None:
         """Classify every pending access and put its TLB fill in place (before anything reads the TLB)."""

@@ -762,7 +762,7 @@ class FastReplay:
         bad = self._keyed_mismatch(rows, self.keyed_outs[0], res)
         if len(bad):
             for rr in self._keyed_row_results(bad):
-                if rr.status == "masked" or rr.masked:
+                if rr.masked:
                     res.masked_count += len(rr.masked)
                     res.masked_by.update(d.mask or "" for d in rr.masked)
                 if rr.diffs:
@@ -802,21 +802,22 @@ class FastReplay:
         out = []
         outs = self.keyed_outs[lane]
         for row in self.b.rows(idx):
-            o = outs[self.keyed_at[row.index - self.b.start]]
-            assert row.event is not None
-            rr = RowResult(row.index, row.seq, row.event, row.expect, o, note=row.note)
-            if row.expect is None:
-                rr.status = "uncompared"
-            elif not _matches(row.expect, o):
-                rr.diffs, rr.masked = diff_outcome(row.expect, o, row.event, self.profile)
-                if rr.masked:
-                    rr.status = "masked"
-                if rr.diffs:
-                    rr.status = "diverge"
-            else:
-                rr.status = "pass"
-            out.append(rr)
+            out.append(self._judged(row, outs[self.keyed_at[row.index - self.b.start]]))
         return out
+
+    def _judged(self, row: TraceRow, out: Outcome) -> RowResult:
+        """The RowResult of an event row and its outcome, with its status, as replay_rows gives it."""
+        assert row.event is not None
+        rr = RowResult(row.index, row.seq, row.event, row.expect, out, note=row.note)
+        if row.expect is None:
+            rr.status = "uncompared"
+        else:
+            rr.diffs, rr.masked = diff_outcome(row.expect, out, row.event, self.profile)
+            if rr.masked:
+                rr.status = "masked"
+            if rr.diffs:
+                rr.status = "diverge"
+        return rr
 
     @staticmethod
     def _reads_tlb(lane: Lane, key: tuple[Any, ...]) -> bool:
@@ -889,19 +890,8 @@ class FastReplay:
         """RowResults of access rows handled on columns, exactly as replay_rows builds them."""
         out = []
         for row, c in zip(self.b.rows(idx), cls_id.tolist(), strict=True):
-            ev = row.event
-            assert ev is not None
-            o = self.lane.classes[c].outcome(ev.addr or 0)
-            rr = RowResult(row.index, row.seq, ev, row.expect, o, note=row.note)
-            if row.expect is None:
-                rr.status = "uncompared"
-            else:
-                rr.diffs, rr.masked = diff_outcome(row.expect, o, ev, self.profile)
-                if rr.masked:
-                    rr.status = "masked"
-                if rr.diffs:
-                    rr.status = "diverge"
-            out.append(rr)
+            assert row.event is not None
+            out.append(self._judged(row, self.lane.classes[c].outcome(row.event.addr or 0)))
         return out
 
     def _row_results(self, idx: Sequence[int]) -> list[RowResult]:

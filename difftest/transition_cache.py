@@ -141,19 +141,16 @@ class TransitionCache:
         self.retry_after = RETRY_AFTER
         self.epoch = 0
         self._adopt(machine)
+        self._reset_tables()
+
+    # -- states ----------------------------------------------------------------------------
+    def _reset_tables(self) -> None:
+        """Forget every state and transition (a new epoch); intern the machine's state if memoising."""
+        self.epoch += 1  # state ids are per epoch
         self.ids: dict[bytes, int] = {}
         self.snapshots: list[bytes] = []
         self.trans: dict[tuple[int, tuple[Any, ...]], Transition] = {}
         self.per_state: dict[tuple[Any, ...], Any] = {}  # answers about a state (access states, observe)
-        self.state = self.live_state = -1
-
-    # -- states ----------------------------------------------------------------------------
-    def _reset_tables(self) -> None:
-        self.epoch += 1  # state ids are per epoch
-        self.ids = {}
-        self.snapshots = []
-        self.trans = {}
-        self.per_state = {}
         self.state = self.live_state = self._intern() if self.enabled else -1
 
     def _pickle(self) -> bytes:
@@ -216,7 +213,7 @@ class TransitionCache:
             self.window_done()
         return out
 
-    def step(self, ev: Event, key: tuple[Any, ...] | None, reads_tlb: bool) -> Outcome:
+    def step(self, ev: Event, key: tuple[Any, ...], reads_tlb: bool) -> Outcome:
         """Step ``ev`` through the model; remember the transition unless it must not be."""
         m = self.live()
         if not self.enabled:
@@ -253,7 +250,7 @@ class TransitionCache:
         self.state = self.live_state = self._intern()
         self.misses += 1
         self.window_misses += 1
-        if key is not None and not reads_tlb and len(self.tlbs) == n_tlbs:
+        if not reads_tlb and len(self.tlbs) == n_tlbs:
             self.trans[(before, key)] = (out, self.state, tuple(incs.items()), tlb_ops)  # type: ignore[misc]
         if self.window_hits + self.window_misses >= self.window:
             self.window_done()
@@ -264,13 +261,11 @@ class TransitionCache:
         self.hits += self.window_hits
         if self.window_misses > MAX_MISS_RATE * (self.window_hits + self.window_misses):
             self.live()
-            self.epoch += 1
             self.enabled = False
             self.off_windows = self.retry_after
             self.retry_after = min(2 * self.retry_after, MAX_RETRY_AFTER)
             self.off_steps = 0
-            self.ids, self.snapshots, self.trans, self.per_state = {}, [], {}, {}
-            self.state = self.live_state = -1
+            self._reset_tables()
         else:
             self.retry_after = RETRY_AFTER
         self.window_hits = self.window_misses = 0

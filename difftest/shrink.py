@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from .compare import _compare_rows
 from .generate import Draft, MemoryTrace, load_draft, refill_expectations, trace_row
 from .profiles import Profile, get_profile
 from .replay import replay_rows
-from .results import ReplayResult
+from .results import ReplayResult, RowResult
 from .schema import SNAPSHOT_KIND
 from .trace_io import TraceRow
 
@@ -56,6 +56,11 @@ class DivergenceKind:
     def __str__(self) -> str:
         return f"{self.rule} at {self.kind}"
 
+    @classmethod
+    def of_divergence(cls, rr: RowResult) -> DivergenceKind:
+        """The kind of a replay's (first) divergence."""
+        return cls(rr.primary_rule or "unnamed", rr.event.kind if rr.event else SNAPSHOT_KIND)
+
 
 @dataclass(frozen=True)
 class Goal:
@@ -79,9 +84,7 @@ class Goal:
         rep = ReplayResult(str(trace.path), trace.name, self.policy.name, profile.name)
         replay_rows(trace.rows(with_notes=False), self.policy.build(trace.host()), profile, rep, stop_at_first=True)
         rr = rep.first
-        if rr is None:
-            return None
-        return DivergenceKind(rr.primary_rule or "unnamed", rr.event.kind if rr.event else SNAPSHOT_KIND), rr.index
+        return None if rr is None else (DivergenceKind.of_divergence(rr), rr.index)
 
     def describe(self) -> str:
         if self.against is not None:
@@ -129,16 +132,20 @@ class RowCache:
         self.alive.append(draft.rows)  # (so that no id is reused while the history lives)
         return tuple(map(id, draft.rows))
 
-    def trace(self, draft: Draft) -> MemoryTrace:
+    def trace(self, draft: Draft) -> ParsedTrace:
         """``draft.as_trace()``, from the parsed rows (the model never reads an Event's seq)."""
-        parsed = [self.entry(r)[1] for r in draft.rows]
+        return ParsedTrace(Path("<memory>"), dict(draft.meta), draft.rows, [self.entry(r)[1] for r in draft.rows])
 
-        class _Parsed(MemoryTrace):
-            def rows(self, with_notes: bool = True) -> Iterator[TraceRow]:
-                for i, t in enumerate(parsed):
-                    yield TraceRow(i, i, t.event, t.snapshot, t.expect, t.note)
 
-        return _Parsed(Path("<memory>"), dict(draft.meta), draft.rows)
+@dataclass
+class ParsedTrace(MemoryTrace):
+    """A draft as a trace whose rows were parsed once (by :class:`RowCache`); indices and seq are positions."""
+
+    parsed: list[TraceRow] = field(default_factory=list, repr=False)
+
+    def rows(self, with_notes: bool = True) -> Iterator[TraceRow]:
+        for i, t in enumerate(self.parsed):
+            yield TraceRow(i, i, t.event, t.snapshot, t.expect, t.note)
 
 
 class Shrinker:
@@ -187,8 +194,7 @@ class Shrinker:
         rep = ReplayResult("<memory>", draft.meta.get("name", ""), self.goal.policy.name, profile.name)
         replay_rows(rows(), machine, profile, rep, stop_at_first=True)
         rr = rep.first
-        found = None if rr is None else (
-            DivergenceKind(rr.primary_rule or "unnamed", rr.event.kind if rr.event else SNAPSHOT_KIND), rr.index)
+        found = None if rr is None else (DivergenceKind.of_divergence(rr), rr.index)
         self.last = (found, checkpoints)
         return found
 

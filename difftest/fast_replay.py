@@ -58,7 +58,7 @@ from .replay import _check_snapshot
 from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
 from .schema import SNAPSHOT_KIND
 from .tlb_log import TlbLog
-from .trace_io import _EVENT_COLUMNS, _LIST_COLUMNS, Expect, Snapshot, TraceFile, TraceRow
+from .trace_io import _EVENT_COLUMNS, _LIST_COLUMNS, Expect, Snapshot, TraceFile, TraceRow, column_values
 from .transition_cache import TransitionCache, event_key
 
 REFERENCE_ENV = "DIFFTEST_REFERENCE"
@@ -149,25 +149,6 @@ def _codes(arr: pa.Array | None, table: dict[str, int], n: int) -> np.ndarray:
     if arr.null_count:
         codes[~_valid(arr)] = -1
     return codes
-
-
-def column_values(arr: pa.Array) -> list[Any]:
-    """``arr.to_pylist()``, faster for numbers and dictionaries (the same Python values)."""
-    t = arr.type
-    if pa.types.is_dictionary(t):
-        words = [*arr.dictionary.to_pylist(), None]
-        idx = arr.indices.fill_null(len(words) - 1).to_numpy(zero_copy_only=False).tolist()
-        out = [words[i] for i in idx]
-    elif pa.types.is_integer(t):
-        out = arr.fill_null(0).to_numpy(zero_copy_only=False).tolist()
-    elif pa.types.is_boolean(t):
-        out = [bool(x) for x in arr.fill_null(False).to_numpy(zero_copy_only=False).tolist()]
-    else:
-        return arr.to_pylist()
-    if arr.null_count:
-        ok = _valid(arr).tolist()
-        out = [v if k else None for v, k in zip(out, ok, strict=True)]
-    return out
 
 
 def _event_fields(arrays: dict[str, pa.Array], m: int, seqs: list[Any] | None) -> list[list[Any]]:

@@ -133,8 +133,7 @@ def load_draft(path: str | os.PathLike[str]) -> Draft:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .fast_replay import column_values
-    from .trace_io import open_trace
+    from .trace_io import column_values, open_trace
 
     tf = open_trace(path)
     for _ in tf.batches(with_notes=True):  # validation, on columns

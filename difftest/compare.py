@@ -160,6 +160,13 @@ def _with_notes(trace: TraceFile, res: CompareResult) -> CompareResult:
     return res
 
 
+def new_compare_result(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: Profile) -> CompareResult:
+    """An empty CompareResult for ``trace``, with each side's ReplayResult."""
+    ra = ReplayResult(str(trace.path), trace.name, policy_a.name, profile.name, meta=dict(trace.meta))
+    rb = ReplayResult(str(trace.path), trace.name, policy_b.name, profile.name, meta=dict(trace.meta))
+    return CompareResult(str(trace.path), trace.name, policy_a.name, policy_b.name, ra, rb)
+
+
 def compare_snapshot(row: TraceRow, machines: tuple[Machine, Machine],
                      reps: tuple[ReplayResult, ReplayResult]) -> tuple[RowResult, RowResult, list[FieldDiff]]:
     """A snapshot row on both machines: each side's result (counted in its replay) and their difference."""
@@ -193,9 +200,8 @@ def _compare_rows(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile:
     t0 = time.perf_counter()
     host = trace.host()
     ma, mb = policy_a.build(host), policy_b.build(host)
-    ra = ReplayResult(str(trace.path), trace.name, policy_a.name, profile.name, meta=dict(trace.meta))
-    rb = ReplayResult(str(trace.path), trace.name, policy_b.name, profile.name, meta=dict(trace.meta))
-    res = CompareResult(str(trace.path), trace.name, policy_a.name, policy_b.name, ra, rb)
+    res = new_compare_result(trace, policy_a, policy_b, profile)
+    ra, rb = res.replay_a, res.replay_b
     recent: deque[CompareRow] = deque(maxlen=CONTEXT)
     after_first = 0
     for row in trace.rows(with_notes=False):

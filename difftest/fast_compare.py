@@ -21,11 +21,11 @@ from reference_model.events import Outcome
 from reference_model.machine import OBSERVED_STATE, Machine
 from reference_model.policies import Policy
 
-from .compare import CompareResult, CompareRow, _rule_for, compare_snapshot
+from .compare import CompareResult, CompareRow, _rule_for, compare_snapshot, new_compare_result
 from .diff import FieldDiff, diff_outcome, diff_outcomes
 from .fast_replay import BatchRows, FastReplay, Lane, PageIds, _matches
 from .profiles import Profile
-from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
+from .results import CONTEXT, MAX_KEPT_DIVERGENCES, RowResult
 from .trace_io import TraceFile, TraceRow
 from .transition_cache import TransitionCache, event_key
 
@@ -340,9 +340,7 @@ def fast_compare_trace(trace: TraceFile, policy_a: Policy, policy_b: Policy, pro
     t0 = time.perf_counter()
     host = trace.host()
     ma, mb = policy_a.build(host), policy_b.build(host)
-    ra = ReplayResult(str(trace.path), trace.name, policy_a.name, profile.name, meta=dict(trace.meta))
-    rb = ReplayResult(str(trace.path), trace.name, policy_b.name, profile.name, meta=dict(trace.meta))
-    res = CompareResult(str(trace.path), trace.name, policy_a.name, policy_b.name, ra, rb)
+    res = new_compare_result(trace, policy_a, policy_b, profile)
     FastCompare(ma, mb, profile, res).run_compare(trace.batches())
     res.seconds = time.perf_counter() - t0
     return res

@@ -55,6 +55,19 @@ def repeating(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return paths
 
 
+def capture_memos(monkeypatch: pytest.MonkeyPatch) -> list[tc.TransitionCache]:
+    """The transition cache of every fast replay run from now on, in order."""
+    memos: list[tc.TransitionCache] = []
+    original = FastReplay.run
+
+    def run(self: FastReplay, batches: Any) -> Any:
+        memos.append(self.lane.memo)
+        return original(self, batches)
+
+    monkeypatch.setattr(FastReplay, "run", run)
+    return memos
+
+
 @pytest.fixture(params=["always", "toggling"])
 def memo_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """``always``: never switched off; ``toggling``: off after every 16-step window, on again one window later."""
@@ -94,14 +107,7 @@ def test_steady_state_is_served_by_transitions(repeating: list[Path], monkeypatc
     """On the steady workload almost every stepped row is a remembered transition, PKS toggles included."""
     monkeypatch.setattr(tc, "WINDOW", 256)
     monkeypatch.setattr(tc, "MAX_MISS_RATE", 2.0)  # the warm-up (two blocks of misses) spans several small windows
-    memos: list[tc.TransitionCache] = []
-    original = FastReplay.run
-
-    def run(self: FastReplay, batches: Any) -> Any:
-        memos.append(self.lane.memo)
-        return original(self, batches)
-
-    monkeypatch.setattr(FastReplay, "run", run)
+    memos = capture_memos(monkeypatch)
     res = fast_replay_trace(open_trace(repeating[-1]), get_policy("kvm-v7"), get_profile("strict"))
     memo = memos[0]
     memo.window_done()
@@ -169,14 +175,7 @@ def test_memoising_stops_on_a_trace_that_never_repeats(tmp_path: Path, monkeypat
     for _ in range(1500):
         t.wrmsr(0xC0000102, rng.getrandbits(63)).expect_ok()
     path = t.write(tmp_path / "random.parquet")
-    memos: list[tc.TransitionCache] = []
-    original = FastReplay.run
-
-    def run(self: FastReplay, batches: Any) -> Any:
-        memos.append(self.lane.memo)
-        return original(self, batches)
-
-    monkeypatch.setattr(FastReplay, "run", run)
+    memos = capture_memos(monkeypatch)
     assert_same_replay(path, "kvm-v7")
     memo = memos[-1]
     assert not memo.enabled and memo.hits == 0

@@ -59,7 +59,7 @@ from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
 from .schema import SNAPSHOT_KIND
 from .tlb_log import TlbLog
 from .trace_io import _EVENT_COLUMNS, _LIST_COLUMNS, Expect, Snapshot, TraceFile, TraceRow, column_values
-from .transition_cache import TransitionCache, event_key
+from .transition_cache import TransitionCache, event_key, vcpus_of
 
 REFERENCE_ENV = "DIFFTEST_REFERENCE"
 
@@ -336,15 +336,10 @@ def guest_cpu(machine: Machine, vcpu: int, level: int) -> Cpu | None:
 
 def tlb_cpu(machine: Machine, vcpu: int, level: str) -> Cpu | None:
     """The CPU whose TLB an event of ``vcpu`` at ``level`` may touch (None: unknown)."""
-    if type(machine) in _KVM_MACHINES:
-        v = machine.kvm_vcpus.get(vcpu)  # type: ignore[attr-defined]
-    elif type(machine) is HwMachine:
-        v = machine.hw_vcpus.get(vcpu)  # type: ignore[attr-defined]
-    else:
-        return None
+    v = (vcpus_of(machine) or {}).get(vcpu)
     if v is None:
         return None
-    return v.l2 if level == "l2" else v.l1
+    return v.l2 if level == "l2" else v.l1  # type: ignore[no-any-return]
 
 
 class PageIds:

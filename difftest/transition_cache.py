@@ -46,6 +46,7 @@ from reference_model.hw import HwMachine
 from reference_model.kvm import KvmMachine
 from reference_model.kvm_knobs import KvmKnobs
 from reference_model.machine import Machine
+from reference_model.pkvm import PkvmMachine
 
 from .tlb_log import TlbLog
 
@@ -103,22 +104,25 @@ _DISPATCH = {HostCpu: _reduce_constant, KvmKnobs: _reduce_constant, TlbLog: _red
              LiveCounters: _reduce_counters}
 
 
+def vcpus_of(machine: Machine) -> dict[int, Any] | None:
+    """The vCPUs (each with ``l1`` and ``l2`` CPUs) of a machine class the fast path knows, else None."""
+    if type(machine) in (KvmMachine, PkvmMachine):
+        return machine.kvm_vcpus  # type: ignore[attr-defined, no-any-return]
+    if type(machine) is HwMachine:
+        return machine.hw_vcpus  # type: ignore[attr-defined, no-any-return]
+    return None
+
+
 def machine_cpus(machine: Machine) -> Iterator[tuple[TlbPath, Cpu]]:
     """Every CPU of the machine's vCPUs by (vCPU, level)."""
-    if isinstance(machine, KvmMachine):
-        vcpus: dict[int, Any] = machine.kvm_vcpus
-    elif isinstance(machine, HwMachine):
-        vcpus = machine.hw_vcpus
-    else:
-        return
-    for i, v in vcpus.items():
+    for i, v in (vcpus_of(machine) or {}).items():
         yield (i, "l1"), v.l1
         yield (i, "l2"), v.l2
 
 
 def supports(machine: Machine) -> bool:
     """Machines whose CPUs this module can find (the ones the fast path knows)."""
-    return isinstance(machine, (KvmMachine, HwMachine))
+    return vcpus_of(machine) is not None
 
 
 class TransitionCache:

@@ -27,7 +27,7 @@ from .fast_replay import BatchRows, FastReplay, Lane, PageIds, _matches
 from .profiles import Profile
 from .results import CONTEXT, MAX_KEPT_DIVERGENCES, RowResult
 from .trace_io import TraceFile, TraceRow
-from .transition_cache import TransitionCache, event_key
+from .transition_cache import EventKeys, TransitionCache, event_key
 
 StateDiff = tuple[list[FieldDiff], "str | None"]
 
@@ -43,7 +43,10 @@ class FastCompare(FastReplay):
         self.result = res.replay_a
         self.clock = [0]
         self.page_ids = PageIds()
-        self.lanes = [Lane(ma, res.replay_a, self.clock, self.page_ids), Lane(mb, res.replay_b, self.clock, self.page_ids)]
+        self.event_keys = EventKeys()
+        self.lanes = [Lane(ma, res.replay_a, self.clock, self.page_ids, self.event_keys),
+                      Lane(mb, res.replay_b, self.clock, self.page_ids, self.event_keys)]
+        self._adopt_lanes()
         self.lane = self.lanes[0]
         self.recent_rows: deque[CompareRow] = deque(maxlen=CONTEXT)
         self.after_first = 0
@@ -78,6 +81,7 @@ class FastCompare(FastReplay):
 
     def _step(self, row: TraceRow, i: int) -> None:
         """One row on both machines, as compare_trace does it."""
+        self._count_runs()  # (a snapshot may read the counters)
         res = self.res
         ra, rb = res.replay_a, res.replay_b
         if row.snapshot is not None:
@@ -127,6 +131,42 @@ class FastCompare(FastReplay):
             got = _state_diffs(ma, mb, vcpu)
         if got[0]:
             self.keyed_state[i] = got
+
+    def _run_done(self, lane: int, rows: list[int], before: list[int], state: int) -> None:
+        """After a run: each row's observed-state difference, as :meth:`_keyed_stepped` gives it."""
+        after = [*before[1:], state]
+        if lane == 0:
+            self.run_after_a = after
+            return
+        ma, mb = self.lanes[0].memo, self.lanes[1].memo
+        pairs = self.state_pairs
+        vcpus = self.b.vcpu[rows].tolist()
+        for r, sa, sb, v in zip(rows, self.run_after_a, after, vcpus, strict=True):
+            k = (ma.epoch, sa, mb.epoch, sb, v)
+            got = pairs.get(k)
+            if got is None:
+                got = pairs[k] = _state_diffs(ma, mb, v, sa, sb)
+            if got[0]:
+                self.keyed_state[r] = got
+
+    def _runs_settled(self, rows: np.ndarray, starts: np.ndarray, states: list[np.ndarray]) -> None:
+        """The observed-state difference of each range of accesses in runs, as :meth:`_range_opened` gives it."""
+        ma, mb = self.lanes[0].memo, self.lanes[1].memo
+        key = self.b.key[rows]
+        trip = np.stack([states[0], states[1], key], axis=1)
+        uniq, first, inverse = np.unique(trip, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        pairs = self.state_pairs
+        kpos = np.searchsorted(self.keys_arr, key)
+        for u, (sa, sb, k) in enumerate(uniq.tolist()):
+            pk = (ma.epoch, sa, mb.epoch, sb, k >> 1)
+            got = pairs.get(pk)
+            if got is None:
+                got = pairs[pk] = _state_diffs(ma, mb, k >> 1, sa, sb)
+            if got[0]:
+                sel = inverse == u
+                for start, kp in set(zip(starts[sel].tolist(), kpos[sel].tolist(), strict=True)):
+                    self.range_state.setdefault(start, {})[kp] = got
 
     def _compare_keyed(self) -> None:
         """Per-lane counts and expectations, and the lanes' differences, of the batch's keyed rows."""
@@ -319,15 +359,21 @@ class FastCompare(FastReplay):
             self.recent_rows.extend(self._compare_rows(range(max(0, b.n - CONTEXT), b.n)))
 
 
-def _observe(memo: TransitionCache, vcpu: int) -> tuple[int | None, ...]:
-    return memo.cached("observe", vcpu, lambda m: m.observe(vcpu))  # type: ignore[no-any-return]
+def _observe(memo: TransitionCache, vcpu: int, state: int | None) -> tuple[int | None, ...]:
+    if state is None:
+        return memo.cached("observe", vcpu, lambda m: m.observe(vcpu))  # type: ignore[no-any-return]
+    return memo.cached_at(state, "observe", vcpu, lambda m: m.observe(vcpu))  # type: ignore[no-any-return]
 
 
-def _state_diffs(ma: TransitionCache, mb: TransitionCache, vcpu: int) -> tuple[list[FieldDiff], str | None]:
-    """The observable-state differences of ``vcpu`` (compare_trace's per-event check) and their rule."""
+def _state_diffs(ma: TransitionCache, mb: TransitionCache, vcpu: int, state_a: int | None = None,
+                 state_b: int | None = None) -> tuple[list[FieldDiff], str | None]:
+    """The observable-state differences of ``vcpu`` (compare_trace's per-event check) and their rule.
+
+    ``state_a``/``state_b``: in those memo states instead of the current ones (rows of a run).
+    """
     diffs: list[FieldDiff] = []
     state_rule = None
-    sa, sb = _observe(ma, vcpu), _observe(mb, vcpu)
+    sa, sb = _observe(ma, vcpu, state_a), _observe(mb, vcpu, state_b)
     for (name, rule), va, vb in zip(OBSERVED_STATE, sa, sb, strict=False):
         if va is not None and vb is not None and va != vb:
             diffs.append(FieldDiff(f"vcpu{vcpu}.{name}", va, vb))

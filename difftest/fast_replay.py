@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
+from bisect import bisect_left
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -59,7 +60,7 @@ from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
 from .schema import SNAPSHOT_KIND
 from .tlb_log import TlbLog
 from .trace_io import _EVENT_COLUMNS, _LIST_COLUMNS, Expect, Snapshot, TraceFile, TraceRow, column_values
-from .transition_cache import TransitionCache, event_key, vcpus_of
+from .transition_cache import KEY_BITS, EventKeys, TransitionCache, event_key, vcpus_of
 
 REFERENCE_ENV = "DIFFTEST_REFERENCE"
 
@@ -78,6 +79,8 @@ _KVM_MACHINES = (KvmMachine, PkvmMachine)
 _KVM_VCPUS = (KvmVcpu, PkvmVcpu)
 _CPUS = (Cpu, GuestCpu)
 _NO_PAGES: frozenset[int] = frozenset()
+SMALL = 512  # rows up to which a lookup in Python beats numpy's per-call cost
+TLB_PEEK = 256  # pending accesses a TLB reader looks at one by one before it settles them all instead
 # Event's fields after ``kind``, in declaration order (trace columns of the same names fill them).
 _EVENT_FIELDS = tuple(f.name for f in dataclass_fields(Event))[1:]
 assert set(_EVENT_FIELDS) - {"seq"} == set(_EVENT_COLUMNS), "Event fields and trace columns disagree"
@@ -182,6 +185,7 @@ class BatchRows:
         kind = _codes(cols["kind"], {"access": 0, SNAPSHOT_KIND: 1}, n)
         self.level = _codes(cols["level"], {lv: i for i, lv in enumerate(_LEVELS)}, n)
         self.vcpu = _ints(cols["vcpu"], n).astype(np.int64)
+        self.seq = _ints(cols["seq"], n)
         self.addr = _ints(cols.get("addr"), n).astype(np.uint64)
         self.access = _codes(cols.get("access"), _ACCESS_CODE, n)
         self.cpl = _ints(cols.get("cpl"), n).astype(np.int64)
@@ -223,6 +227,46 @@ class BatchRows:
         arrays = self._take(idx)
         fields = _event_fields(arrays, m, None)
         return list(zip(column_values(arrays["kind"]), *fields, strict=True)), column_values(arrays["seq"])
+
+    def key_ids(self, idx: np.ndarray, keys: EventKeys) -> np.ndarray:
+        """The interned event key of each event row at ``idx`` (only distinct rows become Python tuples).
+
+        Rows are told apart by a hash of their integer-coded columns; the hash's grouping is checked
+        against the columns themselves, and a collision falls back to sorting the rows.
+        """
+        m = len(idx)
+        if m == 0:
+            return np.zeros(0, dtype=np.int64)
+        arrays = self._take(idx)
+        cols: list[np.ndarray] = []
+        for name in ("kind", *(f for f in _EVENT_FIELDS if f != "seq")):
+            arr = arrays.get(name)
+            if arr is None or arr.null_count == m:
+                continue
+            if name in _LIST_COLUMNS:  # rare (KVM_SET/GET_MSRS): such a row is its own group
+                cols.append(np.where(_valid(arr), np.arange(m, dtype=np.int64), -1))
+                continue
+            t = arr.type
+            if pa.types.is_dictionary(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
+                if not pa.types.is_dictionary(t):
+                    arr = arr.dictionary_encode()
+                cols.append(arr.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64))
+                continue
+            fill = False if pa.types.is_boolean(t) else 0
+            cols.append(np.asarray(arr.fill_null(fill).to_numpy(zero_copy_only=False)).astype(np.uint64).view(np.int64))
+            if arr.null_count:
+                cols.append(_valid(arr).astype(np.int64))
+        mat = np.stack(cols, axis=1)
+        h = np.zeros(m, dtype=np.uint64)
+        for c in cols:
+            h = (h ^ c.view(np.uint64)) * np.uint64(0x100000001B3)
+            h ^= h >> np.uint64(29)
+        _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+        if not (mat[first][inverse] == mat).all():  # a hash collision: group the rows exactly
+            _, first, inverse = np.unique(mat, axis=0, return_index=True, return_inverse=True)
+        tuples, _ = self.event_keys(idx[first])
+        ids = np.array([keys.intern(k) for k in tuples], dtype=np.int64)
+        return ids[inverse.reshape(-1)]  # type: ignore[no-any-return]
 
     def _take(self, idx: np.ndarray) -> dict[str, pa.Array]:
         sub = self.batch.take(pa.array(idx))
@@ -365,22 +409,27 @@ class PageIds:
 class Lane:
     """One machine driven by the fast path: its interned states, outcome classes and pending TLB fills."""
 
-    def __init__(self, machine: Machine, result: ReplayResult, clock: list[int], page_ids: PageIds) -> None:
+    def __init__(self, machine: Machine, result: ReplayResult, clock: list[int], page_ids: PageIds,
+                 keys: EventKeys) -> None:
         self.result = result
         self.page_ids = page_ids
         self.clock = clock
         self.state_ids: dict[tuple[Any, ...], int] = {}
         self.states: list[AccessState] = []
         self.classes: list[AccessClass] = []
-        self.known_keys = np.zeros(0, dtype=np.int64)  # sorted (state, page id, access, cpl) keys ...
+        self.class_of: dict[int, int] = {}  # (state, page id, access, cpl) key -> class id
+        self.known_keys = np.zeros(0, dtype=np.int64)  # the same keys, sorted ...
         self.known_ids = np.zeros(0, dtype=np.int64)  # ... and their class ids
         self._cls = np.zeros((64, 4), dtype=np.int64)  # per class: result, pfec, fill, cpu index (grows by doubling)
+        self.fills: list[tuple[int, int]] = []  # per class: (page base it fills or -1, cpu index)
         self.cpu_index: dict[int, int] = {}
         self.cpus: dict[int, Cpu] = {}
         self.mappings: dict[tuple[int, int, int], Mapping | None] = {}
         self.pages_version: dict[int, int] = {}
         self.logs: list[TlbLog] = []
-        self.memo = TransitionCache(machine, clock, self.logs)
+        self.memo = TransitionCache(machine, clock, self.logs, keys)
+        self.sids_at: dict[int, int] = {}  # (memo state << 32 | access key) -> state id, for this memo epoch
+        self.sids_epoch = -1
 
     @property
     def machine(self) -> Machine:
@@ -394,6 +443,22 @@ class Lane:
         if sid is not None and memo.enabled:
             return sid  # type: ignore[no-any-return]
         return memo.cached("access", (vcpu, level), lambda m: self._state_id(m, vcpu, level))  # type: ignore[no-any-return]
+
+    def state_ids_at(self, combos: np.ndarray) -> np.ndarray:
+        """:meth:`state_id` for each ``(memo state << 32) | access key`` (a run of transitions looks back)."""
+        memo = self.memo
+        if memo.epoch != self.sids_epoch:
+            self.sids_at = {}
+            self.sids_epoch = memo.epoch
+        known = self.sids_at
+        got = [known.get(c) for c in combos.tolist()]
+        if None in got:
+            for j, c in enumerate(combos.tolist()):
+                if got[j] is None:
+                    vcpu, level = (c & 0xFFFF_FFFF) >> 1, 2 if c & 1 else 1
+                    got[j] = known[c] = memo.cached_at(c >> 32, "access", (vcpu, level),
+                                                       lambda mach, v=vcpu, lv=level: self._state_id(mach, v, lv))
+        return np.array(got, dtype=np.int64)
 
     def _state_id(self, machine: Machine, vcpu: int, level: int) -> int:
         cpu = guest_cpu(machine, vcpu, level)
@@ -419,21 +484,33 @@ class Lane:
             self.pages_version[id(pt)] = self.pages_version.get(id(pt), 0) + 1
 
     def classify(self, sids: np.ndarray, combos: np.ndarray) -> np.ndarray:
-        """The AccessClass id of each access (vectorised; new combinations go through the model once)."""
-        ukeys, inverse = np.unique((sids << 40) | combos, return_inverse=True)
-        known = self.known_keys
-        pos = np.searchsorted(known, ukeys)
-        found = known[np.minimum(pos, len(known) - 1)] == ukeys if len(known) else np.zeros(len(ukeys), dtype=bool)
-        if not found.all():
-            new = ukeys[~found]
-            ids = [self.access_class(k >> 40, self.page_ids.pages[(k >> 8) & 0xFFFF_FFFF], (k >> 2) & 0x3F, k & 3)
-                   for k in new.tolist()]
-            keys = np.concatenate((known, new))
-            order = np.argsort(keys, kind="stable")
-            self.known_keys = keys[order]
-            self.known_ids = np.concatenate((self.known_ids, np.array(ids, dtype=np.int64)))[order]
-            pos = np.searchsorted(self.known_keys, ukeys)
-        return self.known_ids[pos][inverse]
+        """The AccessClass id of each access (new combinations go through the model once).
+
+        A few accesses are looked up one by one in a dict; many, on sorted arrays (numpy's fixed cost
+        per call is what a small lookup would pay for otherwise).
+        """
+        keys = (sids << 40) | combos
+        known = self.class_of
+        if len(keys) <= SMALL:
+            got = [known.get(k) for k in keys.tolist()]
+            if None in got:
+                got = [self._class_id(k) if c is None else c for k, c in zip(keys.tolist(), got, strict=True)]
+            return np.array(got, dtype=np.int64)
+        ukeys, inverse = np.unique(keys, return_inverse=True)
+        for k in ukeys.tolist():
+            if k not in known:
+                self._class_id(k)
+        if len(self.known_keys) != len(known):
+            items = np.array(sorted(known.items()), dtype=np.int64).reshape(-1, 2)
+            self.known_keys, self.known_ids = items[:, 0], items[:, 1]
+        return self.known_ids[np.searchsorted(self.known_keys, ukeys)][inverse]  # type: ignore[no-any-return]
+
+    def _class_id(self, k: int) -> int:
+        cid = self.class_of.get(k)
+        if cid is None:
+            cid = self.class_of[k] = self.access_class(k >> 40, self.page_ids.pages[(k >> 8) & 0xFFFF_FFFF],
+                                                      (k >> 2) & 0x3F, k & 3)
+        return cid
 
     def access_class(self, sid: int, page: int, access: int, cpl: int) -> int:
         """Cpu.access for any address in ``page`` from the state ``sid``, as a class id (cr2 left to the caller)."""
@@ -461,6 +538,7 @@ class Lane:
             self._cls = np.concatenate((self._cls, np.zeros_like(self._cls)))
         self._cls[n] = (cls.result, cls.pfec, fill, cpu_ix)
         self.classes.append(cls)
+        self.fills.append((fill, cpu_ix))
         return n
 
     @property
@@ -481,6 +559,9 @@ class Lane:
 
     def apply_fills(self, rows: np.ndarray, cls_id: np.ndarray) -> None:
         """Put the pages of successful accesses in their CPU's TLB unless a later flush or INVLPG dropped them."""
+        if len(rows) <= SMALL:
+            self._apply_fills_small(rows.tolist(), cls_id.tolist())
+            return
         fill = self.cls_fill[cls_id]
         has = fill >= 0
         if has.any():
@@ -502,15 +583,61 @@ class Lane:
         for log in self.logs:
             log.log.clear()
 
+    def _apply_fills_small(self, rows: list[int], cls_id: list[int]) -> None:
+        """:meth:`apply_fills` one access at a time (the same rule: the last flush, the last INVLPG of the page)."""
+        fills = self.fills
+        dropped: dict[int, tuple[int, dict[int, int]]] = {}  # cpu index -> (last flush row, page -> last INVLPG row)
+        for r, c in zip(rows, cls_id, strict=True):
+            base, cpu_ix = fills[c]
+            if base < 0:
+                continue
+            got = dropped.get(cpu_ix)
+            if got is None:
+                cpu = self.cpus[cpu_ix]
+                log = cpu.tlb.log if type(cpu.tlb) is TlbLog else []
+                last: dict[int, int] = {}
+                flush = -1
+                for p, b in log:
+                    if b is None:
+                        flush = p
+                    else:
+                        last[b] = p
+                got = dropped[cpu_ix] = (flush, last)
+            if r > got[0] and r > got[1].get(base, -1):
+                set.add(self.cpus[cpu_ix].tlb, base)
+        for log in self.logs:
+            log.log.clear()
+
 
 # ------------------------------------------------------------------------------------ replay
 @dataclass
 class _Pending:
-    """Row ranges of accesses not yet evaluated, with the state id of each range per key."""
+    """Accesses not yet evaluated outside runs: row ranges with the state id of each range per key."""
 
     starts: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
     sids: list[tuple[int, ...]] = field(default_factory=list)  # per key index (see FastReplay.keys)
+
+
+@dataclass(slots=True)
+class TlbPeek:
+    """What :meth:`FastReplay._tlb_now` knows of one TLB since the last settle."""
+
+    scanned: int = 0  # log entries folded in
+    flushed: int = -1  # row of the last flush
+    invlpg: dict[int, int] = field(default_factory=dict)  # page -> row of its last INVLPG after that flush
+    contents: frozenset[int] | None = None  # the TLB's pages for rows before ``upto`` ...
+    upto: int = -1
+    at_flush: int = -1  # ... computed when the last flush was this one
+
+    def fold(self, log: list[tuple[int, int | None]]) -> None:
+        for p, base in log[self.scanned:]:
+            if base is None:
+                self.flushed = p
+                self.invlpg = {}
+            else:
+                self.invlpg[base] = p
+        self.scanned = len(log)
 
 
 class FastReplay:
@@ -523,10 +650,32 @@ class FastReplay:
         self.result = result
         self.clock = [0]
         self.page_ids = PageIds()
-        self.lane = Lane(machine, result, self.clock, self.page_ids)
+        self.event_keys = EventKeys()
+        self.lane = Lane(machine, result, self.clock, self.page_ids, self.event_keys)
         self.lanes = [self.lane]
+        self._adopt_lanes()
         self.recent: deque[RowResult] = deque(maxlen=CONTEXT)
         self.after_first = 0  # rows still to append to the context after the first divergence
+
+    def _adopt_lanes(self) -> None:
+        """Have each lane's memo settle the queued runs before it forgets their state ids."""
+        self.runnable_for: dict[tuple[int, ...], list[dict[int, int]]] = {}
+        self.run_tids: list[list[int]] = [[] for _ in self.lanes]  # transitions of runs, not yet counted
+        for lane in self.lanes:
+            lane.memo.before_reset = self._before_reset
+
+    def _before_reset(self) -> None:
+        if getattr(self, "b", None) is not None:
+            self._settle()
+            self._count_runs()
+        self.runnable_for.clear()
+
+    def _count_runs(self) -> None:
+        """Add the counter increments of the transitions runs went through (kept per transition until here)."""
+        for lane, tids in zip(self.lanes, self.run_tids, strict=True):
+            if tids:
+                lane.memo.add_counts(Counter(tids).items())
+                tids.clear()
 
     def run(self, batches: Iterator[pa.RecordBatch]) -> ReplayResult:
         start = 0
@@ -547,14 +696,16 @@ class FastReplay:
         slow_idx = np.flatnonzero(~b.fast)
         self.b = b
         self.fast_idx = fast_idx
-        self.keys: list[int] = np.unique(b.key[fast_idx]).tolist() if len(fast_idx) else []
+        self.slow_idx = slow_idx
+        self.keys_arr = np.unique(b.key[fast_idx]) if len(fast_idx) else np.zeros(0, dtype=np.int64)
+        self.keys: list[int] = self.keys_arr.tolist()
         self.key_rows: dict[int, np.ndarray] = {}
         self.combo = np.zeros(b.n, dtype=np.int64)
         self.combo[fast_idx] = self.page_ids.combos(b.addr[fast_idx], b.access[fast_idx], b.cpl[fast_idx])
         present: list[list[bool]] | None = None
         if len(self.keys) > 1:  # which keys have accesses in each gap between two stepped rows
             table = np.zeros((len(slow_idx) + 1, len(self.keys)), dtype=bool)
-            table[np.searchsorted(slow_idx, fast_idx), np.searchsorted(np.array(self.keys), b.key[fast_idx])] = True
+            table[np.searchsorted(slow_idx, fast_idx), np.searchsorted(self.keys_arr, b.key[fast_idx])] = True
             present = table.tolist()
         self.pending = _Pending()
         # evaluated accesses: (rows, class ids per lane, start of each row's range)
@@ -563,11 +714,12 @@ class FastReplay:
         self.slow_at: dict[int, tuple[TraceRow, Outcome | None, RowResult | None]] = {}
         special = b.special[slow_idx]
         special_rows = dict(zip(slow_idx[special].tolist(), b.rows(slow_idx[special]), strict=True))
-        self.slow_keys, self.slow_seqs = b.event_keys(slow_idx[~special])
+        kids = np.full(len(slow_idx), -1, dtype=np.int64)  # event key id of each stepped row (-1: a TraceRow)
+        kids[~special] = b.key_ids(slow_idx[~special], self.event_keys)
+        self.slow_kids: list[int] = kids.tolist()
         self.keyed_rows: list[int] = []  # stepped rows compared on columns (see _step_keyed) ...
         self.keyed_outs: list[list[Outcome]] = [[] for _ in self.lanes]  # ... and their outcomes per lane
         self.keyed_at: dict[int, int] = {}  # batch row -> position in keyed_rows (built when needed)
-        ki = 0
         slow_list = slow_idx.tolist()
         n, n_slow, si, pos = b.n, len(slow_list), 0, 0
         single = len(self.keys) == 1 and len(self.lanes) == 1
@@ -576,7 +728,35 @@ class FastReplay:
         state_id = self.lane.state_id
         starts, ends, sids_list = self.pending.starts, self.pending.ends, self.pending.sids
         all_present = [True] * len(self.keys)
+        memos = [lane.memo for lane in self.lanes]
+        self.slow_list = slow_list
+        self.settled_upto = 0  # accesses before this row are evaluated and their TLB fills applied
+        self.promoted = False
+        self.peeks: dict[tuple[int, tuple[int, str]], TlbPeek] = {}
+        self.key_row_lists: dict[int, list[int]] = {}
+        self.before_at = [np.full(n_slow, -1, dtype=np.int64) for _ in self.lanes]  # memo state before each run row
+        self.run_spans: list[tuple[int, int, int]] = []  # (first stepped row, end, first access row) of each run
+        # memo state -> the batch's access keys with an access state there (kept while the keys are the same)
+        self.runnable: list[dict[int, int]] = self.runnable_for.setdefault(tuple(self.keys), [{} for _ in self.lanes])
+        if len(self.keys) <= 62:  # per stepped row: the access keys present in the range before it
+            gap_of = np.searchsorted(slow_idx, fast_idx)
+            bits = np.zeros(n_slow + 1, dtype=np.int64)
+            if len(self.keys) == 1:
+                bits[gap_of] = 1
+            else:
+                table = np.zeros((n_slow + 1, len(self.keys)), dtype=np.int64)
+                table[gap_of, np.searchsorted(self.keys_arr, b.key[fast_idx])] = 1
+                bits = table @ (np.int64(1) << np.arange(len(self.keys), dtype=np.int64))
+            self.gapmask: list[int] = bits.tolist()
+        else:
+            memos = []  # (no runs: too many access keys for a bit mask)
         while pos < n:
+            if si < n_slow and memos and all(memo.enabled for memo in memos):
+                m = self._run_transitions(si, pos)
+                if m:
+                    si += m
+                    pos = slow_list[si - 1] + 1
+                    continue
             nxt = slow_list[si] if si < n_slow else n
             if nxt > pos:
                 if single:
@@ -590,7 +770,11 @@ class FastReplay:
                     starts.append(pos)
                     ends.append(end)
                     sids_list.append(sids)
+                    if si < n_slow:
+                        for li, lane in enumerate(self.lanes):
+                            self.before_at[li][si] = lane.memo.state
                 if promote is not None:
+                    self.promoted = True  # (its fill went to the TLB at once: see _tlb_now)
                     self._step(b.rows([promote])[0], promote)
                     pos = promote + 1
                     continue
@@ -598,16 +782,121 @@ class FastReplay:
                 break
             row = special_rows.get(nxt)
             if row is None:
-                self._step_keyed(ki, nxt)
-                ki += 1
+                self._step_keyed(si, nxt)
             else:
                 self._step(row, nxt)
             si += 1
             pos = nxt + 1
         self._settle()
+        self._count_runs()
         self._compare_keyed()
         self._compare()
         self._finish_batch()
+
+    def _run_transitions(self, si: int, pos: int) -> int:
+        """Stepped rows from the ``si``-th on, and the accesses before each, as a run of remembered transitions.
+
+        Each lane follows its transitions while they are known, without the model; the run ends at the
+        first row some lane does not know, or before the first range of accesses that some lane must
+        step (a state where an access key present in the range has no access state).  The run's
+        counters and TLB changes are applied in row order; its accesses are queued with the state of
+        their range and evaluated with the others (:meth:`_settle`).  Returns the number of stepped
+        rows done (0: none; the caller steps row ``si`` as usual).
+        """
+        kids = self.slow_kids
+        end = len(kids)
+        gapmask = self.gapmask
+        walks: list[tuple[list[int], list[int], int]] = []
+        for li, lane in enumerate(self.lanes):
+            memo = lane.memo
+            trans, t_next = memo.trans, memo.t_next
+            runnable = self.runnable[li]
+            s = memo.state
+            tids: list[int] = []
+            before: list[int] = []
+            for j in range(si, end):
+                k = kids[j]
+                gm = gapmask[j]
+                if gm:
+                    ok = runnable.get(s)
+                    if ok is None:
+                        ok = runnable[s] = self._runnable_keys(lane, s)
+                    if gm & ~ok:
+                        break
+                t = trans.get((s << KEY_BITS) | k)
+                if t is None:
+                    break
+                before.append(s)
+                tids.append(t)
+                s = t_next[t]
+            end = si + len(tids)
+            if end == si:
+                return 0
+            walks.append((tids, before, s))
+        m = end - si
+        self.run_spans.append((si, end, pos))
+        row_list = self.slow_list[si:end]
+        self.keyed_rows += row_list
+        clock = self.clock
+        for li, (lane, (tids, before, s)) in enumerate(zip(self.lanes, walks, strict=True)):
+            memo = lane.memo
+            if len(tids) > m:
+                s = before[m]
+                del tids[m:], before[m:]
+            self.before_at[li][si:end] = before
+            memo.state = s
+            self.run_tids[li] += tids
+            t_tlb = memo.t_tlb
+            for j, t in enumerate(tids):
+                if t_tlb[t]:
+                    clock[0] = row_list[j]
+                    for path, ops in t_tlb[t]:
+                        memo.tlbs[path].replay(ops)
+            self.keyed_outs[li] += map(memo.t_out.__getitem__, tids)
+            self._run_done(li, row_list, before, s)
+        for lane in self.lanes:
+            memo = lane.memo
+            memo.window_hits += m
+            if memo.window_hits + memo.window_misses >= memo.window:
+                memo.window_done()
+        return m
+
+    def _runnable_keys(self, lane: Lane, state: int) -> int:
+        """Bit ``kp`` set when the batch's access key ``kp`` has an access state in memo state ``state``."""
+        mask = 0
+        known = lane.sids_at if lane.sids_epoch == lane.memo.epoch else {}
+        for kp, k in enumerate(self.keys):
+            sid = known.get((state << 32) | k)
+            if sid is None:
+                sid = int(lane.state_ids_at(np.array([(state << 32) | k], dtype=np.int64))[0])
+            if sid >= 0:
+                mask |= 1 << kp
+        return mask
+
+    def _run_done(self, lane: int, rows: list[int], before: list[int], state: int) -> None:
+        """Hook: a lane's run of transitions is committed (compare records the lanes' observed states)."""
+
+    def _run_accesses(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]] | None:
+        """The queued accesses of the batch's runs: (rows, their range's start, stepped row after, memo state per lane)."""
+        if not self.run_spans:
+            return None
+        spans = np.array(self.run_spans, dtype=np.int64).reshape(-1, 3)
+        self.run_spans = []
+        slow_idx, fast_idx = self.slow_idx, self.fast_idx
+        lo = np.searchsorted(fast_idx, spans[:, 2])
+        hi = np.searchsorted(fast_idx, slow_idx[spans[:, 1] - 1])
+        lengths = hi - lo
+        total = int(lengths.sum())
+        if total == 0:
+            return None
+        pos_in_fast = np.arange(total, dtype=np.int64) + np.repeat(lo - (np.cumsum(lengths) - lengths), lengths)
+        rows = fast_idx[pos_in_fast]
+        after = np.searchsorted(slow_idx, rows)  # the stepped row each access comes before
+        span_of_row = np.repeat(np.arange(len(spans)), lengths)
+        prev_end = np.where(after > 0, slow_idx[np.maximum(after - 1, 0)] + 1, 0)
+        starts = np.maximum(prev_end, spans[span_of_row, 2])
+        states = [b[after] for b in self.before_at]
+        return rows, starts, after, states
 
     def _open_range(self, pos: int, end: int, present: list[bool]) -> tuple[tuple[int, ...], int | None]:
         """State ids (key-major, then lane) for the access-only rows [pos, end), and the first row to step."""
@@ -644,6 +933,7 @@ class FastReplay:
 
     def _step(self, row: TraceRow, i: int) -> None:
         """One row through the model, as replay_rows does it (snapshots included)."""
+        self._count_runs()  # (a snapshot may read the counters)
         res = self.result
         if row.snapshot is not None:
             rr = _check_snapshot(row, self.lane.machine, res)
@@ -673,26 +963,18 @@ class FastReplay:
                     self.diverged.append(rr)
         self.slow_at[i] = (row, out, rr)
 
-    def _step_keyed(self, ki: int, i: int) -> None:
-        """Row ``i`` (the ``ki``-th keyed row) on every lane: a remembered transition or the model.
+    def _step_keyed(self, si: int, i: int) -> None:
+        """Row ``i`` (the ``si``-th stepped row) on every lane: a remembered transition or the model.
 
         Only the outcome is kept here; rule hits, counts and the comparison with the expectation are
         done on columns for the whole batch (:meth:`_compare_keyed`).
         """
-        key = self.slow_keys[ki]
+        key = self.event_keys.keys[self.slow_kids[si]]
         self.clock[0] = i
         self.keyed_rows.append(i)
+        seq = int(self.b.seq[i])
         for lane, outs in zip(self.lanes, self.keyed_outs, strict=True):
-            memo = lane.memo
-            t = memo.trans.get((memo.state, key))
-            if t is not None and not t[2] and not t[3]:
-                memo.state = t[1]  # TransitionCache.lookup of a transition without side effects, inlined
-                memo.window_hits += 1
-                if memo.window_hits + memo.window_misses >= memo.window:
-                    memo.window_done()
-                outs.append(t[0])
-                continue
-            outs.append(self._lane_step(lane, key, self.slow_seqs[ki]))
+            outs.append(self._lane_step(lane, key, seq))
         self._keyed_stepped(i, key)
 
     def _lane_step(self, lane: Lane, key: tuple[Any, ...], seq: int, ev: Event | None = None) -> Outcome:
@@ -710,18 +992,84 @@ class FastReplay:
             ev = Event(key[0], key[1], key[2], seq, *key[3:])
         if key[0] not in _TLB_READERS or not self._reads_tlb(lane, key):
             return memo.step(ev, key, False)
-        self._settle()  # the outcome depends on the TLBs: make them current ...
-        if memo.enabled:  # ... and remember it per their contents
-            tkey = (*key, memo.tlb_contents())
+        if memo.enabled:  # the outcome depends on the TLBs: remember it per their contents
+            contents = self._tlb_now(lane)
+            if contents is None:
+                self._settle()
+                contents = memo.tlb_contents()
+            tkey = (*key, contents)
             out = memo.lookup(tkey)
             if out is not None:
                 return out
+            self._settle()  # the model reads the TLBs: make them current
             out = memo.step(ev, tkey, False)
         else:
+            self._settle()
             out = memo.step(ev, key, True)
         if key[0] == "map":  # stepped: the live page tables changed in place
             lane.pages_changed()
         return out
+
+    def _tlb_now(self, lane: Lane) -> tuple[frozenset[int], ...] | None:
+        """:meth:`TransitionCache.tlb_contents` as it would be after :meth:`_settle`, without settling.
+
+        A TLB holds its live pages plus the fills of pending accesses that survive: those after its
+        last flush with no later INVLPG of their page (the rule of :meth:`Lane.apply_fills`).  Only
+        the accesses of the TLB's own (vCPU, level) are looked at, one by one: those after its last
+        flush, or after the previous look if there was no flush since (:class:`TlbPeek`).  None when
+        there are too many, or when an access's state is not known here (then settle).
+        """
+        if self.promoted:
+            return None
+        li = self.lanes.index(lane)
+        memo = lane.memo
+        now = self.clock[0]
+        before_at = self.before_at[li]
+        slow = self.slow_list
+        combo = self.combo
+        out = []
+        for path, tlb in memo.tlbs.items():
+            pk = self.peeks.get((li, path))
+            if pk is None:
+                pk = self.peeks[(li, path)] = TlbPeek()
+            pk.fold(tlb.log)
+            k = path[0] * 2 + (path[1] == "l2")
+            rows = self.key_row_lists.get(k)
+            if rows is None:
+                kr = self.key_rows.get(k)
+                if kr is None:
+                    kr = self.key_rows[k] = self.fast_idx[self.b.key[self.fast_idx] == k]
+                rows = self.key_row_lists[k] = kr.tolist()
+            contents = set(tlb)
+            start = max(pk.flushed + 1, self.settled_upto)
+            if pk.contents is not None and pk.at_flush == pk.flushed and pk.upto >= start:
+                start = pk.upto
+                contents.update(b for b in pk.contents if pk.invlpg.get(b, -1) < start)
+            lo = bisect_left(rows, start)
+            hi = bisect_left(rows, now, lo)
+            if hi - lo > TLB_PEEK:
+                return None
+            invlpg = pk.invlpg
+            for r in rows[lo:hi]:
+                st = int(before_at[bisect_left(slow, r)])
+                if st < 0:
+                    return None
+                c = (st << 32) | k
+                sid = lane.sids_at.get(c) if lane.sids_epoch == memo.epoch else None
+                if sid is None:
+                    sid = int(lane.state_ids_at(np.array([c], dtype=np.int64))[0])
+                if sid < 0:
+                    return None
+                ck = (sid << 40) | int(combo[r])
+                cid = lane.class_of.get(ck)
+                if cid is None:
+                    cid = lane._class_id(ck)
+                base = lane.fills[cid][0]
+                if base >= 0 and r > invlpg.get(base, -1):
+                    contents.add(base)
+            pk.contents, pk.upto, pk.at_flush = frozenset(contents), now, pk.flushed
+            out.append(pk.contents)
+        return tuple(out)
 
     def _keyed_stepped(self, i: int, key: tuple[Any, ...]) -> None:
         """Hook: a keyed row was stepped on every lane (compare checks the lanes' observed state)."""
@@ -813,26 +1161,55 @@ class FastReplay:
     def _settle(self) -> None:
         """Classify every pending access and put its TLB fill in place (before anything reads the TLB)."""
         p = self.pending
-        if not p.starts:
+        if not p.starts and not self.run_spans:
             return
-        starts = np.array(p.starts, dtype=np.int64)
-        lengths = np.array(p.ends, dtype=np.int64) - starts
-        total = int(lengths.sum())
-        rows = np.arange(total, dtype=np.int64) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-        sid_table = np.array(p.sids, dtype=np.int64)
-        range_of_row = np.repeat(np.arange(len(starts)), lengths)
-        kpos = np.zeros(total, dtype=np.int64) if len(self.keys) == 1 else \
-            np.searchsorted(np.array(self.keys), self.b.key[rows])
         nl = len(self.lanes)
+        parts = []
+        queued = self._run_accesses()
+        if queued is not None:
+            rows, range_starts, after, states = queued
+            akey = self.b.key[rows]
+            parts.append((rows, [lane.state_ids_at((st << 32) | akey) for lane, st in zip(self.lanes, states, strict=True)],
+                          range_starts))
+            self._runs_settled(rows, range_starts, states)
+        if p.starts:
+            starts = np.array(p.starts, dtype=np.int64)
+            lengths = np.array(p.ends, dtype=np.int64) - starts
+            total = int(lengths.sum())
+            rows = np.arange(total, dtype=np.int64) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+            sid_table = np.array(p.sids, dtype=np.int64)
+            range_of_row = np.repeat(np.arange(len(starts)), lengths)
+            kpos = np.zeros(total, dtype=np.int64) if len(self.keys) == 1 else \
+                np.searchsorted(self.keys_arr, self.b.key[rows])
+            parts.append((rows, [sid_table[range_of_row, kpos * nl + li] for li in range(nl)], starts[range_of_row]))
+        if not parts:
+            return
+        if len(parts) == 1:
+            rows, sids, range_starts = parts[0]
+        else:
+            rows = np.concatenate([x[0] for x in parts])
+            sids = [np.concatenate([x[1][li] for x in parts]) for li in range(nl)]
+            range_starts = np.concatenate([x[2] for x in parts])
+            if len(rows) > 1 and not (rows[1:] > rows[:-1]).all():  # ranges and runs interleave: row order
+                order = np.argsort(rows, kind="stable")
+                rows, range_starts = rows[order], range_starts[order]
+                sids = [x[order] for x in sids]
+        self.settled_upto = int(rows[-1]) + 1
+        self.promoted = False
+        self.peeks = {}  # the logs are cleared below
+        combo = self.combo[rows]
         cls_ids = []
-        for li, lane in enumerate(self.lanes):
-            cls_id = lane.classify(sid_table[range_of_row, kpos * nl + li], self.combo[rows])
+        for lane, lane_sids in zip(self.lanes, sids, strict=True):
+            cls_id = lane.classify(lane_sids, combo)
             lane.apply_fills(rows, cls_id)
             cls_ids.append(cls_id)
-        self.chunks.append((rows, cls_ids, starts[range_of_row]))
+        self.chunks.append((rows, cls_ids, range_starts))
         p.starts.clear()
         p.ends.clear()
         p.sids.clear()
+
+    def _runs_settled(self, rows: np.ndarray, starts: np.ndarray, states: list[np.ndarray]) -> None:
+        """Hook: the accesses of runs are being evaluated (compare records the lanes' observed states)."""
 
     def _compare(self) -> None:
         """Count and compare every access of the batch evaluated on columns (rule hits, expectations)."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 import io
 import pickle
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields as dataclass_fields
 from operator import attrgetter
 from typing import Any
@@ -62,7 +62,24 @@ MAX_STATES = 16_384  # about 5 KB each
 
 TlbPath = tuple[int, str]  # (vCPU, "l1" or "l2")
 TlbOps = tuple[tuple[str, int | None], ...]  # ("clear", None), ("discard", base), ("add", base) in order
-Transition = tuple[Outcome, int, tuple[tuple[str, int], ...], tuple[tuple[TlbPath, TlbOps], ...]]
+KEY_BITS = 32  # a transition's table key is (state << KEY_BITS) | event key id
+
+
+class EventKeys:
+    """Small integer ids for event keys, shared by the lanes of one run (a dict of ints is cheaper to probe)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[Any, ...], int] = {}
+        self.keys: list[tuple[Any, ...]] = []
+
+    def intern(self, key: tuple[Any, ...]) -> int:
+        kid = self.ids.get(key)
+        if kid is None:
+            kid = self.ids[key] = len(self.keys)
+            if kid >= 1 << KEY_BITS:
+                raise OverflowError("too many distinct events for one replay")
+            self.keys.append(key)
+        return kid
 
 
 class LiveCounters(Counter):  # type: ignore[type-arg]
@@ -128,8 +145,9 @@ def supports(machine: Machine) -> bool:
 class TransitionCache:
     """One machine, stepped through memoised transitions (see the module docstring)."""
 
-    def __init__(self, machine: Machine, clock: list[int], logs: list[TlbLog]) -> None:
+    def __init__(self, machine: Machine, clock: list[int], logs: list[TlbLog], keys: EventKeys | None = None) -> None:
         self._machine = machine
+        self.keys = keys if keys is not None else EventKeys()
         self.clock = clock
         self.logs = logs  # the lane's list of TLB logs (cleared per batch)
         self.tlbs: dict[TlbPath, TlbLog] = {}
@@ -144,16 +162,24 @@ class TransitionCache:
         self.off_steps = 0
         self.retry_after = RETRY_AFTER
         self.epoch = 0
+        self.before_reset: Callable[[], None] | None = None  # the owner's last use of this epoch's state ids
         self._adopt(machine)
         self._reset_tables()
 
     # -- states ----------------------------------------------------------------------------
     def _reset_tables(self) -> None:
         """Forget every state and transition (a new epoch); intern the machine's state if memoising."""
+        if self.enabled and self.before_reset is not None:
+            self.before_reset()
         self.epoch += 1  # state ids are per epoch
         self.ids: dict[bytes, int] = {}
         self.snapshots: list[bytes] = []
-        self.trans: dict[tuple[int, tuple[Any, ...]], Transition] = {}
+        # transitions: (state << KEY_BITS | key id) -> transition id, indexing the parallel lists below
+        self.trans: dict[int, int] = {}
+        self.t_out: list[Outcome] = []
+        self.t_next: list[int] = []
+        self.t_incs: list[tuple[tuple[str, int], ...]] = []
+        self.t_tlb: list[tuple[tuple[TlbPath, TlbOps], ...]] = []
         self.per_state: dict[tuple[Any, ...], Any] = {}  # answers about a state (access states, observe)
         self.state = self.live_state = self._intern() if self.enabled else -1
 
@@ -201,21 +227,35 @@ class TransitionCache:
         """Apply the transition of ``key`` from the current state, if known (the clock is the row)."""
         if not self.enabled:
             return None
-        t = self.trans.get((self.state, key))
+        kid = self.keys.ids.get(key)
+        t = None if kid is None else self.trans.get((self.state << KEY_BITS) | kid)
         if t is None:
             return None
-        out, nxt, incs, tlb_ops = t
-        if incs:
-            counters = self.counters
-            for name, n in incs:
-                counters[name] += n
-        for path, ops in tlb_ops:
-            self.tlbs[path].replay(ops)
-        self.state = nxt
+        self.apply_effects(t)
+        self.state = self.t_next[t]
+        out = self.t_out[t]
         self.window_hits += 1
         if self.window_hits + self.window_misses >= self.window:
             self.window_done()
         return out
+
+    def apply_effects(self, t: int) -> None:
+        """The counter increments and TLB changes of transition ``t`` (the TLB's at the clock's row)."""
+        incs = self.t_incs[t]
+        if incs:
+            counters = self.counters
+            for name, n in incs:
+                counters[name] += n
+        for path, ops in self.t_tlb[t]:
+            self.tlbs[path].replay(ops)
+
+    def add_counts(self, counts: Iterable[tuple[int, int]]) -> None:
+        """Counter increments of transitions given as (transition id, times applied)."""
+        counters = self.counters
+        t_incs = self.t_incs
+        for t, c in counts:
+            for name, n in t_incs[t]:
+                counters[name] += n * c
 
     def step(self, ev: Event, key: tuple[Any, ...], reads_tlb: bool) -> Outcome:
         """Step ``ev`` through the model; remember the transition unless it must not be."""
@@ -255,7 +295,11 @@ class TransitionCache:
         self.misses += 1
         self.window_misses += 1
         if not reads_tlb and len(self.tlbs) == n_tlbs:
-            self.trans[(before, key)] = (out, self.state, tuple(incs.items()), tlb_ops)  # type: ignore[misc]
+            self.trans[(before << KEY_BITS) | self.keys.intern(key)] = len(self.t_out)
+            self.t_out.append(out)
+            self.t_next.append(self.state)
+            self.t_incs.append(tuple(incs.items()))
+            self.t_tlb.append(tlb_ops)
         if self.window_hits + self.window_misses >= self.window:
             self.window_done()
         return out
@@ -264,6 +308,8 @@ class TransitionCache:
         """Close a window of steps: stop memoising if it missed too often."""
         self.hits += self.window_hits
         if self.window_misses > MAX_MISS_RATE * (self.window_hits + self.window_misses):
+            if self.before_reset is not None:
+                self.before_reset()
             self.live()
             self.enabled = False
             self.off_windows = self.retry_after
@@ -273,6 +319,18 @@ class TransitionCache:
         else:
             self.retry_after = RETRY_AFTER
         self.window_hits = self.window_misses = 0
+
+    def cached_at(self, state: int, what: str, arg: Any, compute: Callable[[Machine], Any]) -> Any:
+        """:meth:`cached` for another state of this epoch (a run of transitions looks back at its states)."""
+        got = self.per_state.get((state, what, arg), self)
+        if got is not self:
+            return got
+        now = self.state
+        self.state = state
+        try:
+            return self.cached(what, arg, compute)
+        finally:
+            self.state = now
 
     def tlb_contents(self) -> tuple[frozenset[int], ...]:
         """Every live TLB's pages, in a fixed order: part of the key of an event that reads a TLB."""

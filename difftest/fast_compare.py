@@ -154,7 +154,7 @@ class FastCompare(FastReplay):
         ma, mb = self.lanes[0].memo, self.lanes[1].memo
         key = self.b.key[rows]
         trip = np.stack([states[0], states[1], key], axis=1)
-        uniq, first, inverse = np.unique(trip, axis=0, return_index=True, return_inverse=True)
+        uniq, inverse = np.unique(trip, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         pairs = self.state_pairs
         kpos = np.searchsorted(self.keys_arr, key)
@@ -254,11 +254,7 @@ class FastCompare(FastReplay):
         for lane, cls_id in zip(self.lanes, cls, strict=True):
             rep = lane.result
             rep.events += len(rows)
-            counts = np.bincount(cls_id)
-            for c in np.flatnonzero(counts).tolist():
-                cnt = int(counts[c])
-                for r in lane.classes[c].rules:
-                    rep.rule_hits[r] += cnt
+            lane.count_rules(cls_id, rep.rule_hits)
             result, pfec = lane.cls_result[cls_id], lane.cls_pfec[cls_id]
             outs.append((result, pfec))
             rep.compared += compared

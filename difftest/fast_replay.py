@@ -53,6 +53,7 @@ from reference_model.pkvm import PkvmMachine, PkvmVcpu
 from reference_model.policies import Policy
 from reference_model.registers import CR0_PG, CR4_PKE, CR4_PKS
 
+from .arrow_columns import int_values, valid_mask
 from .diff import diff_outcome
 from .profiles import Profile
 from .replay import _check_snapshot
@@ -129,15 +130,13 @@ def model_is_pristine() -> bool:
 
 # ------------------------------------------------------------------------------------ columns
 def _valid(arr: pa.Array) -> np.ndarray:
-    if arr.null_count == 0:
-        return np.ones(len(arr), dtype=bool)
-    return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    return valid_mask(arr)
 
 
 def _ints(arr: pa.Array | None, n: int) -> np.ndarray:
     if arr is None:
         return np.zeros(n, dtype=np.int64)
-    return arr.fill_null(0).to_numpy(zero_copy_only=False)
+    return int_values(arr)
 
 
 def _codes(arr: pa.Array | None, table: dict[str, int], n: int) -> np.ndarray:
@@ -147,11 +146,10 @@ def _codes(arr: pa.Array | None, table: dict[str, int], n: int) -> np.ndarray:
     if not pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_encode()
     lut = np.array([table.get(s, -2) for s in arr.dictionary.to_pylist()] + [-1], dtype=np.int64)
-    idx = arr.indices.fill_null(len(lut) - 1).to_numpy(zero_copy_only=False).astype(np.int64)
-    codes = lut[idx]
+    codes = lut[int_values(arr)]
     if arr.null_count:
-        codes[~_valid(arr)] = -1
-    return codes
+        codes[~valid_mask(arr)] = -1
+    return codes  # type: ignore[no-any-return]
 
 
 def _event_fields(arrays: dict[str, pa.Array], m: int, seqs: list[Any] | None) -> list[list[Any]]:
@@ -250,10 +248,12 @@ class BatchRows:
             if pa.types.is_dictionary(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
                 if not pa.types.is_dictionary(t):
                     arr = arr.dictionary_encode()
-                cols.append(arr.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64))
+                codes = int_values(arr).astype(np.int64)
+                if arr.null_count:
+                    codes[~valid_mask(arr)] = -1
+                cols.append(codes)
                 continue
-            fill = False if pa.types.is_boolean(t) else 0
-            cols.append(np.asarray(arr.fill_null(fill).to_numpy(zero_copy_only=False)).astype(np.uint64).view(np.int64))
+            cols.append(int_values(arr).astype(np.uint64).view(np.int64))
             if arr.null_count:
                 cols.append(_valid(arr).astype(np.int64))
         mat = np.stack(cols, axis=1)
@@ -420,7 +420,8 @@ class Lane:
         self.class_of: dict[int, int] = {}  # (state, page id, access, cpl) key -> class id
         self.known_keys = np.zeros(0, dtype=np.int64)  # the same keys, sorted ...
         self.known_ids = np.zeros(0, dtype=np.int64)  # ... and their class ids
-        self._cls = np.zeros((64, 4), dtype=np.int64)  # per class: result, pfec, fill, cpu index (grows by doubling)
+        self._cls = np.zeros((64, 5), dtype=np.int64)  # per class: result, pfec, fill, cpu index, rule set (grows by doubling)
+        self.rule_sets: dict[tuple[str, ...], int] = {}  # distinct rule tuples of classes, by id
         self.fills: list[tuple[int, int]] = []  # per class: (page base it fills or -1, cpu index)
         self.cpu_index: dict[int, int] = {}
         self.cpus: dict[int, Cpu] = {}
@@ -451,6 +452,9 @@ class Lane:
             self.sids_at = {}
             self.sids_epoch = memo.epoch
         known = self.sids_at
+        if len(combos) > SMALL:
+            uniq, inverse = np.unique(combos, return_inverse=True)
+            return self.state_ids_at(uniq)[inverse]  # type: ignore[no-any-return]
         got = [known.get(c) for c in combos.tolist()]
         if None in got:
             for j, c in enumerate(combos.tolist()):
@@ -536,7 +540,7 @@ class Lane:
         n = len(self.classes)
         if n == len(self._cls):
             self._cls = np.concatenate((self._cls, np.zeros_like(self._cls)))
-        self._cls[n] = (cls.result, cls.pfec, fill, cpu_ix)
+        self._cls[n] = (cls.result, cls.pfec, fill, cpu_ix, self.rule_sets.setdefault(rules, len(self.rule_sets)))
         self.classes.append(cls)
         self.fills.append((fill, cpu_ix))
         return n
@@ -556,6 +560,15 @@ class Lane:
     @property
     def cls_cpu(self) -> np.ndarray:
         return self._cls[: len(self.classes), 3]
+
+    def count_rules(self, cls_id: np.ndarray, hits: Counter[str]) -> None:
+        """Add the rule hits of accesses of classes ``cls_id`` to ``hits`` (per distinct rule set, not per class)."""
+        counts = np.bincount(self._cls[: len(self.classes), 4][cls_id], minlength=len(self.rule_sets)).tolist()
+        for rules, rid in self.rule_sets.items():
+            cnt = counts[rid]
+            if cnt:
+                for r in rules:
+                    hits[r] += cnt
 
     def apply_fills(self, rows: np.ndarray, cls_id: np.ndarray) -> None:
         """Put the pages of successful accesses in their CPU's TLB unless a later flush or INVLPG dropped them."""
@@ -876,8 +889,8 @@ class FastReplay:
     def _run_done(self, lane: int, rows: list[int], before: list[int], state: int) -> None:
         """Hook: a lane's run of transitions is committed (compare records the lanes' observed states)."""
 
-    def _run_accesses(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]] | None:
-        """The queued accesses of the batch's runs: (rows, their range's start, stepped row after, memo state per lane)."""
+    def _run_accesses(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None:
+        """The queued accesses of the batch's runs: (rows, their range's start, memo state per lane)."""
         if not self.run_spans:
             return None
         spans = np.array(self.run_spans, dtype=np.int64).reshape(-1, 3)
@@ -896,7 +909,7 @@ class FastReplay:
         prev_end = np.where(after > 0, slow_idx[np.maximum(after - 1, 0)] + 1, 0)
         starts = np.maximum(prev_end, spans[span_of_row, 2])
         states = [b[after] for b in self.before_at]
-        return rows, starts, after, states
+        return rows, starts, states
 
     def _open_range(self, pos: int, end: int, present: list[bool]) -> tuple[tuple[int, ...], int | None]:
         """State ids (key-major, then lane) for the access-only rows [pos, end), and the first row to step."""
@@ -1094,16 +1107,10 @@ class FastReplay:
 
     def _keyed_mismatch(self, rows: np.ndarray, outs: list[Outcome], res: ReplayResult) -> np.ndarray:
         """Count the rule hits of ``outs`` into ``res``; the keyed rows whose expectation they may not meet."""
-        ids: dict[int, int] = {}
-        uniq: list[Outcome] = []
-        codes = np.empty(len(outs), dtype=np.int64)
-        for j, o in enumerate(outs):
-            c = ids.get(id(o))
-            if c is None:
-                c = ids[id(o)] = len(uniq)
-                uniq.append(o)
-            codes[j] = c
-        counts = np.bincount(codes, minlength=len(uniq)).tolist()
+        _, first, codes, counts_arr = np.unique(np.fromiter(map(id, outs), dtype=np.int64, count=len(outs)),
+                                                return_index=True, return_inverse=True, return_counts=True)
+        uniq = [outs[j] for j in first.tolist()]
+        counts = counts_arr.tolist()
         hits = res.rule_hits
         for o, cnt in zip(uniq, counts, strict=True):
             for r in o.rules:
@@ -1167,7 +1174,7 @@ class FastReplay:
         parts = []
         queued = self._run_accesses()
         if queued is not None:
-            rows, range_starts, after, states = queued
+            rows, range_starts, states = queued
             akey = self.b.key[rows]
             parts.append((rows, [lane.state_ids_at((st << 32) | akey) for lane, st in zip(self.lanes, states, strict=True)],
                           range_starts))
@@ -1218,12 +1225,7 @@ class FastReplay:
         b, res, lane = self.b, self.result, self.lane
         rows = np.concatenate([c[0] for c in self.chunks])
         cls_id = np.concatenate([c[1][0] for c in self.chunks])
-        counts = np.bincount(cls_id)
-        hits = res.rule_hits
-        for c in np.flatnonzero(counts).tolist():
-            cnt = int(counts[c])
-            for r in lane.classes[c].rules:
-                hits[r] += cnt
+        lane.count_rules(cls_id, res.rule_hits)
         res.events += len(rows)
         result, pfec = lane.cls_result[cls_id], lane.cls_pfec[cls_id]
         er, hp, hc = b.exp_result[rows], b.has_pfec[rows], b.has_cr2[rows]

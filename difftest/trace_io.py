@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from reference_model.events import Event
 from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 
+from .arrow_columns import int_values, valid_mask
 from .errors import InputError
 from .schema import ARROW_SCHEMA, COLUMN_BY_NAME, META_PREFIX, SCHEMA_VERSION, SNAPSHOT_KIND
 from .validate import MAX_LIST, BatchValidator, check_file_schema
@@ -236,17 +237,16 @@ def column_values(arr: pa.Array) -> list[Any]:
     """``arr.to_pylist()``, faster for numbers and dictionaries (the same Python values)."""
     t = arr.type
     if pa.types.is_dictionary(t):
-        words = [*arr.dictionary.to_pylist(), None]
-        idx = arr.indices.fill_null(len(words) - 1).to_numpy(zero_copy_only=False).tolist()
-        out = [words[i] for i in idx]
+        words = [*arr.dictionary.to_pylist(), None]  # (a null's slot may index past an empty dictionary)
+        out = [words[i] for i in int_values(arr).tolist()]
     elif pa.types.is_integer(t):
-        out = arr.fill_null(0).to_numpy(zero_copy_only=False).tolist()
+        out = int_values(arr).tolist()
     elif pa.types.is_boolean(t):
-        out = [bool(x) for x in arr.fill_null(False).to_numpy(zero_copy_only=False).tolist()]
+        out = [bool(x) for x in int_values(arr).tolist()]
     else:
         return arr.to_pylist()  # type: ignore[no-any-return]
     if arr.null_count:
-        ok = arr.is_valid().to_numpy(zero_copy_only=False).tolist()
+        ok = valid_mask(arr).tolist()
         out = [v if k else None for v, k in zip(out, ok, strict=True)]
     return out
 

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from reference_model.events import KINDS
 from reference_model.machine import SNAPSHOT_PATH
 
+from .arrow_columns import int_values, valid_mask
 from .errors import InputError
 from .schema import COLUMN_BY_NAME, EXPECT_COLUMNS, PRODUCERS, REQUIRED, SNAPSHOT_KIND, Column, scalar_max
 
@@ -63,6 +64,10 @@ def check_file_schema(path: str, schema: pa.Schema, meta: dict[str, str]) -> Non
             raise InputError(path, "required column is missing", column=name)
 
 
+def _type_max(t: pa.DataType) -> int:
+    return (1 << t.bit_width) - 1 if pa.types.is_unsigned_integer(t) else (1 << (t.bit_width - 1)) - 1
+
+
 class BatchValidator:
     """Checks batches in order, carrying what spans batches (last seq, comparable rows)."""
 
@@ -106,7 +111,90 @@ class BatchValidator:
         raise self.fail(row, name, "text is not UTF-8")
 
     def check(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Validate ``batch`` and return it with integer columns cast to their v1 types."""
+        """Validate ``batch`` and return it with integer columns cast to their v1 types.
+
+        A batch in the canonical layout is first checked on raw buffers (:meth:`_quick`); anything
+        that check is not sure of, it leaves to the exact checks below, which name the bad row.
+        """
+        if self._quick(batch):
+            return batch
+        return self._check(batch)
+
+    def _quick(self, batch: pa.RecordBatch) -> bool:
+        """True when ``batch`` certainly passes every check of :meth:`_check` (and then counts it)."""
+        n = batch.num_rows
+        if n == 0:
+            return False
+        names = batch.schema.names
+        columns = {name: batch.column(i) for i, name in enumerate(names)}
+        kinds = columns["kind"]
+        if not pa.types.is_dictionary(kinds.type):
+            return False
+        for name in REQUIRED:
+            if columns[name].null_count:
+                return False
+        valid: dict[str, np.ndarray] = {}
+        for name, arr in columns.items():
+            col = COLUMN_BY_NAME[name]
+            if arr.type != col.type:  # a cast or a plain string column: the exact path
+                return False
+            nulls = arr.null_count
+            if nulls == n:
+                continue
+            if col.kind == "list_int":
+                return False
+            if col.kind == "str":
+                words = arr.dictionary
+                try:
+                    words.validate(full=True)
+                except pa.ArrowInvalid:
+                    return False
+                if col.choices is not None and not set(words.to_pylist()) <= set(col.choices):
+                    return False
+                if name == "path" and not all(_PATH_RE.match(w) for w in words.to_pylist()):
+                    return False
+            elif col.kind == "int":
+                hi = scalar_max(col)
+                signed = not pa.types.is_unsigned_integer(arr.type)
+                if signed or (hi is not None and hi < _type_max(arr.type)):
+                    width = arr.type.bit_width // 8
+                    raw = np.frombuffer(arr.buffers()[1], dtype=np.dtype(f"{'i' if signed else 'u'}{width}"))
+                    raw = raw[arr.offset:arr.offset + n]  # (null slots count too: unsure means the exact path)
+                    if (hi is not None and int(raw.max()) > hi) or (signed and int(raw.min()) < 0):
+                        return False
+            valid[name] = valid_mask(arr)
+        seq_np = int_values(columns["seq"])
+        if (self.last_seq is not None and int(seq_np[0]) <= self.last_seq) or (n > 1 and (seq_np[1:] <= seq_np[:-1]).any()):
+            return False
+        codes = int_values(kinds)
+        words = kinds.dictionary.to_pylist()
+        present = np.bincount(codes, minlength=len(words))
+        for code, kind in enumerate(words):
+            if not present[code]:
+                continue
+            need = _KIND_REQUIRED.get(kind, ())
+            if kind == "set_msrs" and "msrs" in columns and "values" in columns:
+                return False
+            if need:
+                is_kind = codes == code
+                for fname in need:
+                    v = valid.get(fname)
+                    if v is None or (is_kind & ~v).any():
+                        return False
+        comparable = np.zeros(n, dtype=bool)
+        if SNAPSHOT_KIND in words:
+            comparable |= codes == words.index(SNAPSHOT_KIND)
+        for name in EXPECT_COLUMNS:
+            v = valid.get(name)
+            if v is not None:
+                comparable |= v
+        self.last_seq = int(seq_np[-1])
+        self.comparable += int(comparable.sum())
+        self.offset += n
+        return True
+
+    def _check(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Every check, naming the first bad row; integer columns cast to their v1 types."""
         n = batch.num_rows
         names = batch.schema.names
         columns = {name: batch.column(i) for i, name in enumerate(names)}

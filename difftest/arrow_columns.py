@@ -40,3 +40,9 @@ def int_values(arr: pa.Array) -> np.ndarray:
     if arr.null_count:
         vals = np.where(valid_mask(arr), vals, 0).astype(vals.dtype)
     return vals
+
+
+def index_array(idx: np.ndarray) -> pa.Array:
+    """Row positions as an Arrow int64 array for ``take`` (``pa.array`` of numpy would import pandas)."""
+    data = np.ascontiguousarray(idx, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])

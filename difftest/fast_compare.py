@@ -173,7 +173,6 @@ class FastCompare(FastReplay):
         if not self.keyed_rows:
             return
         b, res = self.b, self.res
-        self.keyed_at = {r: k for k, r in enumerate(self.keyed_rows)}
         rows = np.array(self.keyed_rows, dtype=np.int64)
         n = len(rows)
         res.events += n

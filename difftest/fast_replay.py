@@ -53,7 +53,7 @@ from reference_model.pkvm import PkvmMachine, PkvmVcpu
 from reference_model.policies import Policy
 from reference_model.registers import CR0_PG, CR4_PKE, CR4_PKS
 
-from .arrow_columns import int_values, valid_mask
+from .arrow_columns import index_array, int_values, valid_mask
 from .diff import diff_outcome
 from .profiles import Profile
 from .replay import _check_snapshot
@@ -235,19 +235,20 @@ class BatchRows:
         m = len(idx)
         if m == 0:
             return np.zeros(0, dtype=np.int64)
-        arrays = self._take(idx)
+        names = [f for f in ("kind", *(f for f in _EVENT_FIELDS if f != "seq"))
+                 if f in self.cols and self.cols[f].null_count < self.n]
+        sub = self.batch.select(names).take(index_array(idx))
         cols: list[np.ndarray] = []
-        for name in ("kind", *(f for f in _EVENT_FIELDS if f != "seq")):
-            arr = arrays.get(name)
-            if arr is None or arr.null_count == m:
+        for name, arr in zip(names, sub.columns, strict=True):
+            if arr.null_count == m:
                 continue
             if name in _LIST_COLUMNS:  # rare (KVM_SET/GET_MSRS): such a row is its own group
-                cols.append(np.where(_valid(arr), np.arange(m, dtype=np.int64), -1))
+                cols.append(np.where(valid_mask(arr), np.arange(m, dtype=np.int64), -1))
                 continue
             t = arr.type
-            if pa.types.is_dictionary(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
-                if not pa.types.is_dictionary(t):
-                    arr = arr.dictionary_encode()
+            if pa.types.is_string(t) or pa.types.is_large_string(t):
+                arr = arr.dictionary_encode()
+            if pa.types.is_dictionary(arr.type):
                 codes = int_values(arr).astype(np.int64)
                 if arr.null_count:
                     codes[~valid_mask(arr)] = -1
@@ -255,7 +256,7 @@ class BatchRows:
                 continue
             cols.append(int_values(arr).astype(np.uint64).view(np.int64))
             if arr.null_count:
-                cols.append(_valid(arr).astype(np.int64))
+                cols.append(valid_mask(arr).astype(np.int64))
         mat = np.stack(cols, axis=1)
         h = np.zeros(m, dtype=np.uint64)
         for c in cols:
@@ -269,7 +270,7 @@ class BatchRows:
         return ids[inverse.reshape(-1)]  # type: ignore[no-any-return]
 
     def _take(self, idx: np.ndarray) -> dict[str, pa.Array]:
-        sub = self.batch.take(pa.array(idx))
+        sub = self.batch.take(index_array(idx))
         return {name: sub.column(i) for i, name in enumerate(sub.schema.names)}
 
     def rows(self, idx: Sequence[int] | np.ndarray) -> list[TraceRow]:
@@ -657,6 +658,7 @@ class FastReplay:
     """Replay one trace file under one policy on record batches (see the module docstring)."""
 
     observes_ranges = False  # FastCompare: call _range_opened for every range of accesses
+    check_peeks = False  # tests: settle after each TLB peek and record whether the two agree
 
     def __init__(self, machine: Machine, profile: Profile, result: ReplayResult) -> None:
         self.profile = profile
@@ -672,6 +674,7 @@ class FastReplay:
 
     def _adopt_lanes(self) -> None:
         """Have each lane's memo settle the queued runs before it forgets their state ids."""
+        self.peeks_checked: list[bool] = []
         self.runnable_for: dict[tuple[int, ...], list[dict[int, int]]] = {}
         self.run_tids: list[list[int]] = [[] for _ in self.lanes]  # transitions of runs, not yet counted
         for lane in self.lanes:
@@ -732,7 +735,7 @@ class FastReplay:
         self.slow_kids: list[int] = kids.tolist()
         self.keyed_rows: list[int] = []  # stepped rows compared on columns (see _step_keyed) ...
         self.keyed_outs: list[list[Outcome]] = [[] for _ in self.lanes]  # ... and their outcomes per lane
-        self.keyed_at: dict[int, int] = {}  # batch row -> position in keyed_rows (built when needed)
+        self._keyed_at: dict[int, int] | None = None  # batch row -> position in keyed_rows (built when needed)
         slow_list = slow_idx.tolist()
         n, n_slow, si, pos = b.n, len(slow_list), 0, 0
         single = len(self.keys) == 1 and len(self.lanes) == 1
@@ -1007,6 +1010,9 @@ class FastReplay:
             return memo.step(ev, key, False)
         if memo.enabled:  # the outcome depends on the TLBs: remember it per their contents
             contents = self._tlb_now(lane)
+            if contents is not None and self.check_peeks:  # (tests: the peek is what settling gives)
+                self._settle()
+                self.peeks_checked.append(contents == memo.tlb_contents())
             if contents is None:
                 self._settle()
                 contents = memo.tlb_contents()
@@ -1084,6 +1090,13 @@ class FastReplay:
             out.append(pk.contents)
         return tuple(out)
 
+    @property
+    def keyed_at(self) -> dict[int, int]:
+        """Batch row -> position in ``keyed_rows`` (built once the batch's rows are all stepped)."""
+        if self._keyed_at is None or len(self._keyed_at) != len(self.keyed_rows):
+            self._keyed_at = {r: k for k, r in enumerate(self.keyed_rows)}
+        return self._keyed_at
+
     def _keyed_stepped(self, i: int, key: tuple[Any, ...]) -> None:
         """Hook: a keyed row was stepped on every lane (compare checks the lanes' observed state)."""
 
@@ -1091,7 +1104,6 @@ class FastReplay:
         """Rule hits, counts and expectations of the keyed rows of the batch, on columns (lane 0)."""
         if not self.keyed_rows:
             return
-        self.keyed_at = {r: k for k, r in enumerate(self.keyed_rows)}
         rows = np.array(self.keyed_rows, dtype=np.int64)
         res = self.result
         res.events += len(rows)

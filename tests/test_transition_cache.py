@@ -183,3 +183,27 @@ def test_memoising_stops_on_a_trace_that_never_repeats(tmp_path: Path, monkeypat
     assert not memo.enabled and memo.hits == 0
     assert memo.retry_after > 2 * tc.RETRY_AFTER  # at least two failed retries, each waiting twice as long
     assert memo.misses < 1500 // 2  # most of the trace was stepped without pickling
+
+
+def test_tlb_peeks_agree_with_settling(repeating: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A TLB reader's peek at pending fills (no settle) gives the TLBs that settling every access gives.
+
+    The peek follows the fill rule of ``Lane.apply_fills`` (last flush, last INVLPG of the page) one
+    access at a time; here every peek is followed by a real settle and the two are compared.
+    """
+    monkeypatch.setattr(tc, "WINDOW", 64)
+    monkeypatch.setattr(tc, "MAX_MISS_RATE", 2.0)
+    monkeypatch.setattr(FastReplay, "check_peeks", True)
+    replays: list[FastReplay] = []
+    original = FastReplay.run
+
+    def run(self: FastReplay, batches: Any) -> Any:
+        replays.append(self)
+        return original(self, batches)
+
+    monkeypatch.setattr(FastReplay, "run", run)
+    for path in repeating:
+        fast_replay_trace(open_trace(path), get_policy("kvm-v7"), get_profile("strict"))
+    checked = [ok for r in replays for ok in r.peeks_checked]
+    assert len(checked) > 100  # the workload's PKS toggles and the generated traces' maps and CR4 writes
+    assert all(checked)

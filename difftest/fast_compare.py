@@ -27,9 +27,10 @@ from .fast_replay import BatchRows, FastReplay, Lane, PageIds, _matches
 from .profiles import Profile
 from .results import CONTEXT, MAX_KEPT_DIVERGENCES, RowResult
 from .trace_io import TraceFile, TraceRow
-from .transition_cache import EventKeys, TransitionCache, event_key
+from .transition_cache import MAX_STATES, EventKeys, TransitionCache, event_key
 
 StateDiff = tuple[list[FieldDiff], "str | None"]
+assert MAX_STATES <= 1 << 14, "state ids are packed in 14 bits below"
 
 
 class FastCompare(FastReplay):
@@ -140,25 +141,31 @@ class FastCompare(FastReplay):
             return
         ma, mb = self.lanes[0].memo, self.lanes[1].memo
         pairs = self.state_pairs
-        vcpus = self.b.vcpu[rows].tolist()
-        for r, sa, sb, v in zip(rows, self.run_after_a, after, vcpus, strict=True):
+        rows_arr = np.array(rows, dtype=np.int64)
+        # (state a, state b, vCPU) as one integer: states are below MAX_STATES (2^14), vCPU ids below 2^32
+        trip = (np.array(self.run_after_a, dtype=np.int64) << 46) | (np.array(after, dtype=np.int64) << 32) \
+            | self.b.vcpu[rows_arr]
+        uniq, inverse = np.unique(trip, return_inverse=True)
+        for u, t in enumerate(uniq.tolist()):
+            sa, sb, v = t >> 46, (t >> 32) & 0x3FFF, t & 0xFFFF_FFFF
             k = (ma.epoch, sa, mb.epoch, sb, v)
             got = pairs.get(k)
             if got is None:
                 got = pairs[k] = _state_diffs(ma, mb, v, sa, sb)
             if got[0]:
-                self.keyed_state[r] = got
+                for r in rows_arr[inverse == u].tolist():
+                    self.keyed_state[r] = got
 
     def _runs_settled(self, rows: np.ndarray, starts: np.ndarray, states: list[np.ndarray]) -> None:
         """The observed-state difference of each range of accesses in runs, as :meth:`_range_opened` gives it."""
         ma, mb = self.lanes[0].memo, self.lanes[1].memo
         key = self.b.key[rows]
-        trip = np.stack([states[0], states[1], key], axis=1)
-        uniq, inverse = np.unique(trip, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        trip = (states[0] << 48) | (states[1] << 34) | key  # (states below 2^14, access keys below 2^34)
+        uniq, inverse = np.unique(trip, return_inverse=True)
         pairs = self.state_pairs
         kpos = np.searchsorted(self.keys_arr, key)
-        for u, (sa, sb, k) in enumerate(uniq.tolist()):
+        for u, t in enumerate(uniq.tolist()):
+            sa, sb, k = t >> 48, (t >> 34) & 0x3FFF, t & ((1 << 34) - 1)
             pk = (ma.epoch, sa, mb.epoch, sb, k >> 1)
             got = pairs.get(pk)
             if got is None:
@@ -187,16 +194,15 @@ class FastCompare(FastReplay):
                     rep.masked_count += len(rr.masked)
                     if rr.diffs:
                         rep.divergence_count += 1
-        pairs: dict[tuple[int, int], bool] = {}
-        differ = []
-        for r, oa, ob in zip(self.keyed_rows, *self.keyed_outs, strict=True):
-            k = (id(oa), id(ob))
-            d = pairs.get(k)
-            if d is None:
-                d = pairs[k] = bool(diff_outcomes(oa, ob))
-            if d or r in self.keyed_state:
-                differ.append(r)
-        self.diverged += differ  # type: ignore[arg-type]
+        outs_a, outs_b = self.keyed_outs
+        _, code_a = np.unique(np.fromiter(map(id, outs_a), dtype=np.int64, count=n), return_inverse=True)
+        ub, code_b = np.unique(np.fromiter(map(id, outs_b), dtype=np.int64, count=n), return_inverse=True)
+        _, first, inverse = np.unique(code_a * len(ub) + code_b, return_index=True, return_inverse=True)
+        pair_differs = np.array([bool(diff_outcomes(outs_a[j], outs_b[j])) for j in first.tolist()], dtype=bool)
+        differ = pair_differs[inverse]
+        if self.keyed_state:
+            differ |= np.isin(rows, np.fromiter(self.keyed_state, dtype=np.int64, count=len(self.keyed_state)))
+        self.diverged += rows[differ].tolist()  # type: ignore[arg-type]
 
     def _keyed_entry(self, i: int) -> None:
         """slow_at[i] for keyed row ``i``, as _step leaves it."""

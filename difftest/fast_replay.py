@@ -19,7 +19,15 @@ Rule coverage is counted per distinct outcome times its number of rows, so it is
 TLB (ARCH.TLB) stays exact too: an access that succeeds fills the TLB, and fills are applied
 late, so the CPU's TLB set is swapped for a :class:`TlbLog` that records flushes and INVLPGs by
 row; a fill is kept unless a later flush or INVLPG of its page dropped it.  The only events
-that *read* the TLB (``map`` and ``mov_cr4``) first settle every pending access.
+that *read* the TLB (``map`` and a ``mov_cr4`` that toggles PKS/PKE) are keyed on the TLBs'
+contents, which :meth:`FastReplay._tlb_now` works out from the live sets plus the pending fills
+that survive (the same rule, applied to the few accesses since the TLB's last flush); the model
+itself, on a miss, runs only after every pending access is settled.
+
+Rows that are not accesses go through :mod:`difftest.transition_cache`.  When every lane knows the
+transitions, a *run* (:meth:`FastReplay._run_transitions`) follows them row after row with one dict
+probe each, keyed by small integer ids of the events (:meth:`BatchRows.key_ids`, grouped on
+columns); the run's counters, TLB changes and the access states of its ranges are applied in bulk.
 
 An access whose vCPU is not known to be ready (not in the guest, the wrong level for L2, an
 unknown machine class) is stepped by the model too.  ``DIFFTEST_REFERENCE=1`` (or

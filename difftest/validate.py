@@ -144,6 +144,8 @@ class BatchValidator:
             if col.kind == "list_int":
                 return False
             if col.kind == "str":
+                if not pa.types.is_dictionary(arr.type):  # (free text such as notes: the exact path)
+                    return False
                 words = arr.dictionary
                 try:
                     words.validate(full=True)

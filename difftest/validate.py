@@ -64,10 +64,6 @@ def check_file_schema(path: str, schema: pa.Schema, meta: dict[str, str]) -> Non
             raise InputError(path, "required column is missing", column=name)
 
 
-def _type_max(t: pa.DataType) -> int:
-    return (1 << t.bit_width) - 1 if pa.types.is_unsigned_integer(t) else (1 << (t.bit_width - 1)) - 1
-
-
 class BatchValidator:
     """Checks batches in order, carrying what spans batches (last seq, comparable rows)."""
 
@@ -156,13 +152,10 @@ class BatchValidator:
                 if name == "path" and not all(_PATH_RE.match(w) for w in words.to_pylist()):
                     return False
             elif col.kind == "int":
-                hi = scalar_max(col)
                 signed = not pa.types.is_unsigned_integer(arr.type)
-                if signed or (hi is not None and hi < _type_max(arr.type)):
-                    width = arr.type.bit_width // 8
-                    raw = np.frombuffer(arr.buffers()[1], dtype=np.dtype(f"{'i' if signed else 'u'}{width}"))
-                    raw = raw[arr.offset:arr.offset + n]  # (null slots count too: unsure means the exact path)
-                    if (hi is not None and int(raw.max()) > hi) or (signed and int(raw.min()) < 0):
+                if signed or col.max_value is not None:  # (otherwise the type itself is the bound)
+                    vals = int_values(arr)  # (nulls read as 0, which passes both checks)
+                    if int(vals.max()) > scalar_max(col) or (signed and int(vals.min()) < 0):  # type: ignore[operator]
                         return False
             valid[name] = valid_mask(arr)
         seq_np = int_values(columns["seq"])

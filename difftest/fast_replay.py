@@ -455,23 +455,24 @@ class Lane:
         return memo.cached("access", (vcpu, level), lambda m: self._state_id(m, vcpu, level))  # type: ignore[no-any-return]
 
     def state_ids_at(self, combos: np.ndarray) -> np.ndarray:
-        """:meth:`state_id` for each ``(memo state << 32) | access key`` (a run of transitions looks back)."""
+        """:meth:`state_id_at` for each of ``combos`` (many: once per distinct value)."""
+        if len(combos) > SMALL:
+            uniq, inverse = np.unique(combos, return_inverse=True)
+            return self.state_ids_at(uniq)[inverse]  # type: ignore[no-any-return]
+        return np.array([self.state_id_at(c) for c in combos.tolist()], dtype=np.int64)
+
+    def state_id_at(self, combo: int) -> int:
+        """:meth:`state_id` for ``(memo state << 32) | access key``: a run of transitions looks back at its states."""
         memo = self.memo
         if memo.epoch != self.sids_epoch:
             self.sids_at = {}
             self.sids_epoch = memo.epoch
-        known = self.sids_at
-        if len(combos) > SMALL:
-            uniq, inverse = np.unique(combos, return_inverse=True)
-            return self.state_ids_at(uniq)[inverse]  # type: ignore[no-any-return]
-        got = [known.get(c) for c in combos.tolist()]
-        if None in got:
-            for j, c in enumerate(combos.tolist()):
-                if got[j] is None:
-                    vcpu, level = (c & 0xFFFF_FFFF) >> 1, 2 if c & 1 else 1
-                    got[j] = known[c] = memo.cached_at(c >> 32, "access", (vcpu, level),
-                                                       lambda mach, v=vcpu, lv=level: self._state_id(mach, v, lv))
-        return np.array(got, dtype=np.int64)
+        sid = self.sids_at.get(combo)
+        if sid is None:
+            vcpu, level = (combo & 0xFFFF_FFFF) >> 1, 2 if combo & 1 else 1
+            sid = self.sids_at[combo] = memo.cached_at(combo >> 32, "access", (vcpu, level),
+                                                       lambda m: self._state_id(m, vcpu, level))
+        return sid  # type: ignore[no-any-return]
 
     def _state_id(self, machine: Machine, vcpu: int, level: int) -> int:
         cpu = guest_cpu(machine, vcpu, level)
@@ -507,18 +508,19 @@ class Lane:
         if len(keys) <= SMALL:
             got = [known.get(k) for k in keys.tolist()]
             if None in got:
-                got = [self._class_id(k) if c is None else c for k, c in zip(keys.tolist(), got, strict=True)]
+                got = [self.class_id(k) if c is None else c for k, c in zip(keys.tolist(), got, strict=True)]
             return np.array(got, dtype=np.int64)
         ukeys, inverse = np.unique(keys, return_inverse=True)
         for k in ukeys.tolist():
             if k not in known:
-                self._class_id(k)
+                self.class_id(k)
         if len(self.known_keys) != len(known):
             items = np.array(sorted(known.items()), dtype=np.int64).reshape(-1, 2)
             self.known_keys, self.known_ids = items[:, 0], items[:, 1]
         return self.known_ids[np.searchsorted(self.known_keys, ukeys)][inverse]  # type: ignore[no-any-return]
 
-    def _class_id(self, k: int) -> int:
+    def class_id(self, k: int) -> int:
+        """The class id of access key ``k`` ((state, page id, access, cpl) packed), made on first use."""
         cid = self.class_of.get(k)
         if cid is None:
             cid = self.class_of[k] = self.access_class(k >> 40, self.page_ids.pages[(k >> 8) & 0xFFFF_FFFF],
@@ -608,7 +610,7 @@ class Lane:
     def _apply_fills_small(self, rows: list[int], cls_id: list[int]) -> None:
         """:meth:`apply_fills` one access at a time (the same rule: the last flush, the last INVLPG of the page)."""
         fills = self.fills
-        dropped: dict[int, tuple[int, dict[int, int]]] = {}  # cpu index -> (last flush row, page -> last INVLPG row)
+        dropped: dict[int, TlbPeek] = {}  # cpu index -> its log's last flush and INVLPGs
         for r, c in zip(rows, cls_id, strict=True):
             base, cpu_ix = fills[c]
             if base < 0:
@@ -616,16 +618,9 @@ class Lane:
             got = dropped.get(cpu_ix)
             if got is None:
                 cpu = self.cpus[cpu_ix]
-                log = cpu.tlb.log if type(cpu.tlb) is TlbLog else []
-                last: dict[int, int] = {}
-                flush = -1
-                for p, b in log:
-                    if b is None:
-                        flush = p
-                    else:
-                        last[b] = p
-                got = dropped[cpu_ix] = (flush, last)
-            if r > got[0] and r > got[1].get(base, -1):
+                got = dropped[cpu_ix] = TlbPeek()
+                got.fold(cpu.tlb.log if type(cpu.tlb) is TlbLog else [])
+            if r > got.flushed and r > got.invlpg.get(base, -1):
                 set.add(self.cpus[cpu_ix].tlb, base)
         for log in self.logs:
             log.log.clear()
@@ -643,7 +638,8 @@ class _Pending:
 
 @dataclass(slots=True)
 class TlbPeek:
-    """What :meth:`FastReplay._tlb_now` knows of one TLB since the last settle."""
+    """One TLB's log folded: its last flush and the INVLPGs after it (the fill rule of :meth:`Lane.apply_fills`),
+    and, for :meth:`FastReplay._tlb_now`, the contents it last worked out."""
 
     scanned: int = 0  # log entries folded in
     flushed: int = -1  # row of the last flush
@@ -874,8 +870,7 @@ class FastReplay:
             for j, t in enumerate(tids):
                 if t_tlb[t]:
                     clock[0] = row_list[j]
-                    for path, ops in t_tlb[t]:
-                        memo.tlbs[path].replay(ops)
+                    memo.replay_tlb(t)
             self.keyed_outs[li] += map(memo.t_out.__getitem__, tids)
             self._run_done(li, row_list, before, s)
         for lane in self.lanes:
@@ -888,12 +883,8 @@ class FastReplay:
     def _runnable_keys(self, lane: Lane, state: int) -> int:
         """Bit ``kp`` set when the batch's access key ``kp`` has an access state in memo state ``state``."""
         mask = 0
-        known = lane.sids_at if lane.sids_epoch == lane.memo.epoch else {}
         for kp, k in enumerate(self.keys):
-            sid = known.get((state << 32) | k)
-            if sid is None:
-                sid = int(lane.state_ids_at(np.array([(state << 32) | k], dtype=np.int64))[0])
-            if sid >= 0:
+            if lane.state_id_at((state << 32) | k) >= 0:
                 mask |= 1 << kp
         return mask
 
@@ -1081,17 +1072,10 @@ class FastReplay:
                 st = int(before_at[bisect_left(slow, r)])
                 if st < 0:
                     return None
-                c = (st << 32) | k
-                sid = lane.sids_at.get(c) if lane.sids_epoch == memo.epoch else None
-                if sid is None:
-                    sid = int(lane.state_ids_at(np.array([c], dtype=np.int64))[0])
+                sid = lane.state_id_at((st << 32) | k)
                 if sid < 0:
                     return None
-                ck = (sid << 40) | int(combo[r])
-                cid = lane.class_of.get(ck)
-                if cid is None:
-                    cid = lane._class_id(ck)
-                base = lane.fills[cid][0]
+                base = lane.fills[lane.class_id((sid << 40) | int(combo[r]))][0]
                 if base >= 0 and r > invlpg.get(base, -1):
                     contents.add(base)
             pk.contents, pk.upto, pk.at_flush = frozenset(contents), now, pk.flushed

@@ -145,9 +145,9 @@ def supports(machine: Machine) -> bool:
 class TransitionCache:
     """One machine, stepped through memoised transitions (see the module docstring)."""
 
-    def __init__(self, machine: Machine, clock: list[int], logs: list[TlbLog], keys: EventKeys | None = None) -> None:
+    def __init__(self, machine: Machine, clock: list[int], logs: list[TlbLog], keys: EventKeys) -> None:
         self._machine = machine
-        self.keys = keys if keys is not None else EventKeys()
+        self.keys = keys
         self.clock = clock
         self.logs = logs  # the lane's list of TLB logs (cleared per batch)
         self.tlbs: dict[TlbPath, TlbLog] = {}
@@ -246,6 +246,10 @@ class TransitionCache:
             counters = self.counters
             for name, n in incs:
                 counters[name] += n
+        self.replay_tlb(t)
+
+    def replay_tlb(self, t: int) -> None:
+        """The TLB changes of transition ``t``, on the live TLBs at the clock's row."""
         for path, ops in self.t_tlb[t]:
             self.tlbs[path].replay(ops)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,17 +86,22 @@ def plant_wrong_expectations(rows: list[dict[str, Any]], seed: int, share: float
     return out
 
 
+def drafts(seeds: tuple[int, ...], events: int) -> Iterator[tuple[str, int, Any]]:
+    """(domain, seed, generated kvm-v7 draft) for every domain and seed."""
+    for domain in generate.DOMAINS:
+        for seed in seeds:
+            yield domain, seed, generate.generate(seed, events, domain, get_policy("kvm-v7"))
+
+
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Generated traces of every domain: as generated, and with planted divergences."""
     folder = tmp_path_factory.mktemp("gen")
     paths = []
-    for domain in generate.DOMAINS:
-        for seed in (1, 2, 3):
-            draft = generate.generate(seed, 300, domain, get_policy("kvm-v7"))
-            paths.append(draft.write(folder / f"{domain}-{seed}.parquet"))
-            bad = draft.with_rows(plant_wrong_expectations(draft.rows, seed))
-            paths.append(bad.write(folder / f"{domain}-{seed}-wrong.parquet"))
+    for domain, seed, draft in drafts((1, 2, 3), 300):
+        paths.append(draft.write(folder / f"{domain}-{seed}.parquet"))
+        bad = draft.with_rows(plant_wrong_expectations(draft.rows, seed))
+        paths.append(bad.write(folder / f"{domain}-{seed}-wrong.parquet"))
     return paths
 
 

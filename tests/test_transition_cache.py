@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_fast_replay import assert_same_compare, assert_same_replay, generate, plant_wrong_expectations
+from test_fast_replay import assert_same_compare, assert_same_replay, drafts, plant_wrong_expectations
 
 from difftest import trace_io
 from difftest import transition_cache as tc
@@ -41,11 +41,9 @@ def repeated(draft: Any, times: int) -> list[dict[str, Any]]:
 def repeating(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folder = tmp_path_factory.mktemp("repeat")
     paths = []
-    for domain in generate.DOMAINS:
-        for seed in (1, 2):
-            draft = generate.generate(seed, 200, domain, get_policy("kvm-v7"))
-            rows = plant_wrong_expectations(repeated(draft, 4), seed, share=0.01)
-            paths.append(draft.with_rows(rows).write(folder / f"{domain}-{seed}-x4.parquet"))
+    for domain, seed, draft in drafts((1, 2), 200):
+        rows = plant_wrong_expectations(repeated(draft, 4), seed, share=0.01)
+        paths.append(draft.with_rows(rows).write(folder / f"{domain}-{seed}-x4.parquet"))
     sys.path.insert(0, str(ROOT / "bench"))
     try:
         import workload

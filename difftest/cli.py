@@ -7,6 +7,7 @@ as one line on stderr (file, event, column), never as a traceback.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -18,7 +19,6 @@ import click
 from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 from reference_model.policies import POLICIES, Policy, get_policy
 
-from .compare import compare_trace, render_compare
 from .errors import InputError
 from .profiles import PROFILES, get_profile
 from .render_text import render_replay
@@ -87,9 +87,31 @@ def default_policy_for(meta_policies: list[str]) -> str:
     return DEFAULT_POLICY if DEFAULT_POLICY in POLICIES else "hw"
 
 
+class LazyGroup(click.Group):
+    """A group whose commands live in their own modules, imported when one is run or listed.
+
+    ``difftest replay`` should not pay for importing the KVM recorder, the QEMU compiler and the
+    importers; ``lazy`` maps a command name to ``"module:attribute"`` of its click command.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, attr = self.lazy[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             lazy={"generate": "difftest.generate:generate_cmd", "shrink": "difftest.shrink:shrink_cmd",
+                   "fuzz": "difftest.fuzz:fuzz_cmd"})
 @click.version_option(package_name="pks-difftest")
 @click.option("--reference", is_flag=True,
               help="replay row by row through the reference path only (slow; for debugging the fast path)")
@@ -169,6 +191,8 @@ def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str,
 def compare(traces: tuple[str, ...], policy_a: str, policy_b: str, profile_name: str, host_features: HostCpu | None,
             as_json: bool, html_file: str | None) -> None:
     """Replay each trace under two policies and show where they part (exit 1 if they differ)."""
+    from .compare import compare_trace, render_compare
+
     a, b = resolve_policy(policy_a), resolve_policy(policy_b)
     profile = get_profile(profile_name)
     paths = find_traces(traces)
@@ -211,30 +235,17 @@ def profiles() -> None:
             click.echo(f"  - {m.name} ({m.rule}): {m.reason}")
 
 
-@main.group()
+# Subcommands defined in their own modules (each feature module defines its click command; registering
+# it is one line in a ``lazy`` table).
+@main.group(cls=LazyGroup, lazy={"kvm": "difftest.kvm.recorder:record_kvm", "qemu": "difftest.qemu.command:record_qemu"})
 def record() -> None:
     """Record real behaviour (a KVM host, QEMU TCG) as a trace whose expectations are what happened."""
 
 
-@main.group(name="import")
+@main.group(name="import", cls=LazyGroup, lazy={"ftrace": "difftest.importers.ftrace:import_ftrace_cmd",
+                                                "pkvm-vmexit-trace": "difftest.importers.pkvm_vmexit:import_pkvm_cmd"})
 def import_() -> None:
     """Convert a foreign capture (tracefs text, pKVM vmexit_trace) into a trace."""
-
-
-# --- subcommands defined in their own modules ----------------------------------------------
-# (each feature module defines its click command; registering it is one line here)
-from .importers.ftrace import import_ftrace_cmd  # noqa: E402
-from .importers.pkvm_vmexit import import_pkvm_cmd  # noqa: E402
-from .kvm.recorder import record_kvm  # noqa: E402
-from .qemu.command import record_qemu  # noqa: E402
-
-record.add_command(record_kvm)
-record.add_command(record_qemu)
-import_.add_command(import_ftrace_cmd)
-import_.add_command(import_pkvm_cmd)
-main.add_command(__import__("difftest.generate", fromlist=["generate_cmd"]).generate_cmd)
-main.add_command(__import__("difftest.shrink", fromlist=["shrink_cmd"]).shrink_cmd)
-main.add_command(__import__("difftest.fuzz", fromlist=["fuzz_cmd"]).fuzz_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -62,6 +62,7 @@ from reference_model.policies import Policy
 from reference_model.registers import CR0_PG, CR4_PKE, CR4_PKS
 
 from .arrow_columns import index_array, int_values, valid_mask
+from .dense_table import DenseTable
 from .diff import diff_outcome
 from .profiles import Profile
 from .replay import _check_snapshot
@@ -89,6 +90,8 @@ _KVM_VCPUS = (KvmVcpu, PkvmVcpu)
 _CPUS = (Cpu, GuestCpu)
 _NO_PAGES: frozenset[int] = frozenset()
 SMALL = 512  # rows up to which a lookup in Python beats numpy's per-call cost
+PAGE_WINDOW = 1 << 20  # 4 KiB pages (4 GiB) from the lowest first seen, whose ids a dense table gives
+assert len(ACCESS_KINDS) <= 8, "Lane.classify packs (access << 2 | cpl) in 5 bits"
 TLB_PEEK = 256  # pending accesses a TLB reader looks at one by one before it settles them all instead
 # Event's fields after ``kind``, in declaration order (trace columns of the same names fill them).
 _EVENT_FIELDS = tuple(f.name for f in dataclass_fields(Event))[1:]
@@ -177,6 +180,39 @@ def _event_fields(arrays: dict[str, pa.Array], m: int, seqs: list[Any] | None) -
         else:
             fields.append(column_values(arr))
     return fields
+
+
+def _distinct_small(values: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of a non-negative int64 array; a bincount, not a sort, when they are small."""
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.int64)
+    if int(values.max()) < 1 << 16:
+        return np.flatnonzero(np.bincount(values))
+    return np.unique(values)
+
+
+def _gap_masks(slow_idx: np.ndarray, fast_idx: np.ndarray, fast_keys: np.ndarray, keys: np.ndarray) -> list[int]:
+    """For each gap before a stepped row (and the one after the last), a bit mask of the access keys in it.
+
+    Bit ``kp`` stands for ``keys[kp]``; ``fast_keys`` is the key of each access row ``fast_idx``.
+    """
+    n_gaps = len(slow_idx) + 1
+    gap_of = np.searchsorted(slow_idx, fast_idx)
+    if len(keys) <= 1:
+        bits = np.zeros(n_gaps, dtype=np.int64)
+        bits[gap_of] = 1
+        return bits.tolist()  # type: ignore[no-any-return]
+    kpos = np.searchsorted(keys, fast_keys)
+    pairs = _distinct_small(gap_of * len(keys) + kpos)
+    gaps, kps = np.divmod(pairs, len(keys))
+    if len(keys) <= 62:
+        bits = np.zeros(n_gaps, dtype=np.int64)
+        np.bitwise_or.at(bits, gaps, np.int64(1) << kps)
+        return bits.tolist()  # type: ignore[no-any-return]
+    masks = [0] * n_gaps  # more keys than an int64 has bits: Python ints
+    for g, kp in zip(gaps.tolist(), kps.tolist(), strict=True):
+        masks[g] |= 1 << kp
+    return masks
 
 
 class BatchRows:
@@ -401,18 +437,29 @@ class PageIds:
     def __init__(self) -> None:
         self.ids: dict[int, int] = {}
         self.pages: list[int] = []
+        self.base: int | None = None  # page numbers from here on are looked up in a dense table ...
+        self.table = DenseTable(max_cells=PAGE_WINDOW)  # ... of PAGE_WINDOW pages
 
     def combos(self, addr: np.ndarray, access: np.ndarray, cpl: np.ndarray) -> np.ndarray:
         """(page id, access kind, CPL) of each access as one integer (:meth:`Lane.classify` adds the state)."""
-        upages, pinv = np.unique(addr >> np.uint64(12), return_inverse=True)
-        ids = []
-        for p in upages.tolist():
-            pid = self.ids.get(p)
-            if pid is None:
-                pid = self.ids[p] = len(self.pages)
-                self.pages.append(p)
-            ids.append(pid)
-        return (np.array(ids, dtype=np.int64)[pinv] << 8) | (access << 2) | cpl
+        pages = (addr >> np.uint64(12)).astype(np.int64)
+        ids = None
+        if len(pages):
+            if self.base is None:
+                self.base = int(pages.min())
+            base = self.base
+            ids = self.table.get_many(np.zeros(len(pages), dtype=np.int64), pages - base, lambda _, p: self.id_of(p + base))
+        if ids is None:  # pages far apart: sort them
+            upages, pinv = np.unique(pages, return_inverse=True)
+            ids = np.array([self.id_of(p) for p in upages.tolist()], dtype=np.int64)[pinv]
+        return (ids << 8) | (access << 2) | cpl
+
+    def id_of(self, page: int) -> int:
+        pid = self.ids.get(page)
+        if pid is None:
+            pid = self.ids[page] = len(self.pages)
+            self.pages.append(page)
+        return pid
 
 
 class Lane:
@@ -427,8 +474,7 @@ class Lane:
         self.states: list[AccessState] = []
         self.classes: list[AccessClass] = []
         self.class_of: dict[int, int] = {}  # (state, page id, access, cpl) key -> class id
-        self.known_keys = np.zeros(0, dtype=np.int64)  # the same keys, sorted ...
-        self.known_ids = np.zeros(0, dtype=np.int64)  # ... and their class ids
+        self.class_table = DenseTable()  # the same: [state, page id << 5 | access << 2 | cpl]
         self._cls = np.zeros((64, 5), dtype=np.int64)  # per class: result, pfec, fill, cpu index, rule set (grows by doubling)
         self.rule_sets: dict[tuple[str, ...], int] = {}  # distinct rule tuples of classes, by id
         self.fills: list[tuple[int, int]] = []  # per class: (page base it fills or -1, cpu index)
@@ -439,6 +485,7 @@ class Lane:
         self.logs: list[TlbLog] = []
         self.memo = TransitionCache(machine, clock, self.logs, keys)
         self.sids_at: dict[int, int] = {}  # (memo state << 32 | access key) -> state id, for this memo epoch
+        self.sids_table = DenseTable()  # the same: [memo state, access key]
         self.sids_epoch = -1
 
     @property
@@ -457,16 +504,26 @@ class Lane:
     def state_ids_at(self, combos: np.ndarray) -> np.ndarray:
         """:meth:`state_id_at` for each of ``combos`` (many: once per distinct value)."""
         if len(combos) > SMALL:
+            self._sync_epoch()
+            got = self.sids_table.get_many(combos >> 32, combos & 0xFFFF_FFFF, lambda st, k: self.state_id_at(st << 32 | k))
+            if got is not None:
+                return got
             uniq, inverse = np.unique(combos, return_inverse=True)
             return self.state_ids_at(uniq)[inverse]  # type: ignore[no-any-return]
         return np.array([self.state_id_at(c) for c in combos.tolist()], dtype=np.int64)
+
+    def _sync_epoch(self) -> None:
+        """Forget the state ids of a previous memo epoch (memo state numbers start afresh in each)."""
+        if self.memo.epoch != self.sids_epoch:
+            self.sids_at = {}
+            self.sids_table = DenseTable()
+            self.sids_epoch = self.memo.epoch
 
     def state_id_at(self, combo: int) -> int:
         """:meth:`state_id` for ``(memo state << 32) | access key``: a run of transitions looks back at its states."""
         memo = self.memo
         if memo.epoch != self.sids_epoch:
-            self.sids_at = {}
-            self.sids_epoch = memo.epoch
+            self._sync_epoch()
         sid = self.sids_at.get(combo)
         if sid is None:
             vcpu, level = (combo & 0xFFFF_FFFF) >> 1, 2 if combo & 1 else 1
@@ -500,8 +557,8 @@ class Lane:
     def classify(self, sids: np.ndarray, combos: np.ndarray) -> np.ndarray:
         """The AccessClass id of each access (new combinations go through the model once).
 
-        A few accesses are looked up one by one in a dict; many, on sorted arrays (numpy's fixed cost
-        per call is what a small lookup would pay for otherwise).
+        A few accesses are looked up one by one in a dict (numpy's fixed cost per call is what a small
+        lookup would pay for otherwise); many, in a dense table of (state, page id, access, CPL).
         """
         keys = (sids << 40) | combos
         known = self.class_of
@@ -510,14 +567,12 @@ class Lane:
             if None in got:
                 got = [self.class_id(k) if c is None else c for k, c in zip(keys.tolist(), got, strict=True)]
             return np.array(got, dtype=np.int64)
-        ukeys, inverse = np.unique(keys, return_inverse=True)
-        for k in ukeys.tolist():
-            if k not in known:
-                self.class_id(k)
-        if len(self.known_keys) != len(known):
-            items = np.array(sorted(known.items()), dtype=np.int64).reshape(-1, 2)
-            self.known_keys, self.known_ids = items[:, 0], items[:, 1]
-        return self.known_ids[np.searchsorted(self.known_keys, ukeys)][inverse]  # type: ignore[no-any-return]
+        got = self.class_table.get_many(sids, (combos >> 8) << 5 | (combos & 0x1F),
+                                        lambda sid, c: self.class_id(sid << 40 | (c >> 5) << 8 | (c & 0x1F)))
+        if got is not None:
+            return got
+        ukeys, inverse = np.unique(keys, return_inverse=True)  # too many states for the table: sort
+        return np.array([self.class_id(k) for k in ukeys.tolist()], dtype=np.int64)[inverse]  # type: ignore[no-any-return]
 
     def class_id(self, k: int) -> int:
         """The class id of access key ``k`` ((state, page id, access, cpl) packed), made on first use."""
@@ -717,16 +772,14 @@ class FastReplay:
         self.b = b
         self.fast_idx = fast_idx
         self.slow_idx = slow_idx
-        self.keys_arr = np.unique(b.key[fast_idx]) if len(fast_idx) else np.zeros(0, dtype=np.int64)
+        fast_keys = b.key[fast_idx]
+        self.keys_arr = _distinct_small(fast_keys)
         self.keys: list[int] = self.keys_arr.tolist()
         self.key_rows: dict[int, np.ndarray] = {}
         self.combo = np.zeros(b.n, dtype=np.int64)
         self.combo[fast_idx] = self.page_ids.combos(b.addr[fast_idx], b.access[fast_idx], b.cpl[fast_idx])
-        present: list[list[bool]] | None = None
-        if len(self.keys) > 1:  # which keys have accesses in each gap between two stepped rows
-            table = np.zeros((len(slow_idx) + 1, len(self.keys)), dtype=bool)
-            table[np.searchsorted(slow_idx, fast_idx), np.searchsorted(self.keys_arr, b.key[fast_idx])] = True
-            present = table.tolist()
+        # Per stepped row, the access keys (bit kp: self.keys[kp]) with accesses in the range just before it.
+        self.gapmask: list[int] = _gap_masks(slow_idx, fast_idx, fast_keys, self.keys_arr)
         self.pending = _Pending()
         # evaluated accesses: (rows, class ids per lane, start of each row's range)
         self.chunks: list[tuple[np.ndarray, list[np.ndarray], np.ndarray]] = []
@@ -747,7 +800,7 @@ class FastReplay:
             vcpu0, level0 = self.keys[0] // 2, 2 if self.keys[0] % 2 else 1
         state_id = self.lane.state_id
         starts, ends, sids_list = self.pending.starts, self.pending.ends, self.pending.sids
-        all_present = [True] * len(self.keys)
+        all_present = (1 << len(self.keys)) - 1
         memos = [lane.memo for lane in self.lanes]
         self.slow_list = slow_list
         self.settled_upto = 0  # accesses before this row are evaluated and their TLB fills applied
@@ -758,18 +811,8 @@ class FastReplay:
         self.run_spans: list[tuple[int, int, int]] = []  # (first stepped row, end, first access row) of each run
         # memo state -> the batch's access keys with an access state there (kept while the keys are the same)
         self.runnable: list[dict[int, int]] = self.runnable_for.setdefault(tuple(self.keys), [{} for _ in self.lanes])
-        if len(self.keys) <= 62:  # per stepped row: the access keys present in the range before it
-            gap_of = np.searchsorted(slow_idx, fast_idx)
-            bits = np.zeros(n_slow + 1, dtype=np.int64)
-            if len(self.keys) == 1:
-                bits[gap_of] = 1
-            else:
-                table = np.zeros((n_slow + 1, len(self.keys)), dtype=np.int64)
-                table[gap_of, np.searchsorted(self.keys_arr, b.key[fast_idx])] = 1
-                bits = table @ (np.int64(1) << np.arange(len(self.keys), dtype=np.int64))
-            self.gapmask: list[int] = bits.tolist()
-        else:
-            memos = []  # (no runs: too many access keys for a bit mask)
+        if len(self.keys) > 62:
+            memos = []  # (no runs: a run's per-state mask of runnable keys is an int64 bit mask)
         while pos < n:
             if si < n_slow and memos and all(memo.enabled for memo in memos):
                 m = self._run_transitions(si, pos)
@@ -784,7 +827,7 @@ class FastReplay:
                     sids: tuple[int, ...] = (sid,)
                     promote = pos if sid < 0 else None
                 else:
-                    sids, promote = self._open_range(pos, nxt, present[si] if present else all_present)
+                    sids, promote = self._open_range(pos, nxt, self.gapmask[si] if len(self.keys) > 1 else all_present)
                 end = nxt if promote is None else promote
                 if end > pos:
                     starts.append(pos)
@@ -913,14 +956,17 @@ class FastReplay:
         states = [b[after] for b in self.before_at]
         return rows, starts, states
 
-    def _open_range(self, pos: int, end: int, present: list[bool]) -> tuple[tuple[int, ...], int | None]:
-        """State ids (key-major, then lane) for the access-only rows [pos, end), and the first row to step."""
+    def _open_range(self, pos: int, end: int, present: int) -> tuple[tuple[int, ...], int | None]:
+        """State ids (key-major, then lane) for the access-only rows [pos, end), and the first row to step.
+
+        ``present`` has bit ``kp`` set when ``self.keys[kp]`` has accesses in the range.
+        """
         sids: list[int] = []
         promote: int | None = None
         lanes = self.lanes
         one = lanes[0] if len(lanes) == 1 else None
         for kp, k in enumerate(self.keys):
-            if not present[kp]:
+            if not present >> kp & 1:
                 sids += [-1] * len(lanes)
                 continue
             if one is not None:

@@ -24,9 +24,11 @@ Why the answers stay exact:
   back) only when something needs it: a miss, a snapshot row, the access state of a new state.
 
 A miss costs a pickle (about 0.1 ms) on top of the step, so memoising pays only on long, repetitive
-traces: it starts after the first window of steps, is switched off for a while when more than half
-of a window's steps miss (for twice as long after each failed retry), and the table is bounded; when
-full it starts afresh.
+traces: it starts after the first window of steps, or sooner once those steps have repeated their
+events (a state can only recur on a repeated event: at most one distinct event per ``EARLY_REPEATS``
+steps, after ``EARLY_STEPS``), is switched off for a while when more than half of a window's steps
+miss (for twice as long after each failed retry), and the table is bounded; when full it starts
+afresh.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ MAX_MISS_RATE = 1 / 2  # more misses than this in a window: stop memoising ...
 RETRY_AFTER = 16  # ... for this many windows, doubled after each failed retry ...
 MAX_RETRY_AFTER = 1024  # ... up to this
 MAX_STATES = 16_384  # about 5 KB each
+EARLY_STEPS = 256  # the first window may end after this many steps ...
+EARLY_REPEATS = 8  # ... if they had at most one distinct event per this many steps
 
 TlbPath = tuple[int, str]  # (vCPU, "l1" or "l2")
 TlbOps = tuple[tuple[str, int | None], ...]  # ("clear", None), ("discard", base), ("add", base) in order
@@ -161,6 +165,7 @@ class TransitionCache:
         self.off_windows = 1 if self.supported else 0  # windows left before memoising is tried (again)
         self.off_steps = 0
         self.retry_after = RETRY_AFTER
+        self.first_events: set[tuple[Any, ...]] | None = set() if self.supported else None  # distinct, until first on
         self.epoch = 0
         self.before_reset: Callable[[], None] | None = None  # the owner's last use of this epoch's state ids
         self._adopt(machine)
@@ -269,10 +274,14 @@ class TransitionCache:
             self._adopt(m)
             if self.off_windows:
                 self.off_steps += 1
+                if self.first_events is not None and self._repeats_early(key):
+                    self.off_windows = 1
+                    self.off_steps = self.window
                 if self.off_steps >= self.window:
                     self.off_steps = 0
                     self.off_windows -= 1
                     if not self.off_windows:  # try again, from the state the machine is in now
+                        self.first_events = None
                         self.enabled = True
                         self._reset_tables()
             return out
@@ -307,6 +316,13 @@ class TransitionCache:
         if self.window_hits + self.window_misses >= self.window:
             self.window_done()
         return out
+
+    def _repeats_early(self, key: tuple[Any, ...]) -> bool:
+        """Before memoising first starts: have the steps so far repeated their events enough to start now?"""
+        seen = self.first_events
+        assert seen is not None
+        seen.add(key)
+        return self.off_steps >= EARLY_STEPS and len(seen) * EARLY_REPEATS <= self.off_steps
 
     def window_done(self) -> None:
         """Close a window of steps: stop memoising if it missed too often."""

@@ -130,12 +130,12 @@ class TraceFile:
             for groups, read in self._read_plan(names):
                 for part in self._pf.iter_batches(batch_size=BATCH_ROWS, row_groups=groups, columns=read):
                     if len(read) == len(names):
-                        batch = part
+                        arrays = part.columns
                     else:  # the columns not decoded, as the all-null arrays they are
                         got = dict(zip(read, part.columns, strict=True))
-                        n = part.num_rows
-                        batch = pa.RecordBatch.from_arrays(
-                            [got[c] if c in got else _nulls(nulls, schema.field(c), n) for c in names], schema=schema)
+                        arrays = [got[c] if c in got else _nulls(nulls, schema.field(c), part.num_rows) for c in names]
+                    # (the file's fields throughout: the reader's nullability depends on the columns asked for)
+                    batch = part if part.schema.equals(schema) else pa.RecordBatch.from_arrays(arrays, schema=schema)
                     yield validator.check(batch)
         except (OSError, pa.ArrowException) as exc:
             raise InputError(str(self.path), f"cannot read the Parquet data ({_short(exc)})") from None

@@ -334,3 +334,40 @@ def test_e2e_schema_command() -> None:
     proc = difftest("schema")
     assert proc.returncode == 0
     assert render_markdown() in proc.stdout
+
+
+SUBCOMMANDS = {(): {"compare", "fuzz", "generate", "import", "policies", "profiles", "record", "replay", "report",
+                    "schema", "shrink"},
+               ("record",): {"kvm", "qemu"}, ("import",): {"ftrace", "pkvm-vmexit-trace"}}
+
+
+@pytest.mark.parametrize("group", list(SUBCOMMANDS), ids=lambda g: " ".join(g) or "difftest")
+def test_help_lists_every_subcommand(group: tuple[str, ...]) -> None:
+    """Subcommands defined in their own modules (imported when used) are listed and run like the others."""
+    res = run(*group, "--help")
+    assert res.exit_code == 0, res.output
+    listed = set()
+    in_commands = False
+    for line in res.output.splitlines():
+        if line.strip() == "Commands:":
+            in_commands = True
+        elif in_commands and line.startswith("  ") and line.strip():
+            listed.add(line.split()[0])
+    assert listed == SUBCOMMANDS[group]
+    for name in SUBCOMMANDS[group]:
+        sub = run(*group, name, "--help")
+        assert sub.exit_code == 0 and "Usage:" in sub.output, (name, sub.output)
+
+
+@pytest.mark.e2e
+def test_e2e_replay_does_not_import_the_recorders(tmp_path: Path) -> None:
+    """`difftest replay` starts without the KVM recorder, the QEMU compiler, the importers or the generator."""
+    trace = passing_trace(tmp_path / "p.parquet")
+    code = ("import sys\nfrom difftest.cli import main\n"
+            f"try:\n    main(['replay', {str(trace)!r}])\nexcept SystemExit as e:\n    code = e.code\n"
+            "heavy = sorted(m for m in sys.modules if m.startswith(('difftest.kvm', 'difftest.qemu', 'difftest.importers',"
+            " 'difftest.generate', 'difftest.shrink', 'difftest.fuzz', 'difftest.compare')))\n"
+            "print(code, heavy)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "0 []"

@@ -205,3 +205,38 @@ def test_tlb_peeks_agree_with_settling(repeating: list[Path], monkeypatch: pytes
     checked = [ok for r in replays for ok in r.peeks_checked]
     assert len(checked) > 100  # the workload's PKS toggles and the generated traces' maps and CR4 writes
     assert all(checked)
+
+
+def test_memoising_starts_early_on_a_trace_whose_events_repeat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeating trace shorter than the first window is memoised anyway, and replays the same.
+
+    12k rows of the steady workload have about 2,400 stepped events, fewer than ``WINDOW``; under the
+    plain window rule no transition would ever be remembered.  Their events repeat (a few dozen
+    distinct ones), so memoising starts after ``EARLY_STEPS``.
+    """
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import workload
+    finally:
+        sys.path.pop(0)
+    path = workload.write_mixed_trace(tmp_path / "short-steady.parquet", 12_000)
+    memos = capture_memos(monkeypatch)
+    assert_same_replay(path, "kvm-v7")
+    memo = memos[-1]
+    assert memo.enabled and memo.hits == 0 and memo.window_hits > 0  # transitions served, inside its first window
+
+
+def test_memoising_does_not_start_early_on_distinct_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Distinct events (random MSR values) cannot repeat a state: the first window runs to its end unmemoised."""
+    from difftest.builder import TraceBuilder
+
+    t = TraceBuilder("random-msrs", "no event recurs", policy="kvm-v7")
+    t.cpuid(pks=True).long_mode()
+    rng = __import__("random").Random(7)
+    for _ in range(tc.WINDOW // 2):
+        t.wrmsr(0xC0000102, rng.getrandbits(63)).expect_ok()
+    path = t.write(tmp_path / "distinct.parquet")
+    memos = capture_memos(monkeypatch)
+    assert_same_replay(path, "kvm-v7")
+    memo = memos[-1]
+    assert not memo.enabled and memo.misses == 0 and memo.window_misses == 0  # nothing was pickled

@@ -306,3 +306,56 @@ def test_notes_come_back_for_the_rows_a_replay_reports(tmp_path: Path) -> None:
     res = replay_trace(open_trace(path), get_policy("hw"), get_profile("strict"))
     assert res.first is not None and res.first.note == "this one diverges"
     assert any(r.note == "AD for key 1" for r in res.context)
+
+
+def _grouped_trace(path: Path, group_rows: int, write_statistics: bool = True) -> Path:
+    """300 rows in row groups of ``group_rows``: accesses, then MSR writes, then accesses again."""
+    rows: list[dict[str, Any]] = []
+    for i in range(300):
+        if 100 <= i < 200:
+            rows.append({"seq": i, "kind": "wrmsr", "level": "l1", "vcpu": 0, "msr": 0x6E1, "value": i, "exp_result": "ok"})
+        else:
+            rows.append({"seq": i, "kind": "access", "level": "l1", "vcpu": 0, "addr": 0x4000_0000 + 8 * i,
+                         "access": "read", "cpl": 0, "exp_result": "ok", "note": f"row {i}"})
+    table = trace_io.rows_to_table(rows, {"name": "grouped", "producer": "synthetic"})
+    pq.write_table(table, path, row_group_size=group_rows, write_statistics=write_statistics)
+    return path
+
+
+def _full_read(path: Path, with_notes: bool) -> list[dict[str, Any]]:
+    names = [n for n in pq.ParquetFile(path).schema_arrow.names if with_notes or n != "note"]
+    return pq.read_table(path, columns=names).to_pylist()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("with_notes", [False, True])
+def test_batches_skip_all_null_column_chunks_but_read_the_same(tmp_path: Path, with_notes: bool) -> None:
+    """A column chunk whose statistics say every value is null is not decoded; the rows are pyarrow's."""
+    path = _grouped_trace(tmp_path / "g.parquet", 100)
+    tf = open_trace(path)
+    names = [n for n in tf._pf.schema_arrow.names if with_notes or n != "note"]
+    plan = tf._read_plan(names)
+    assert [groups for groups, _ in plan] == [[0], [1], [2]]
+    access_cols, msr_cols = set(plan[0][1]), set(plan[1][1])
+    assert {"addr", "access", "cpl"} <= access_cols and not {"msr", "value"} & access_cols
+    assert {"msr", "value"} <= msr_cols and not {"addr", "access", "cpl"} & msr_cols
+    assert {"seq", "kind", "vcpu", "level"} <= access_cols & msr_cols  # required columns are always read
+    batches = list(tf.batches(with_notes=with_notes))
+    assert [b.num_rows for b in batches] == [100, 100, 100]  # one batch per row group
+    assert all(b.schema.names == names for b in batches)
+    assert [r for b in batches for r in b.to_pylist()] == _full_read(path, with_notes)
+
+
+def test_batches_without_statistics_decode_every_column(tmp_path: Path) -> None:
+    path = _grouped_trace(tmp_path / "nostats.parquet", 100, write_statistics=False)
+    tf = open_trace(path)
+    names = [n for n in tf._pf.schema_arrow.names if n != "note"]
+    assert all(read == names for _, read in tf._read_plan(names))
+    assert [r for b in tf.batches() for r in b.to_pylist()] == _full_read(path, False)
+
+
+def test_many_small_row_groups_are_read_together(tmp_path: Path) -> None:
+    path = _grouped_trace(tmp_path / "small.parquet", 10)
+    tf = open_trace(path)
+    plan = tf._read_plan([n for n in tf._pf.schema_arrow.names if n != "note"])
+    assert [groups for groups, _ in plan] == [list(range(10)), list(range(10, 20)), list(range(20, 30))]
+    assert [r for b in tf.batches() for r in b.to_pylist()] == _full_read(path, False)

@@ -27,11 +27,15 @@ def _vm_hwm_kib(pid: int) -> int | None:
     return None
 
 
-def run(args: list[str], timeout: float) -> tuple[float, float, int, bytes, float]:
-    """(wall seconds, own peak RSS MiB, exit code (-9 on timeout), output, wait4 maxrss MiB)."""
+def run(args: list[str], timeout: float, cpus: set[int] | None = None) -> tuple[float, float, int, bytes, float]:
+    """(wall seconds, own peak RSS MiB, exit code (-9 on timeout), output, wait4 maxrss MiB).
+
+    ``cpus``: run the child (and every thread it starts) on these CPUs only.
+    """
+    pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
     with tempfile.TemporaryFile() as out:
         t0 = time.perf_counter()
-        p = subprocess.Popen(args, stdout=out, stderr=out)
+        p = subprocess.Popen(args, stdout=out, stderr=out, preexec_fn=pin)
         peak = 0
         while True:
             hwm = _vm_hwm_kib(p.pid)

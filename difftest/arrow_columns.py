@@ -18,7 +18,7 @@ def valid_mask(arr: pa.Array) -> np.ndarray:
     if pa.types.is_dictionary(arr.type):
         arr = arr.indices
     bits = np.unpackbits(np.frombuffer(arr.buffers()[0], dtype=np.uint8), count=arr.offset + n, bitorder="little")
-    return bits[arr.offset:].astype(bool)
+    return bits[arr.offset:].view(bool)  # (0 and 1 bytes are valid booleans: no copy)
 
 
 def int_values(arr: pa.Array) -> np.ndarray:
@@ -38,7 +38,7 @@ def int_values(arr: pa.Array) -> np.ndarray:
         dtype = np.dtype(f"{'u' if pa.types.is_unsigned_integer(t) else 'i'}{t.bit_width // 8}")
         vals = np.frombuffer(arr.buffers()[1], dtype=dtype, count=n, offset=arr.offset * dtype.itemsize)
     if arr.null_count:
-        vals = np.where(valid_mask(arr), vals, 0).astype(vals.dtype)
+        vals = np.where(valid_mask(arr), vals, vals.dtype.type(0))  # (same dtype: one pass, one copy)
     return vals
 
 

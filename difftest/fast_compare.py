@@ -23,7 +23,7 @@ from reference_model.policies import Policy
 
 from .compare import CompareResult, CompareRow, _rule_for, compare_snapshot, new_compare_result
 from .diff import FieldDiff, diff_outcome, diff_outcomes
-from .fast_replay import BatchRows, FastReplay, Lane, PageIds, _matches
+from .fast_replay import SMALL, BatchRows, FastReplay, Lane, PageIds, _matches
 from .profiles import Profile
 from .results import CONTEXT, MAX_KEPT_DIVERGENCES, RowResult
 from .trace_io import TraceFile, TraceRow
@@ -142,18 +142,23 @@ class FastCompare(FastReplay):
         ma, mb = self.lanes[0].memo, self.lanes[1].memo
         pairs = self.state_pairs
         rows_arr = np.array(rows, dtype=np.int64)
-        # (state a, state b, vCPU) as one integer: states are below MAX_STATES (2^14), vCPU ids below 2^32
-        trip = (np.array(self.run_after_a, dtype=np.int64) << 46) | (np.array(after, dtype=np.int64) << 32) \
-            | self.b.vcpu[rows_arr]
-        uniq, inverse = np.unique(trip, return_inverse=True)
-        for u, t in enumerate(uniq.tolist()):
-            sa, sb, v = t >> 46, (t >> 32) & 0x3FFF, t & 0xFFFF_FFFF
+        groups: dict[tuple[int, int, int], list[int]] = {}  # (state a, state b, vCPU) -> its rows
+        if len(rows) <= SMALL:  # (numpy's cost per call is most of a short run's)
+            for r, sa, sb, v in zip(rows, self.run_after_a, after, self.b.vcpu[rows_arr].tolist(), strict=True):
+                groups.setdefault((sa, sb, v), []).append(r)
+        else:  # states are below MAX_STATES (2^14), vCPU ids below 2^32
+            trip = (np.array(self.run_after_a, dtype=np.int64) << 46) | (np.array(after, dtype=np.int64) << 32) \
+                | self.b.vcpu[rows_arr]
+            uniq, inverse = np.unique(trip, return_inverse=True)
+            for u, t in enumerate(uniq.tolist()):
+                groups[(t >> 46, (t >> 32) & 0x3FFF, t & 0xFFFF_FFFF)] = rows_arr[inverse == u].tolist()
+        for sa, sb, v in sorted(groups):
             k = (ma.epoch, sa, mb.epoch, sb, v)
             got = pairs.get(k)
             if got is None:
                 got = pairs[k] = _state_diffs(ma, mb, v, sa, sb)
             if got[0]:
-                for r in rows_arr[inverse == u].tolist():
+                for r in groups[(sa, sb, v)]:
                     self.keyed_state[r] = got
 
     def _runs_settled(self, rows: np.ndarray, starts: np.ndarray, states: list[np.ndarray]) -> None:

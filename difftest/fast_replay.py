@@ -319,44 +319,51 @@ class BatchRows:
 
     def rows(self, idx: Sequence[int] | np.ndarray) -> list[TraceRow]:
         """The rows at batch positions ``idx``, exactly as :func:`difftest.trace_io.TraceFile.rows` gives them."""
-        idx = np.asarray(idx, dtype=np.int64)
-        m = len(idx)
-        if m == 0:
-            return []
-        arrays = self._take(idx)
-        seqs, kinds = column_values(arrays["seq"]), column_values(arrays["kind"])
-        notes = column_values(arrays["note"]) if "note" in arrays and arrays["note"].null_count < m else [None] * m
-        none = [None] * m
-        fields = _event_fields(arrays, m, seqs)  # Event's fields after kind, in order, one list per field
-        events: list[Event | None] = [None if k == SNAPSHOT_KIND else Event(k, *vals)
-                                      for k, vals in zip(kinds, zip(*fields, strict=True), strict=True)]
-        exp_names = ("exp_result", "exp_pfec", "exp_cr2", "exp_value", "exp_values", "exp_count",
-                     "exp_exit_reason", "exp_vm_error", "exp_exit_qual", "exp_rule")
-        has = np.zeros(m, dtype=bool)
-        exp: list[list[Any] | None] = []
-        for c in exp_names:
-            arr = arrays.get(c)
-            if arr is None or arr.null_count == m:
-                exp.append(None)
-                continue
-            exp.append(column_values(arr))
-            if c != "exp_rule":
-                has |= _valid(arr)
-        has_list = has.tolist()
-        paths = column_values(arrays["path"]) if "path" in arrays and arrays["path"].null_count < m else [None] * m
-        out: list[TraceRow] = []
-        e0, e1, e2, e3, e4, e5, e6, e7, e8, e9 = (none if e is None else e for e in exp)
-        indexes = (idx + self.start).tolist()
-        for j, (index, seq, ev, note, has_j) in enumerate(zip(indexes, seqs, events, notes, has_list, strict=True)):
-            if ev is None:
-                out.append(TraceRow(index, seq, None, Snapshot(paths[j], e3[j], e9[j]), None, note))
-            elif has_j:  # Expect.is_empty() is false
-                v = e4[j]
-                out.append(TraceRow(index, seq, ev, None, Expect(e0[j], e1[j], e2[j], e3[j], None if v is None else tuple(v),
-                                                                 e5[j], e6[j], e7[j], e8[j], e9[j]), note))
-            else:
-                out.append(TraceRow(index, seq, ev, None, None, note))
-        return out
+        return rows_of_batch(self.batch, self.start, idx)
+
+
+def rows_of_batch(batch: pa.RecordBatch, start: int, idx: Sequence[int] | np.ndarray) -> list[TraceRow]:
+    """The rows at positions ``idx`` of ``batch`` (whose first row is row ``start`` of the trace), as
+    :func:`difftest.trace_io.TraceFile.rows` gives them."""
+    idx = np.asarray(idx, dtype=np.int64)
+    m = len(idx)
+    if m == 0:
+        return []
+    sub = batch.take(index_array(idx))
+    arrays = {name: sub.column(i) for i, name in enumerate(sub.schema.names)}
+    seqs, kinds = column_values(arrays["seq"]), column_values(arrays["kind"])
+    notes = column_values(arrays["note"]) if "note" in arrays and arrays["note"].null_count < m else [None] * m
+    none = [None] * m
+    fields = _event_fields(arrays, m, seqs)  # Event's fields after kind, in order, one list per field
+    events: list[Event | None] = [None if k == SNAPSHOT_KIND else Event(k, *vals)
+                                  for k, vals in zip(kinds, zip(*fields, strict=True), strict=True)]
+    exp_names = ("exp_result", "exp_pfec", "exp_cr2", "exp_value", "exp_values", "exp_count",
+                 "exp_exit_reason", "exp_vm_error", "exp_exit_qual", "exp_rule")
+    has = np.zeros(m, dtype=bool)
+    exp: list[list[Any] | None] = []
+    for c in exp_names:
+        arr = arrays.get(c)
+        if arr is None or arr.null_count == m:
+            exp.append(None)
+            continue
+        exp.append(column_values(arr))
+        if c != "exp_rule":
+            has |= _valid(arr)
+    has_list = has.tolist()
+    paths = column_values(arrays["path"]) if "path" in arrays and arrays["path"].null_count < m else [None] * m
+    out: list[TraceRow] = []
+    e0, e1, e2, e3, e4, e5, e6, e7, e8, e9 = (none if e is None else e for e in exp)
+    indexes = (idx + start).tolist()
+    for j, (index, seq, ev, note, has_j) in enumerate(zip(indexes, seqs, events, notes, has_list, strict=True)):
+        if ev is None:
+            out.append(TraceRow(index, seq, None, Snapshot(paths[j], e3[j], e9[j]), None, note))
+        elif has_j:  # Expect.is_empty() is false
+            v = e4[j]
+            out.append(TraceRow(index, seq, ev, None, Expect(e0[j], e1[j], e2[j], e3[j], None if v is None else tuple(v),
+                                                             e5[j], e6[j], e7[j], e8[j], e9[j]), note))
+        else:
+            out.append(TraceRow(index, seq, ev, None, None, note))
+    return out
 
 
 # ------------------------------------------------------------------------------------ lanes
@@ -692,6 +699,15 @@ class _Pending:
 
 
 @dataclass(slots=True)
+class _Tail:
+    """The last rows of a batch, kept as context: a zero-copy slice and what each row's outcome is."""
+
+    batch: pa.RecordBatch
+    start: int  # trace row index of the slice's first row
+    outcomes: list[tuple[str, Any]]  # per row: ("slow", slow_at entry), ("keyed", Outcome) or ("access", AccessClass)
+
+
+@dataclass(slots=True)
 class TlbPeek:
     """One TLB's log folded: its last flush and the INVLPGs after it (the fill rule of :meth:`Lane.apply_fills`),
     and, for :meth:`FastReplay._tlb_now`, the contents it last worked out."""
@@ -728,7 +744,7 @@ class FastReplay:
         self.lane = Lane(machine, result, self.clock, self.page_ids, self.event_keys)
         self.lanes = [self.lane]
         self._adopt_lanes()
-        self.recent: deque[RowResult] = deque(maxlen=CONTEXT)
+        self.tails: deque[_Tail] = deque()  # the last rows before this batch (context, built if ever needed)
         self.after_first = 0  # rows still to append to the context after the first divergence
 
     def _adopt_lanes(self) -> None:
@@ -1339,7 +1355,7 @@ class FastReplay:
             res.divergence_count += 1
             if res.divergence_count == 1:
                 before = self._row_results(range(max(0, i - CONTEXT), i))
-                recent = list(self.recent) + before
+                recent = self._tail_results() + before
                 res.context = [*recent[-CONTEXT:], rr]
                 self.after_first = CONTEXT
                 res.divergences.append(rr)
@@ -1362,7 +1378,56 @@ class FastReplay:
             res.context += self._row_results(take)
             self.after_first -= len(take)
         if not res.divergence_count:
-            self.recent.extend(self._row_results(range(max(0, b.n - CONTEXT), b.n)))
+            self._keep_tail()
+
+    def _keep_tail(self) -> None:
+        """Remember the batch's last rows as the context of a first divergence early in a later batch.
+
+        Their RowResults are built only if that happens (:meth:`_tail_results`); here each row keeps
+        what its outcome is (the stepped row's record, a keyed row's Outcome, an access's class).
+        """
+        b = self.b
+        lo = max(0, b.n - CONTEXT)
+        outcomes: list[tuple[str, Any]] = []
+        keyed = self.keyed_rows
+        for i in range(lo, b.n):
+            slow = self.slow_at.get(i)
+            if slow is not None:
+                outcomes.append(("slow", slow))
+                continue
+            k = bisect_left(keyed, i)  # (keyed rows are stepped, so listed, in row order)
+            if k < len(keyed) and keyed[k] == i:
+                outcomes.append(("keyed", self.keyed_outs[0][k]))
+                continue
+            for rows, cls_ids, _ in self.chunks:
+                j = int(np.searchsorted(rows, i))
+                if j < len(rows) and rows[j] == i:
+                    outcomes.append(("access", self.lane.classes[int(cls_ids[0][j])]))
+                    break
+            else:
+                raise AssertionError(f"row {b.start + i} was not evaluated")
+        self.tails.append(_Tail(b.batch.slice(lo), b.start + lo, outcomes))
+        while sum(len(t.outcomes) for t in self.tails) - len(self.tails[0].outcomes) >= CONTEXT:
+            self.tails.popleft()
+
+    def _tail_results(self) -> list[RowResult]:
+        """The RowResults of the rows :meth:`_keep_tail` kept, in order (at most CONTEXT)."""
+        out: list[RowResult] = []
+        for tail in self.tails:
+            rows = rows_of_batch(tail.batch, tail.start, range(len(tail.outcomes)))
+            for row, (what, got) in zip(rows, tail.outcomes, strict=True):
+                if what == "slow":
+                    srow, sout, rr = got
+                    if rr is None:
+                        rr = RowResult(srow.index, srow.seq, srow.event, srow.expect, sout, note=srow.note)
+                        rr.status = "uncompared" if srow.expect is None else "pass"
+                    out.append(rr)
+                elif what == "keyed":
+                    out.append(self._judged(row, got))
+                else:
+                    assert row.event is not None
+                    out.append(self._judged(row, got.outcome(row.event.addr or 0)))
+        return out[-CONTEXT:]
 
 
 def _matches(e: Expect, out: Outcome) -> bool:

@@ -152,21 +152,24 @@ class TraceFile:
         leaf = {md.schema.column(j).path: j for j in range(md.num_columns)}  # a flat column's path is its name
         skippable = [n for n in names if n not in REQUIRED and n in leaf]
         plan: list[tuple[list[int], list[str]]] = []
+        run_rows = 0  # rows in the last run of the plan
         for g in range(md.num_row_groups):
             rg = md.row_group(g)
             rows = rg.num_rows
             empty = set()
             for n in skippable:
-                st = rg.column(leaf[n]).statistics
-                if st is not None and st.has_null_count and st.null_count == rows and rg.column(leaf[n]).num_values == rows:
+                chunk = rg.column(leaf[n])
+                st = chunk.statistics
+                if st is not None and st.has_null_count and st.null_count == rows and chunk.num_values == rows:
                     empty.add(n)
             read = [n for n in names if n not in empty]
-            prev = plan[-1] if plan else None
             # (one read per row group, so that batches do not straddle two; small groups read together)
-            if prev is not None and prev[1] == read and sum(md.row_group(p).num_rows for p in prev[0]) + rows <= SMALL_GROUPS:
-                prev[0].append(g)
+            if plan and plan[-1][1] == read and run_rows + rows <= SMALL_GROUPS:
+                plan[-1][0].append(g)
+                run_rows += rows
             else:
                 plan.append(([g], read))
+                run_rows = rows
         return plan
 
     def notes_for(self, indices: Iterable[int]) -> dict[int, str]:

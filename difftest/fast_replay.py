@@ -266,7 +266,7 @@ class BatchRows:
         m = len(idx)
         if m == 0:
             return [], []
-        arrays = self._take(idx)
+        arrays = _take(self.batch, idx)
         fields = _event_fields(arrays, m, None)
         return list(zip(column_values(arrays["kind"]), *fields, strict=True)), column_values(arrays["seq"])
 
@@ -313,13 +313,15 @@ class BatchRows:
         ids = np.array([keys.intern(k) for k in tuples], dtype=np.int64)
         return ids[inverse.reshape(-1)]  # type: ignore[no-any-return]
 
-    def _take(self, idx: np.ndarray) -> dict[str, pa.Array]:
-        sub = self.batch.take(index_array(idx))
-        return {name: sub.column(i) for i, name in enumerate(sub.schema.names)}
-
     def rows(self, idx: Sequence[int] | np.ndarray) -> list[TraceRow]:
         """The rows at batch positions ``idx``, exactly as :func:`difftest.trace_io.TraceFile.rows` gives them."""
         return rows_of_batch(self.batch, self.start, idx)
+
+
+def _take(batch: pa.RecordBatch, idx: np.ndarray) -> dict[str, pa.Array]:
+    """The rows at positions ``idx`` of ``batch``, by column name."""
+    sub = batch.take(index_array(idx))
+    return {name: sub.column(i) for i, name in enumerate(sub.schema.names)}
 
 
 def rows_of_batch(batch: pa.RecordBatch, start: int, idx: Sequence[int] | np.ndarray) -> list[TraceRow]:
@@ -329,8 +331,7 @@ def rows_of_batch(batch: pa.RecordBatch, start: int, idx: Sequence[int] | np.nda
     m = len(idx)
     if m == 0:
         return []
-    sub = batch.take(index_array(idx))
-    arrays = {name: sub.column(i) for i, name in enumerate(sub.schema.names)}
+    arrays = _take(batch, idx)
     seqs, kinds = column_values(arrays["seq"]), column_values(arrays["kind"])
     notes = column_values(arrays["note"]) if "note" in arrays and arrays["note"].null_count < m else [None] * m
     none = [None] * m
@@ -816,7 +817,6 @@ class FastReplay:
             vcpu0, level0 = self.keys[0] // 2, 2 if self.keys[0] % 2 else 1
         state_id = self.lane.state_id
         starts, ends, sids_list = self.pending.starts, self.pending.ends, self.pending.sids
-        all_present = (1 << len(self.keys)) - 1
         memos = [lane.memo for lane in self.lanes]
         self.slow_list = slow_list
         self.settled_upto = 0  # accesses before this row are evaluated and their TLB fills applied
@@ -843,7 +843,7 @@ class FastReplay:
                     sids: tuple[int, ...] = (sid,)
                     promote = pos if sid < 0 else None
                 else:
-                    sids, promote = self._open_range(pos, nxt, self.gapmask[si] if len(self.keys) > 1 else all_present)
+                    sids, promote = self._open_range(pos, nxt, self.gapmask[si])
                 end = nxt if promote is None else promote
                 if end > pos:
                     starts.append(pos)
@@ -1325,26 +1325,25 @@ class FastReplay:
             if slow is None:
                 (keyed if i in self.keyed_at else fast).append(i)
                 continue
-            row, out, rr = slow
-            if rr is None:
-                assert row.event is not None and out is not None
-                rr = RowResult(row.index, row.seq, row.event, row.expect, out, note=row.note)
-                rr.status = "uncompared" if row.expect is None else "pass"
-            got[i] = rr
+            got[i] = _stepped_result(slow)
         if fast:
             want = np.array(sorted(fast), dtype=np.int64)
-            cls = np.full(len(want), -1, dtype=np.int64)
-            for rows, cls_ids, _ in self.chunks:
-                j = np.searchsorted(rows, want)
-                hit = (j < len(rows)) & (rows[np.minimum(j, len(rows) - 1)] == want)
-                cls[hit] = cls_ids[0][j[hit]]
-            assert (cls >= 0).all(), "a context row was not evaluated"
-            for i, rr in zip(want.tolist(), self._fast_row_results(want, cls), strict=True):
+            for i, rr in zip(want.tolist(), self._fast_row_results(want, self._access_classes(want)), strict=True):
                 got[i] = rr
         if keyed:
             for i, rr in zip(keyed, self._keyed_row_results(np.array(keyed, dtype=np.int64)), strict=True):
                 got[i] = rr
         return [got[i] for i in idx]
+
+    def _access_classes(self, want: np.ndarray) -> np.ndarray:
+        """Lane 0's class id of each evaluated access row at (sorted) batch positions ``want``."""
+        cls = np.full(len(want), -1, dtype=np.int64)
+        for rows, cls_ids, _ in self.chunks:
+            j = np.searchsorted(rows, want)
+            hit = (j < len(rows)) & (rows[np.minimum(j, len(rows) - 1)] == want)
+            cls[hit] = cls_ids[0][j[hit]]
+        assert (cls >= 0).all(), "a context row was not evaluated"
+        return cls
 
     # -- divergences and context, in row order ------------------------------------------------
     def _finish_batch(self) -> None:
@@ -1389,6 +1388,7 @@ class FastReplay:
         b = self.b
         lo = max(0, b.n - CONTEXT)
         outcomes: list[tuple[str, Any]] = []
+        accesses: list[int] = []  # positions in ``outcomes`` of the access rows, filled in below
         keyed = self.keyed_rows
         for i in range(lo, b.n):
             slow = self.slow_at.get(i)
@@ -1399,13 +1399,12 @@ class FastReplay:
             if k < len(keyed) and keyed[k] == i:
                 outcomes.append(("keyed", self.keyed_outs[0][k]))
                 continue
-            for rows, cls_ids, _ in self.chunks:
-                j = int(np.searchsorted(rows, i))
-                if j < len(rows) and rows[j] == i:
-                    outcomes.append(("access", self.lane.classes[int(cls_ids[0][j])]))
-                    break
-            else:
-                raise AssertionError(f"row {b.start + i} was not evaluated")
+            accesses.append(len(outcomes))
+            outcomes.append(("access", None))
+        if accesses:
+            cls = self._access_classes(np.array(accesses, dtype=np.int64) + lo)
+            for pos, c in zip(accesses, cls.tolist(), strict=True):
+                outcomes[pos] = ("access", self.lane.classes[c])
         self.tails.append(_Tail(b.batch.slice(lo), b.start + lo, outcomes))
         while sum(len(t.outcomes) for t in self.tails) - len(self.tails[0].outcomes) >= CONTEXT:
             self.tails.popleft()
@@ -1417,17 +1416,23 @@ class FastReplay:
             rows = rows_of_batch(tail.batch, tail.start, range(len(tail.outcomes)))
             for row, (what, got) in zip(rows, tail.outcomes, strict=True):
                 if what == "slow":
-                    srow, sout, rr = got
-                    if rr is None:
-                        rr = RowResult(srow.index, srow.seq, srow.event, srow.expect, sout, note=srow.note)
-                        rr.status = "uncompared" if srow.expect is None else "pass"
-                    out.append(rr)
+                    out.append(_stepped_result(got))
                 elif what == "keyed":
                     out.append(self._judged(row, got))
                 else:
                     assert row.event is not None
                     out.append(self._judged(row, got.outcome(row.event.addr or 0)))
         return out[-CONTEXT:]
+
+
+def _stepped_result(slow: tuple[TraceRow, Outcome | None, RowResult | None]) -> RowResult:
+    """The RowResult of a model-stepped row from its ``slow_at`` entry (made here if it matched)."""
+    row, out, rr = slow
+    if rr is None:
+        assert row.event is not None and out is not None
+        rr = RowResult(row.index, row.seq, row.event, row.expect, out, note=row.note)
+        rr.status = "uncompared" if row.expect is None else "pass"
+    return rr
 
 
 def _matches(e: Expect, out: Outcome) -> bool:

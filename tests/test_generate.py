@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from difftest.cli import main
-from difftest.generate import DOMAINS, generate, load_draft
-from difftest.profiles import get_profile
-from difftest.replay import replay_trace
-from difftest.trace_io import open_trace
+from difftest.engine import replay_trace
+from difftest.search.generate import DOMAINS, generate, load_draft
+from difftest.trace.io import open_trace
+from difftest.verdict.profiles import get_profile
 from reference_model.policies import get_policy
 from reference_model.registers import (
     CPUID7_ECX_PKS,

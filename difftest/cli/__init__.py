@@ -6,112 +6,26 @@ as one line on stderr (file, event, column), never as a traceback.
 
 from __future__ import annotations
 
-import functools
-import importlib
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
-from reference_model.policies import POLICIES, Policy, get_policy
-
-from .errors import InputError
-from .profiles import PROFILES, get_profile
-from .render_text import render_replay
-from .replay import replay_trace
-from .schema import META_PREFIX, render_markdown
-from .trace_io import TraceFile, find_traces, open_trace
-from .variants import load_variant_file
-
-F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
-DEFAULT_POLICY = "kvm-v7"
-
-
-def _fail(message: str) -> None:
-    click.echo(f"difftest: error: {message}", err=True)
-    sys.exit(2)
-
-
-def input_errors(fn: F) -> F:
-    """Turn bad input into one line on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as exc:
-            _fail(str(exc))
-        except KeyError as exc:  # unknown policy or profile
-            _fail(str(exc.args[0]) if exc.args else "unknown name")
-
-    return wrapper  # type: ignore[return-value]
-
-
-def resolve_policy(name: str) -> Policy:
-    """A registered policy, or the user variant a TOML file describes."""
-    if name.endswith(".toml") or "/" in name:
-        return load_variant_file(name)
-    return get_policy(name)
-
-
-def parse_host_option(value: str | None) -> HostCpu | None:
-    """``--host``: ``pks-host`` for every feature, or a comma-separated feature list (usage error otherwise)."""
-    if value is None:
-        return None
-    if value == "pks-host":
-        return DEFAULT_HOST
-    try:
-        return parse_features(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def from_metadata(tf: TraceFile, key: str, lookup: Callable[[str], T], name: str) -> T:
-    """The policy or profile ``name`` a trace's metadata asks for; unknown, it is that file's error."""
-    try:
-        return lookup(name)
-    except KeyError as exc:
-        raise InputError(str(tf.path), f"metadata '{META_PREFIX}{key}': {exc.args[0] if exc.args else name}") from None
-    except InputError as exc:  # a variant file the metadata names
-        raise InputError(str(tf.path), f"metadata '{META_PREFIX}{key}': {exc}") from None
-
-
-def default_policy_for(meta_policies: list[str]) -> str:
-    if meta_policies:
-        return meta_policies[0]
-    return DEFAULT_POLICY if DEFAULT_POLICY in POLICIES else "hw"
-
-
-class LazyGroup(click.Group):
-    """A group whose commands live in their own modules, imported when one is run or listed.
-
-    ``difftest replay`` should not pay for importing the KVM recorder, the QEMU compiler and the
-    importers; ``lazy`` maps a command name to ``"module:attribute"`` of its click command.
-    """
-
-    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy = dict(lazy or {})
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self.lazy})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in self.lazy and cmd_name not in self.commands:
-            module, attr = self.lazy[cmd_name].split(":")
-            command = getattr(importlib.import_module(module), attr)
-            self.add_command(command, cmd_name)
-        return super().get_command(ctx, cmd_name)
+from difftest.cli.options import LazyGroup, default_policy_for, from_metadata, input_errors, parse_host_option
+from difftest.engine import replay_trace
+from difftest.report.text import render_replay
+from difftest.trace.io import find_traces, open_trace
+from difftest.trace.schema import render_markdown
+from difftest.variants import resolve_policy
+from difftest.verdict.profiles import PROFILES, get_profile
+from reference_model.host import HostCpu
+from reference_model.policies import POLICIES
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
-             lazy={"generate": "difftest.generate:generate_cmd", "shrink": "difftest.shrink:shrink_cmd",
-                   "fuzz": "difftest.fuzz:fuzz_cmd"})
+             lazy={"generate": "difftest.cli.search:generate_cmd", "shrink": "difftest.cli.search:shrink_cmd",
+                   "fuzz": "difftest.cli.search:fuzz_cmd"})
 @click.version_option(package_name="pks-difftest")
 @click.option("--reference", is_flag=True,
               help="replay row by row through the reference path only (slow; for debugging the fast path)")
@@ -168,7 +82,7 @@ def replay(trace: str, policy_name: str | None, profile_name: str | None, host_f
 def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str, ...], profile_name: str | None,
            junit: str | None, jsonl: str | None, baseline: str | None, jobs: int) -> None:
     """Replay every trace under PATHS and summarise (exit 1 if anything diverges)."""
-    from .corpus_run import ReportRequest, run_report
+    from difftest.report.corpus import ReportRequest, run_report
 
     outcome = run_report(ReportRequest(paths, policy_names, profile_name, out_dir, junit, jsonl, baseline, jobs))
     click.echo(outcome.text)
@@ -191,7 +105,8 @@ def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str,
 def compare(traces: tuple[str, ...], policy_a: str, policy_b: str, profile_name: str, host_features: HostCpu | None,
             as_json: bool, html_file: str | None) -> None:
     """Replay each trace under two policies and show where they part (exit 1 if they differ)."""
-    from .compare import compare_trace, render_compare
+    from difftest.engine import compare_trace
+    from difftest.report.text import render_compare
 
     a, b = resolve_policy(policy_a), resolve_policy(policy_b)
     profile = get_profile(profile_name)
@@ -205,7 +120,7 @@ def compare(traces: tuple[str, ...], policy_a: str, policy_b: str, profile_name:
     else:
         click.echo("\n\n".join(render_compare(r) for r in results))
     if html_file:
-        from .report_html import write_compare_page
+        from difftest.report.html import write_compare_page
 
         write_compare_page(html_file, results)
     sys.exit(1 if any(r.differ for r in results) else 0)
@@ -237,13 +152,13 @@ def profiles() -> None:
 
 # Subcommands defined in their own modules (each feature module defines its click command; registering
 # it is one line in a ``lazy`` table).
-@main.group(cls=LazyGroup, lazy={"kvm": "difftest.kvm.recorder:record_kvm", "qemu": "difftest.qemu.command:record_qemu"})
+@main.group(cls=LazyGroup, lazy={"kvm": "difftest.cli.record:record_kvm", "qemu": "difftest.cli.record:record_qemu"})
 def record() -> None:
     """Record real behaviour (a KVM host, QEMU TCG) as a trace whose expectations are what happened."""
 
 
-@main.group(name="import", cls=LazyGroup, lazy={"ftrace": "difftest.importers.ftrace:import_ftrace_cmd",
-                                                "pkvm-vmexit-trace": "difftest.importers.pkvm_vmexit:import_pkvm_cmd"})
+@main.group(name="import", cls=LazyGroup, lazy={"ftrace": "difftest.cli.imports:import_ftrace_cmd",
+                                                "pkvm-vmexit-trace": "difftest.cli.imports:import_pkvm_cmd"})
 def import_() -> None:
     """Convert a foreign capture (tracefs text, pKVM vmexit_trace) into a trace."""
 

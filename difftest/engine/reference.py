@@ -1,4 +1,4 @@
-"""Replay: drive a policy's machine with a trace's events and diff every expectation.
+"""The reference engine: drive a policy's machine with a trace's events and diff every expectation.
 
 One pass, streaming: the engine keeps the last ``CONTEXT`` rows for context, the first
 divergence with ``CONTEXT`` rows after it, and at most ``MAX_KEPT_DIVERGENCES`` later ones
@@ -12,13 +12,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from reference_model.machine import Machine
+from difftest.trace.io import TraceFile, TraceRow
+from difftest.verdict.compare import CompareResult, CompareRow, new_compare_result, rule_for
+from difftest.verdict.diff import FieldDiff, diff_outcome, diff_outcomes
+from difftest.verdict.profiles import Profile
+from difftest.verdict.results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
+from difftest.verdict.snapshot import check_snapshot, compare_snapshot
+from reference_model.machine import OBSERVED_STATE, Machine
 from reference_model.policies import Policy
-
-from .diff import FieldDiff, diff_outcome
-from .profiles import Profile
-from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult, attach_notes
-from .trace_io import TraceFile, TraceRow
 
 RowObserver = Callable[[TraceRow, RowResult, Machine], None]
 
@@ -39,7 +40,7 @@ def replay_rows(rows: Iterable[TraceRow], machine: Machine, profile: Profile, re
             break
         result.rows += 1
         if row.snapshot is not None:
-            rr = _check_snapshot(row, machine, result)
+            rr = check_snapshot(row, machine, result)
         else:
             ev = row.event
             assert ev is not None
@@ -84,41 +85,87 @@ def replay_rows(rows: Iterable[TraceRow], machine: Machine, profile: Profile, re
     return result
 
 
-def _check_snapshot(row: TraceRow, machine: Machine, result: ReplayResult) -> RowResult:
-    snap = row.snapshot
-    assert snap is not None
-    rr = RowResult(row.index, row.seq, None, None, None, snapshot=snap, note=row.note)
-    try:
-        actual = machine.snapshot(snap.path)
-    except KeyError:
-        result.not_modelled += 1
-        rr.status = "not-modelled"
-        return rr
-    result.snapshots += 1
-    result.compared += 1
-    rr.actual_state = actual
-    if actual != snap.value:
-        rr.diffs = [FieldDiff(snap.path, snap.value, actual)]
-        rr.status = "diverge"
-    return rr
-
-
-def replay_trace(trace: TraceFile, policy: Policy, profile: Profile,
-                 observer: RowObserver | None = None) -> ReplayResult:
-    """Replay one opened trace under ``policy`` with ``profile`` (``observer``: see :func:`replay_rows`).
-
-    A trace file without an observer goes through :mod:`difftest.fast_replay` (same result, record
-    batches on columns) unless ``DIFFTEST_REFERENCE=1`` asks for this module's row-by-row path.
-    """
-    from .fast_replay import can_use, fast_replay_trace
-
+def compare_rows(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: Profile,
+                  stop_at_first: bool = False) -> CompareResult:
+    """The row-by-row reference comparison (``stop_at_first``: end at the first difference, for the shrinker)."""
     t0 = time.perf_counter()
-    if can_use(trace, observer):
-        result = fast_replay_trace(trace, policy, profile)
-    else:
+    host = trace.host()
+    ma, mb = policy_a.build(host), policy_b.build(host)
+    res = new_compare_result(trace, policy_a, policy_b, profile)
+    ra, rb = res.replay_a, res.replay_b
+    recent: deque[CompareRow] = deque(maxlen=CONTEXT)
+    after_first = 0
+    for row in trace.rows(with_notes=False):
+        if stop_at_first and res.difference_count:
+            break
+        ra.rows += 1
+        rb.rows += 1
+        state_rule = None
+        if row.snapshot is not None:
+            xa, xb, diffs = compare_snapshot(row, (ma, mb), (ra, rb))
+        else:
+            ev = row.event
+            assert ev is not None
+            oa, ob = ma.step(ev), mb.step(ev)
+            res.events += 1
+            ra.events += 1
+            rb.events += 1
+            ra.rule_hits.update(oa.rules)
+            rb.rule_hits.update(ob.rules)
+            xa = RowResult(row.index, row.seq, ev, row.expect, oa, note=row.note)
+            xb = RowResult(row.index, row.seq, ev, row.expect, ob, note=row.note)
+            if row.expect is not None:
+                for rr, rep in ((xa, ra), (xb, rb)):
+                    rep.compared += 1
+                    rr.diffs, rr.masked = diff_outcome(row.expect, rr.outcome, ev, profile)  # type: ignore[arg-type]
+                    rep.masked_count += len(rr.masked)
+                    if rr.diffs:
+                        rr.status = "diverge"
+                        rep.divergence_count += 1
+            diffs = diff_outcomes(oa, ob)
+            sa, sb = ma.observe(ev.vcpu), mb.observe(ev.vcpu)
+            for (name, rule), va, vb in zip(OBSERVED_STATE, sa, sb, strict=False):
+                if va is not None and vb is not None and va != vb:
+                    diffs.append(FieldDiff(f"vcpu{ev.vcpu}.{name}", va, vb))
+                    state_rule = state_rule or rule
+        cr = CompareRow(xa, xb, diffs)
+        if diffs:
+            cr.rule = rule_for(xa, xb, state_rule)
+            res.difference_count += 1
+            if res.difference_count == 1:
+                res.context = [*recent, cr]
+                after_first = CONTEXT
+            else:
+                cr.consequential = True
+                if after_first > 0:
+                    res.context.append(cr)
+                    after_first -= 1
+            if len(res.differences) < MAX_KEPT_DIVERGENCES:
+                res.differences.append(cr)
+            continue
+        if after_first > 0:
+            res.context.append(cr)
+            after_first -= 1
+        else:
+            recent.append(cr)
+    ra.counters.update(ma.counters)
+    rb.counters.update(mb.counters)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+class ReferenceEngine:
+    """Row by row through the model: the definition of a replay's result, and the fast engine's oracle."""
+
+    name = "reference"
+
+    def accepts(self, trace: TraceFile, observer: RowObserver | None = None) -> bool:
+        return True
+
+    def replay(self, trace: TraceFile, policy: Policy, profile: Profile,
+               observer: RowObserver | None = None) -> ReplayResult:
         result = ReplayResult(str(trace.path), trace.name, policy.name, profile.name, meta=dict(trace.meta))
-        replay_rows(trace.rows(with_notes=False), policy.build(trace.host()), profile, result, observer)
-    shown = [*result.context, *result.divergences]
-    attach_notes(shown, trace.notes_for(r.index for r in shown))
-    result.seconds = time.perf_counter() - t0
-    return result
+        return replay_rows(trace.rows(with_notes=False), policy.build(trace.host()), profile, result, observer)
+
+    def compare(self, trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: Profile) -> CompareResult:
+        return compare_rows(trace, policy_a, policy_b, profile)

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
-from .results import ReplayResult
+from difftest.errors import InputError
+from difftest.verdict.results import ReplayResult
 
 BASELINE_FILE = "results.jsonl"
 

@@ -17,20 +17,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reference_model.policies import POLICIES, Policy, get_policy
+from difftest.engine import replay_trace
+from difftest.errors import InputError
+from difftest.report.text import render_replay, render_summary
+from difftest.trace.io import find_traces, open_trace, write_text_atomic
+from difftest.variants import resolve_policy
+from difftest.verdict.corpus import CorpusRun
+from difftest.verdict.profiles import get_profile
+from difftest.verdict.results import ReplayResult
+from difftest.verdict.timeline import Timeline, TimelineRecorder
+from reference_model.policies import POLICIES
 
 from .baseline import BaselineDiff, compare_with_baseline, load_baseline, render_baseline_text
 from .coverage import rule_coverage
-from .errors import InputError
 from .jsonl import jsonl_rows
 from .junit import junit_xml
-from .profiles import get_profile
-from .render_text import render_replay, render_summary
-from .replay import replay_trace
-from .results import ReplayResult
-from .timeline import Timeline, TimelineRecorder
-from .trace_io import find_traces, open_trace, write_text_atomic
-from .variants import load_variant_file
 
 DEFAULT_POLICY = "kvm-v7"
 
@@ -40,28 +41,11 @@ def default_policies() -> list[str]:
     return [DEFAULT_POLICY if DEFAULT_POLICY in POLICIES else "hw"]
 
 
-def resolve_policy(name: str) -> Policy:
-    """A registered policy, or the user variant a TOML file describes."""
-    if name.endswith(".toml") or "/" in name:
-        return load_variant_file(name)
-    return get_policy(name)
-
-
 def policies_for(asked: Sequence[str], meta_policies: Sequence[str]) -> list[str]:
     """The policies one trace runs under: those asked for (or the default), plus its metadata's."""
     names = list(asked) or default_policies()
     names += [p for p in meta_policies if p not in names]
     return names
-
-
-@dataclass
-class CorpusRun:
-    """Results in trace order (policies in order within a trace) and, if asked, their timelines."""
-
-    results: list[ReplayResult]
-    timelines: dict[tuple[str, str], Timeline] = field(default_factory=dict)
-    seconds: float = 0.0
-    jobs: int = 1
 
 
 @dataclass(frozen=True)
@@ -146,8 +130,6 @@ def _results(tasks: list[_Task], jobs: int) -> Iterator[tuple[int, Any]]:
         yield from pool.imap_unordered(_run_task, tasks, chunksize=chunk)
 
 
-
-
 @dataclass
 class ReportRequest:
     """What ``difftest report`` was asked for."""
@@ -189,7 +171,7 @@ def run_report(req: ReportRequest) -> ReportOutcome:
     outcome = ReportOutcome(text, 0 if all(r.passed for r in results) else 1, run, diff)
     rows = jsonl_rows(results)
     if req.out_dir:
-        from .report_html import render_report  # Jinja only when a page is asked for
+        from difftest.report.html import render_report  # Jinja only when a page is asked for
 
         out = Path(req.out_dir)
         detail = "\n\n".join(render_replay(r) for r in results if not r.passed)

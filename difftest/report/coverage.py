@@ -12,9 +12,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from difftest.verdict.results import ReplayResult
 from reference_model.rules import RULES, describe, is_spec_rule
-
-from .results import ReplayResult
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The HTML corpus report: one self-contained page rendered from result objects with Jinja2.
 
 The page has no script and loads nothing: CSS and SVG are inline, fonts are the reader's own,
-so it opens offline and can be mailed.  Templates live in ``reports/`` with autoescaping on;
+so it opens offline and can be mailed.  Templates live in ``templates/`` beside this module, with autoescaping on;
 every string that comes from a trace (names, metadata, notes) reaches the page only through
 Jinja's escaping.  This module only shapes result objects into what the templates show.
 """
@@ -18,26 +18,26 @@ from typing import Any
 
 import jinja2
 
+from difftest.trace.io import write_text_atomic
+from difftest.verdict.compare import CompareResult
+from difftest.verdict.corpus import CorpusRun
+from difftest.verdict.diff import FieldDiff, fmt
+from difftest.verdict.results import ReplayResult, RowResult
 from reference_model.registers import MSR_IA32_PKRS
 from reference_model.rules import describe
 
 from .baseline import BaselineDiff
-from .compare import CompareResult
-from .corpus_run import CorpusRun
 from .coverage import Coverage
-from .diff import FieldDiff, fmt
-from .results import ReplayResult, RowResult
 from .timeline import RIGHTS_TEXT, SvgTimeline, layout, rights
-from .trace_io import write_text_atomic
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "reports"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 MAX_TIMELINES = 300  # beyond this many runs, only failing runs get a timeline (page size)
 MAX_LATER = 10  # later divergences listed per run
 
 
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    """The Jinja environment over ``reports/`` (autoescape on for every template)."""
+    """The Jinja environment over ``templates/`` (autoescape on for every template)."""
     if not TEMPLATE_DIR.is_dir():
         raise FileNotFoundError(f"report templates not found in {TEMPLATE_DIR}")
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True,

@@ -12,8 +12,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .results import ReplayResult
-from .trace_io import write_text_atomic
+from difftest.trace.io import write_text_atomic
+from difftest.verdict.results import ReplayResult
 
 
 def jsonl_rows(results: Iterable[ReplayResult]) -> str:

@@ -15,11 +15,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
+from difftest.report.text import render_replay
+from difftest.trace.io import write_text_atomic
+from difftest.verdict.results import ReplayResult
 from reference_model.rules import describe
-
-from .render_text import render_replay
-from .results import ReplayResult
-from .trace_io import write_text_atomic
 
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 

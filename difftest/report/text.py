@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from difftest.verdict.compare import CompareResult
+from difftest.verdict.diff import fmt
+from difftest.verdict.results import ReplayResult, RowResult
 from reference_model.rules import describe
-
-from .results import ReplayResult, RowResult
 
 
 def _row_line(r: RowResult, mark: str = " ") -> str:
@@ -73,3 +74,35 @@ def render_summary(results: Sequence[ReplayResult]) -> str:
     events = sum(r.events for r in results)
     lines.append(f"{len(results)} runs, {failed} failed, {len(results) - failed} passed; {events} events replayed")
     return "\n".join(lines)
+
+
+def render_compare(res: CompareResult) -> str:
+    """Text form of a comparison: verdict, first difference with context and rule, counters side by side."""
+    a, b = res.policy_a, res.policy_b
+    out = [f"{res.trace}  ({a} vs {b})"]
+    out.append(f"  {res.events} events, {res.difference_count} differing row(s); "
+               f"against the trace's expectations: {a} {res.replay_a.divergence_count} divergence(s), "
+               f"{b} {res.replay_b.divergence_count}")
+    first = res.first
+    if first is not None:
+        out.append(f"  first difference at event {first.index} (seq {first.a.seq}): {first.a.describe_event()}")
+        if first.rule:
+            out.append(f"    {first.rule}: {describe(first.rule)}")
+        for d in first.diffs:
+            out.append(f"    {d.field}: {a} {fmt(d.field, d.expected)}, {b} {fmt(d.field, d.actual)}")
+        out.append("  context:")
+        for r in res.context:
+            mark = ">" if r is first else ("~" if r.diffs else " ")
+            line = f" {mark} {r.index:>6}  {r.a.describe_event()}"
+            if r.a.outcome is not None or r.a.snapshot is not None:
+                line += f"  | {a}: {r.a.describe_actual()} | {b}: {r.b.describe_actual()}"
+            out.append(line)
+        if res.difference_count > 1:
+            out.append(f"  {res.difference_count - 1} later difference(s), possibly consequential")
+    keys = sorted(set(res.replay_a.counters) | set(res.replay_b.counters))
+    if keys:
+        width = max(len(k) for k in keys)
+        out.append(f"  counters{'':<{width - 6}}  {a:>12} {b:>12}")
+        for k in keys:
+            out.append(f"    {k:<{width}}  {res.replay_a.counters.get(k, 0):>12} {res.replay_b.counters.get(k, 0):>12}")
+    return "\n".join(out)

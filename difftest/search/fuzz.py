@@ -12,17 +12,14 @@ yet in this run; it is shrunk and written as ``<rule>-<kind>.parquet``.  The eng
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
-
+from difftest.verdict.profiles import Profile, get_profile
 from reference_model.policies import Policy
 
 from .generate import DOMAINS, generate
-from .profiles import Profile, get_profile
 from .shrink import DivergenceKind, Goal, shrink
 
 SEED_STRIDE = 1_000_003  # iteration seeds: seed * SEED_STRIDE + i (distinct for every (seed, i) with i < stride)
@@ -108,24 +105,6 @@ def fuzz(policy_a: Policy, policy_b: Policy, out_dir: str | Path, *, budget_seco
 
 
 # --------------------------------------------------------------------------- reporting
-@contextmanager
-def progress_display(budget_seconds: float, iterations: int | None) -> Iterator[ProgressFn]:
-    """A rich progress bar on stderr; silent when stderr is not a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    with Progress(TextColumn("fuzz"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, disable=not console.is_terminal, transient=True) as bar:
-        total = float(iterations) if iterations is not None else budget_seconds
-        task = bar.add_task("", total=total)
-
-        def update(run: FuzzRun) -> None:
-            done = run.iterations if iterations is not None else min(run.seconds, budget_seconds)
-            bar.update(task, completed=done, description=f"{run.iterations} traces, {run.differing} differing, "
-                                                         f"{len(run.findings)} kept")
-
-        yield update
 
 
 def render_summary(run: FuzzRun) -> str:
@@ -147,33 +126,4 @@ def render_summary(run: FuzzRun) -> str:
     return cap.get().rstrip()
 
 
-
 # --------------------------------------------------------------------------- command line
-@click.command(name="fuzz")
-@click.option("--policy", "policy_a", required=True, help="policy A (name or variant file)")
-@click.option("--against", "policy_b", required=True, help="policy B, the reference (its outcomes drive generation)")
-@click.option("--budget-seconds", type=click.FloatRange(min=0), default=60.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--max-events", type=click.IntRange(min=MIN_EVENTS), default=30, show_default=True,
-              help="longest generated trace")
-@click.option("--iterations", type=click.IntRange(min=1), default=None,
-              help="run exactly this many traces (ignores the budget; fully repeatable)")
-@click.option("--profile", "profile_name", default="strict", show_default=True)
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True)
-def fuzz_cmd(policy_a: str, policy_b: str, budget_seconds: float, seed: int, max_events: int, iterations: int | None,
-             profile_name: str, out_dir: str) -> None:
-    """Generate traces, compare A with B, shrink and keep each new kind of divergence in DIR (exit 1: some kept)."""
-    import sys
-
-    from .cli import input_errors, resolve_policy  # cli registers this command: import it late
-
-    @input_errors
-    def run() -> int:
-        a, b, prof = resolve_policy(policy_a), resolve_policy(policy_b), get_profile(profile_name)
-        with progress_display(budget_seconds, iterations) as update:
-            result = fuzz(a, b, out_dir, budget_seconds=budget_seconds, seed=seed, max_events=max_events,
-                          iterations=iterations, profile=prof, on_progress=update)
-        click.echo(render_summary(result))
-        return 1 if result.findings else 0
-
-    sys.exit(run())

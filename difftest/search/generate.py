@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
+from difftest.trace.builder import TraceBuilder
+from difftest.trace.io import Expect, Snapshot, TraceRow, write_trace
+from difftest.trace.schema import SNAPSHOT_KIND
 from reference_model.events import OPTIONAL_EVENT_FIELDS, OUTCOME_FIELDS, Event, Outcome
 from reference_model.host import DEFAULT_HOST, HOST_FEATURES, HostCpu, parse_features
 from reference_model.machine import Machine
@@ -54,10 +55,6 @@ from reference_model.registers import (
     VMCS_VM_ENTRY_CONTROLS,
     VMCS_VM_EXIT_CONTROLS,
 )
-
-from .builder import TraceBuilder
-from .schema import SNAPSHOT_KIND
-from .trace_io import Expect, Snapshot, TraceRow, write_trace
 
 DOMAINS = ("arch", "kvm", "nested", "pkvm")
 DEFAULT_DOMAIN = "kvm"
@@ -133,7 +130,7 @@ def load_draft(path: str | os.PathLike[str]) -> Draft:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .trace_io import column_values, open_trace
+    from difftest.trace.io import column_values, open_trace
 
     tf = open_trace(path)
     for _ in tf.batches(with_notes=True):  # validation, on columns
@@ -154,7 +151,7 @@ def load_draft(path: str | os.PathLike[str]) -> Draft:
 
 @dataclass
 class MemoryTrace:
-    """The part of :class:`~difftest.trace_io.TraceFile` that replay and compare use, from memory."""
+    """The part of :class:`~difftest.trace.io.TraceFile` that replay and compare use, from memory."""
 
     path: Path
     meta: dict[str, str]
@@ -614,21 +611,3 @@ def generate(seed: int, events: int, domain: str = DEFAULT_DOMAIN, policy: Polic
 
 
 # --------------------------------------------------------------------------- command line
-@click.command(name="generate")
-@click.option("--seed", type=int, required=True, help="random seed (the same seed gives the same trace)")
-@click.option("--events", type=click.IntRange(min=1), required=True, help="number of events")
-@click.option("--domain", type=click.Choice(DOMAINS), default=DEFAULT_DOMAIN, show_default=True)
-@click.option("--policy", "policy_name", default=DEFAULT_GENERATION_POLICY, show_default=True,
-              help="policy (name or variant file) whose outcomes become the expectations")
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True)
-def generate_cmd(seed: int, events: int, domain: str, policy_name: str, output: str) -> None:
-    """Write a random trace that respects preconditions, with the policy's outcomes as expectations."""
-    from .cli import input_errors, resolve_policy  # cli registers this command: import it late
-
-    @input_errors
-    def run() -> None:
-        draft = generate(seed, events, domain, resolve_policy(policy_name))
-        path = draft.write(output)
-        click.echo(f"{path}: {draft.events} events ({domain} domain, seed {seed}, expectations from {policy_name})")
-
-    run()

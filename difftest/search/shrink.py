@@ -18,17 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
+from difftest.engine.reference import compare_rows, replay_rows
+from difftest.trace.io import TraceRow
+from difftest.trace.schema import SNAPSHOT_KIND
+from difftest.verdict.profiles import Profile, get_profile
+from difftest.verdict.results import ReplayResult, RowResult
 from reference_model.policies import Policy
 
-from .compare import _compare_rows
-from .generate import Draft, MemoryTrace, load_draft, refill_expectations, trace_row
-from .profiles import Profile, get_profile
-from .replay import replay_rows
-from .results import ReplayResult, RowResult
-from .schema import SNAPSHOT_KIND
-from .trace_io import TraceRow
+from .generate import Draft, MemoryTrace, refill_expectations, trace_row
 
 # Fields a value-simplification pass may change (kind-defining fields such as msr, field and addr stay).
 SIMPLIFIABLE = ("value", "values", "cpuid_7_ecx", "cpuid_1_ecx", "cr0", "cr3", "cr4", "efer", "key", "filter_allow",
@@ -75,7 +72,7 @@ class Goal:
         profile = self.profile or get_profile("strict")
         trace: Any = draft.as_trace() if rows is None else rows.trace(draft)
         if self.against is not None:  # each replay ends at the first divergence: nothing after it counts here
-            res = _compare_rows(trace, self.policy, self.against, profile, stop_at_first=True)
+            res = compare_rows(trace, self.policy, self.against, profile, stop_at_first=True)
             row = res.first
             if row is None:
                 return None
@@ -428,34 +425,3 @@ def _lit(v: Any) -> str:
 
 
 # --------------------------------------------------------------------------- command line
-@click.command(name="shrink")
-@click.argument("trace", type=click.Path(dir_okay=False))
-@click.option("--policy", "policy_a", required=True, help="policy A (name or variant file)")
-@click.option("--against", "policy_b", default=None,
-              help="policy B: keep A and B differing (without it: keep A diverging from the trace's expectations)")
-@click.option("--profile", "profile_name", default="strict", show_default=True)
-@click.option("--max-candidates", type=click.IntRange(min=1), default=DEFAULT_MAX_CANDIDATES, show_default=True)
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True)
-def shrink_cmd(trace: str, policy_a: str, policy_b: str | None, profile_name: str, max_candidates: int,
-               output: str) -> None:
-    """Shrink TRACE while its first divergence keeps its rule id and event kind (exit 1: kept, 0: none)."""
-    import sys
-
-    from .cli import input_errors, resolve_policy  # cli registers this command: import it late
-
-    @input_errors
-    def run() -> int:
-        goal = Goal(resolve_policy(policy_a), resolve_policy(policy_b) if policy_b else None, get_profile(profile_name))
-        draft = load_draft(trace)
-        if goal.first(draft) is None:
-            click.echo(f"{trace}: no divergence ({goal.describe()}); nothing to shrink")
-            return 0
-        res = shrink(draft, goal, max_candidates)
-        res.draft.write(output)
-        click.echo(f"{output}: {res.original_events} -> {res.draft.events} events; first divergence {res.kind} "
-                   f"(event {res.index}); {res.tried} candidates tried" + (" (cap reached)" if res.capped else ""))
-        click.echo("")
-        click.echo(to_python(res.draft, output), nl=False)
-        return 1
-
-    sys.exit(run())

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from difftest.trace.io import write_trace
 from reference_model.registers import (
     CPUID1_ECX_VMX,
     CPUID7_ECX_PKS,
@@ -45,7 +46,6 @@ from reference_model.registers import (
 )
 
 from .schema import SNAPSHOT_KIND
-from .trace_io import write_trace
 
 _HOST_KINDS = frozenset({
     "create_vcpu", "set_cpuid", "get_cpuid", "get_msr_index_list", "set_msrs", "get_msrs", "set_sregs",

@@ -1,4 +1,4 @@
-"""Reading and writing trace files (format v1, see :mod:`difftest.schema`).
+"""Reading and writing trace files (format v1, see :mod:`difftest.trace.schema`).
 
 Reading streams record batches: each batch is validated with Arrow compute (vectorised), then
 turned into :class:`~reference_model.events.Event` objects and :class:`Expect` records, so a
@@ -21,11 +21,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from difftest.errors import InputError
 from reference_model.events import Event
 from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 
 from .arrow_columns import int_values, valid_mask
-from .errors import InputError
 from .schema import ARROW_SCHEMA, COLUMN_BY_NAME, META_PREFIX, REQUIRED, SCHEMA_VERSION, SNAPSHOT_KIND
 from .validate import MAX_LIST, BatchValidator, check_file_schema
 
@@ -257,7 +257,7 @@ def open_trace(path: str | os.PathLike[str]) -> TraceFile:
 def check_sizes(path: str, md: pq.FileMetaData) -> None:
     """Refuse, from the footer alone, sizes that could not stream within the memory target (1 GiB
     peak RSS, issue 8): absurd row counts, row groups or column chunks.  Bounds: :data:`MAX_ROWS`,
-    :data:`MAX_GROUP_ROWS`, :data:`MAX_CHUNK_BYTES`, and :data:`~difftest.validate.MAX_LIST` elements
+    :data:`MAX_GROUP_ROWS`, :data:`MAX_CHUNK_BYTES`, and :data:`~difftest.trace.validate.MAX_LIST` elements
     per list cell on average (the per-row list bound is checked on each batch)."""
     if md.num_rows > MAX_ROWS:
         raise InputError(path, f"the file claims {md.num_rows} rows; traces are limited to {MAX_ROWS}")

@@ -13,11 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from difftest.errors import InputError
 from reference_model.events import KINDS
 from reference_model.machine import SNAPSHOT_PATH
 
 from .arrow_columns import int_values, valid_mask
-from .errors import InputError
 from .schema import COLUMN_BY_NAME, EXPECT_COLUMNS, PRODUCERS, REQUIRED, SNAPSHOT_KIND, Column, scalar_max
 
 _KIND_REQUIRED: dict[str, tuple[str, ...]] = {

@@ -1,27 +1,24 @@
-"""Compare two policies on one trace: lockstep replay, per-event outcome and state differences.
+"""The result of comparing two policies on one trace, and which rule a difference concerns.
 
-Both machines see every event; after each one the outcomes are diffed field by field and the
-observable PKRS state of the vCPU (``Machine.observe``: the guest's effective PKRS, the host's
-PKRS after the last exit) is compared.  Snapshot rows compare the named state under both.  The
-same pass also diffs each policy against the trace's expectations, so one run tells both "do A
+An engine replays both machines in lockstep; after each event the outcomes are diffed field by
+field and the observable PKRS state of the vCPU (``Machine.observe``: the guest's effective PKRS,
+the host's PKRS after the last exit) is compared.  Snapshot rows compare the named state under
+both.  Each side is also diffed against the trace's expectations, so one result tells both "do A
 and B differ" and "which of them is right".
 """
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from reference_model.machine import OBSERVED_STATE, Machine
+from difftest.trace.io import TraceFile
 from reference_model.policies import Policy
 from reference_model.rules import describe
 
-from .diff import FieldDiff, diff_outcome, diff_outcomes, fmt
+from .diff import FieldDiff
 from .profiles import Profile
-from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult, attach_notes
-from .trace_io import TraceFile, TraceRow
+from .results import ReplayResult, RowResult
 
 
 @dataclass
@@ -106,7 +103,7 @@ class CompareResult:
 _KVM_FAMILIES = ("KVM.", "PKVM.")
 
 
-def _rule_for(a: RowResult, b: RowResult, state_rule: str | None) -> str | None:
+def rule_for(a: RowResult, b: RowResult, state_rule: str | None) -> str | None:
     """The rule a difference concerns, as a reviewer would name it.
 
     Outcome differences: a KVM/pKVM rule only one side cited (policy A's first), else a KVM rule both
@@ -136,30 +133,6 @@ def _rule_for(a: RowResult, b: RowResult, state_rule: str | None) -> str | None:
     return state_rule or a.primary_rule
 
 
-def compare_trace(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: Profile) -> CompareResult:
-    """Replay ``trace`` under both policies in lockstep and collect their differences.
-
-    A trace file goes through :mod:`difftest.fast_compare` (same result, record batches on
-    columns) unless ``DIFFTEST_REFERENCE=1`` asks for this row-by-row path.
-    """
-    from .fast_replay import can_use
-
-    if can_use(trace):
-        from .fast_compare import fast_compare_trace
-
-        return _with_notes(trace, fast_compare_trace(trace, policy_a, policy_b, profile))
-    return _with_notes(trace, _compare_rows(trace, policy_a, policy_b, profile))
-
-
-def _with_notes(trace: TraceFile, res: CompareResult) -> CompareResult:
-    """Attach the notes of the reported rows (the streaming pass leaves the note column out)."""
-    shown = [*res.context, *res.differences]
-    rows = [r for cr in shown for r in (cr.a, cr.b)] + [
-        *res.replay_a.context, *res.replay_a.divergences, *res.replay_b.context, *res.replay_b.divergences]
-    attach_notes(rows, trace.notes_for(r.index for r in rows))
-    return res
-
-
 def new_compare_result(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: Profile) -> CompareResult:
     """An empty CompareResult for ``trace``, with each side's ReplayResult."""
     ra = ReplayResult(str(trace.path), trace.name, policy_a.name, profile.name, meta=dict(trace.meta))
@@ -167,129 +140,3 @@ def new_compare_result(trace: TraceFile, policy_a: Policy, policy_b: Policy, pro
     return CompareResult(str(trace.path), trace.name, policy_a.name, policy_b.name, ra, rb)
 
 
-def compare_snapshot(row: TraceRow, machines: tuple[Machine, Machine],
-                     reps: tuple[ReplayResult, ReplayResult]) -> tuple[RowResult, RowResult, list[FieldDiff]]:
-    """A snapshot row on both machines: each side's result (counted in its replay) and their difference."""
-    snap = row.snapshot
-    assert snap is not None
-    sides = []
-    for m, rep in zip(machines, reps, strict=True):
-        rr = RowResult(row.index, row.seq, None, None, None, snapshot=snap, note=row.note)
-        try:
-            rr.actual_state = m.snapshot(snap.path)
-            rep.snapshots += 1
-            rep.compared += 1
-            if rr.actual_state != snap.value:
-                rr.diffs = [FieldDiff(snap.path, snap.value, rr.actual_state)]
-                rr.status = "diverge"
-                rep.divergence_count += 1
-        except KeyError:
-            rr.status = "not-modelled"
-            rep.not_modelled += 1
-        sides.append(rr)
-    xa, xb = sides
-    diffs = []
-    if xa.actual_state is not None and xb.actual_state is not None and xa.actual_state != xb.actual_state:
-        diffs.append(FieldDiff(snap.path, xa.actual_state, xb.actual_state))
-    return xa, xb, diffs
-
-
-def _compare_rows(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: Profile,
-                  stop_at_first: bool = False) -> CompareResult:
-    """The row-by-row reference comparison (``stop_at_first``: end at the first difference, for the shrinker)."""
-    t0 = time.perf_counter()
-    host = trace.host()
-    ma, mb = policy_a.build(host), policy_b.build(host)
-    res = new_compare_result(trace, policy_a, policy_b, profile)
-    ra, rb = res.replay_a, res.replay_b
-    recent: deque[CompareRow] = deque(maxlen=CONTEXT)
-    after_first = 0
-    for row in trace.rows(with_notes=False):
-        if stop_at_first and res.difference_count:
-            break
-        ra.rows += 1
-        rb.rows += 1
-        state_rule = None
-        if row.snapshot is not None:
-            xa, xb, diffs = compare_snapshot(row, (ma, mb), (ra, rb))
-        else:
-            ev = row.event
-            assert ev is not None
-            oa, ob = ma.step(ev), mb.step(ev)
-            res.events += 1
-            ra.events += 1
-            rb.events += 1
-            ra.rule_hits.update(oa.rules)
-            rb.rule_hits.update(ob.rules)
-            xa = RowResult(row.index, row.seq, ev, row.expect, oa, note=row.note)
-            xb = RowResult(row.index, row.seq, ev, row.expect, ob, note=row.note)
-            if row.expect is not None:
-                for rr, rep in ((xa, ra), (xb, rb)):
-                    rep.compared += 1
-                    rr.diffs, rr.masked = diff_outcome(row.expect, rr.outcome, ev, profile)  # type: ignore[arg-type]
-                    rep.masked_count += len(rr.masked)
-                    if rr.diffs:
-                        rr.status = "diverge"
-                        rep.divergence_count += 1
-            diffs = diff_outcomes(oa, ob)
-            sa, sb = ma.observe(ev.vcpu), mb.observe(ev.vcpu)
-            for (name, rule), va, vb in zip(OBSERVED_STATE, sa, sb, strict=False):
-                if va is not None and vb is not None and va != vb:
-                    diffs.append(FieldDiff(f"vcpu{ev.vcpu}.{name}", va, vb))
-                    state_rule = state_rule or rule
-        cr = CompareRow(xa, xb, diffs)
-        if diffs:
-            cr.rule = _rule_for(xa, xb, state_rule)
-            res.difference_count += 1
-            if res.difference_count == 1:
-                res.context = [*recent, cr]
-                after_first = CONTEXT
-            else:
-                cr.consequential = True
-                if after_first > 0:
-                    res.context.append(cr)
-                    after_first -= 1
-            if len(res.differences) < MAX_KEPT_DIVERGENCES:
-                res.differences.append(cr)
-            continue
-        if after_first > 0:
-            res.context.append(cr)
-            after_first -= 1
-        else:
-            recent.append(cr)
-    ra.counters.update(ma.counters)
-    rb.counters.update(mb.counters)
-    res.seconds = time.perf_counter() - t0
-    return res
-
-
-def render_compare(res: CompareResult) -> str:
-    """Text form of a comparison: verdict, first difference with context and rule, counters side by side."""
-    a, b = res.policy_a, res.policy_b
-    out = [f"{res.trace}  ({a} vs {b})"]
-    out.append(f"  {res.events} events, {res.difference_count} differing row(s); "
-               f"against the trace's expectations: {a} {res.replay_a.divergence_count} divergence(s), "
-               f"{b} {res.replay_b.divergence_count}")
-    first = res.first
-    if first is not None:
-        out.append(f"  first difference at event {first.index} (seq {first.a.seq}): {first.a.describe_event()}")
-        if first.rule:
-            out.append(f"    {first.rule}: {describe(first.rule)}")
-        for d in first.diffs:
-            out.append(f"    {d.field}: {a} {fmt(d.field, d.expected)}, {b} {fmt(d.field, d.actual)}")
-        out.append("  context:")
-        for r in res.context:
-            mark = ">" if r is first else ("~" if r.diffs else " ")
-            line = f" {mark} {r.index:>6}  {r.a.describe_event()}"
-            if r.a.outcome is not None or r.a.snapshot is not None:
-                line += f"  | {a}: {r.a.describe_actual()} | {b}: {r.b.describe_actual()}"
-            out.append(line)
-        if res.difference_count > 1:
-            out.append(f"  {res.difference_count - 1} later difference(s), possibly consequential")
-    keys = sorted(set(res.replay_a.counters) | set(res.replay_b.counters))
-    if keys:
-        width = max(len(k) for k in keys)
-        out.append(f"  counters{'':<{width - 6}}  {a:>12} {b:>12}")
-        for k in keys:
-            out.append(f"    {k:<{width}}  {res.replay_a.counters.get(k, 0):>12} {res.replay_b.counters.get(k, 0):>12}")
-    return "\n".join(out)

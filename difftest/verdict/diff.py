@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from difftest.trace.io import Expect
 from reference_model.events import OUTCOME_FIELDS, Event, Outcome
 
 from .profiles import Profile
-from .trace_io import Expect
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from difftest.trace.io import Expect, Snapshot
 from reference_model.events import Event, Outcome
 from reference_model.rules import describe
 
 from .diff import FieldDiff, fmt
-from .trace_io import Expect, Snapshot
 
 CONTEXT = 5  # events of context on each side of the first divergence
 MAX_KEPT_DIVERGENCES = 200  # later ones are counted, not kept

@@ -23,17 +23,14 @@ first appear.
 from __future__ import annotations
 
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import click
+from difftest.errors import InputError
 
-from ..errors import InputError
-from ..trace_io import write_trace
 from .exit_reasons import KVM_EXIT_BY_NAME, SVM_BY_NAME, VECTOR_BY_NAME, VMX_BY_NAME
 
 LINE = re.compile(
@@ -301,20 +298,3 @@ def metadata(path: str, res: ImportResult, cpu_features: str | None) -> dict[str
     return meta
 
 
-@click.command("ftrace")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="output trace (.parquet)")
-@click.option("--skip-bad", is_flag=True, help="skip malformed lines (and report how many) instead of failing")
-@click.option("--cpu-features", default=None, help="host features of the captured host, e.g. `pku` (metadata cpu.features)")
-def import_ftrace_cmd(file: str, out: str, skip_bad: bool, cpu_features: str | None) -> None:
-    """Import tracefs trace/trace_pipe text or `trace-cmd report` output as a trace."""
-    try:
-        res = import_ftrace(file, skip_bad=skip_bad)
-        dest = write_trace(out, res.rows, metadata(file, res, cpu_features))
-    except InputError as exc:
-        click.echo(f"difftest: error: {exc}", err=True)
-        sys.exit(2)
-    compared = sum(1 for r in res.rows if r.get("exp_result"))
-    click.echo(f"wrote {dest}: {len(res.rows)} events ({compared} with expectations, "
-               f"{sum(1 for r in res.rows if r['kind'] == 'foreign')} foreign), format {res.fmt}"
-               + (f"; skipped {len(res.skipped)} malformed lines" if res.skipped else ""))

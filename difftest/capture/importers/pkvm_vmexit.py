@@ -10,16 +10,11 @@ AVG should be TOTAL // COUNT: lines where it is not are listed as inconsistent.
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import click
-
-from ..errors import InputError
-from ..trace_io import write_text_atomic
+from difftest.errors import InputError
 
 HOST_LINE = re.compile(r"^\s*Host:\s+(?P<name>\S+)\s+(?P<count>\d+)\s+cycles\s+(?P<total>\d+)\s+"
                        r"each-handler-cycle\s+(?P<avg>\d+)\s*$")
@@ -127,22 +122,3 @@ def render(table: CostTable) -> str:
     return "\n".join(lines)
 
 
-@click.command("pkvm-vmexit-trace")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="write the cost table as JSON")
-@click.option("--against", "against", type=click.Path(dir_okay=False), default=None,
-              help="a second vmexit_trace capture to compare with (B relative to A = FILE)")
-def import_pkvm_cmd(file: str, out: str | None, against: str | None) -> None:
-    """Import a pKVM vmexit_trace capture (and compare it with another)."""
-    try:
-        a = parse_vmexit_trace(file)
-        if against:
-            text, data = compare(a, parse_vmexit_trace(against))
-        else:
-            text, data = render(a), a.to_json()
-        if out:
-            write_text_atomic(out, json.dumps(data, indent=2) + "\n")
-    except InputError as exc:
-        click.echo(f"difftest: error: {exc}", err=True)
-        sys.exit(2)
-    click.echo(text)

@@ -19,14 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
+from difftest.errors import InputError
+from difftest.trace.io import open_trace, write_text_atomic, write_trace
+from difftest.trace.schema import SNAPSHOT_KIND
 from reference_model.events import Event
 from reference_model.policies import POLICIES
 
-from ..errors import InputError
-from ..schema import SNAPSHOT_KIND
-from ..trace_io import open_trace, write_text_atomic, write_trace
 from . import host_facts
 from .executor import Observation, RealVcpuExecutor
 from .guest_asm import assembler_missing
@@ -245,32 +243,3 @@ def select(names: Iterable[str]) -> Iterator[Scenario]:
             raise InputError(name, f"unknown scenario; known: all, {', '.join(SCENARIOS)}")
 
 
-@click.command("kvm")
-@click.option("--scenario", "scenarios", multiple=True, help="scenario name (repeatable), or `all`")
-@click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None,
-              help="perform this trace's events instead and record what really happened")
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="output trace (.parquet)")
-@click.option("--no-trace", is_flag=True, help="do not capture kvm tracepoints")
-@click.option("--list", "list_only", is_flag=True, help="list the scenarios and exit")
-def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str, no_trace: bool, list_only: bool) -> None:
-    """Perform scenarios (or a trace) on /dev/kvm; each step's real outcome becomes its expectation."""
-    if list_only:
-        for sc in SCENARIOS.values():
-            click.echo(f"{sc.name}: {sc.description}")
-        return
-    try:
-        if bool(scenarios) == bool(trace_file):
-            raise InputError("difftest record kvm", "give exactly one of --scenario NAME or --trace FILE")
-        if trace_file:
-            rec, meta = record_trace(trace_file)
-        else:
-            chosen = list(dict.fromkeys(select(scenarios)))
-            rec, meta = record_scenarios(chosen, trace=not no_trace)
-        dest = write_recording(rec, meta, out)
-    except InputError as exc:
-        click.echo(f"difftest: error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("difftest: interrupted; VM, fds and tracefs instance released", err=True)
-        sys.exit(130)
-    click.echo(f"wrote {dest} ({len(rec.rows)} rows; {rec.timing()})")

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .runtime import LINKER_SCRIPT
+from difftest.capture.qemu.runtime import LINKER_SCRIPT
 
 TOOLS = ("as", "ld", "objcopy")
 

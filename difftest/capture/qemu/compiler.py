@@ -16,6 +16,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from difftest.capture.qemu.layout import (
+    LDT_DATA_SELECTOR,
+    LDT_SELECTOR,
+    canonical,
+    cpu_string,
+    cr4_safe_bits,
+    in_guest_region,
+    window,
+)
+from difftest.capture.qemu.pagetables import GuestTables, Page, TracePages, alias_of, same_page
+from difftest.trace.io import TraceRow
 from reference_model.events import PAGE_BYTES, Event
 from reference_model.registers import (
     CPUID7_ECX_PKS,
@@ -36,18 +47,6 @@ from reference_model.registers import (
     MSR_IA32_XSS,
     PLAIN_MSRS,
 )
-
-from ..trace_io import TraceRow
-from .layout import (
-    LDT_DATA_SELECTOR,
-    LDT_SELECTOR,
-    canonical,
-    cpu_string,
-    cr4_safe_bits,
-    in_guest_region,
-    window,
-)
-from .pagetables import GuestTables, Page, TracePages, alias_of, same_page
 
 SENDABLE_MSRS = frozenset(PLAIN_MSRS - {MSR_IA32_XSS}) | {MSR_IA32_PKRS, MSR_EFER}
 EFER_SENDABLE = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reference_model.events import PAGE_BYTES
-
-from .layout import (
+from difftest.capture.qemu.layout import (
     FRAME_1G,
     FRAME_2M,
     FRAME_4K,
@@ -23,6 +21,7 @@ from .layout import (
     WINDOW_PML4_INDEX,
     window,
 )
+from reference_model.events import PAGE_BYTES
 
 P, RW, US, PS = 0x1, 0x2, 0x4, 0x80
 RSVD_BIT = 1 << 51  # above QEMU's 40 physical-address bits, so reserved

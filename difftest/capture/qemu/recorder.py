@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from difftest.capture.qemu.boot import DEFAULT_TIMEOUT, BootResult, boot, qemu_version
+from difftest.capture.qemu.build import build_image
+from difftest.capture.qemu.compiler import RowPlan, Unit, compile_unit
+from difftest.capture.qemu.runtime import program_source
+from difftest.trace.io import TraceRow
 from reference_model.registers import PF_W
-
-from ..trace_io import TraceRow
-from .boot import DEFAULT_TIMEOUT, BootResult, boot, qemu_version
-from .build import build_image
-from .compiler import RowPlan, Unit, compile_unit
-from .runtime import program_source
 
 RESULT_OF_VECTOR = {13: "gp", 6: "ud", 14: "pf"}
 VALUE_KINDS = frozenset({"rdmsr", "rdpkru", "cpuid"})

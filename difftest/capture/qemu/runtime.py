@@ -16,7 +16,7 @@ exits through isa-debug-exit when the AP says it is done.  State that must survi
 
 from __future__ import annotations
 
-from .layout import (
+from difftest.capture.qemu.layout import (
     CONTROL_BLOCK,
     INFRA_TABLES,
     KERNEL_CS,

@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import fields
 
+from difftest.trace.builder import TraceBuilder
+from difftest.trace.io import Snapshot, TraceRow
+from difftest.trace.schema import SNAPSHOT_KIND
 from reference_model.events import Event
 from reference_model.registers import MSR_IA32_PKRS
-
-from ..builder import TraceBuilder
-from ..schema import SNAPSHOT_KIND
-from ..trace_io import Snapshot, TraceRow
 
 _EVENT_FIELDS = frozenset(f.name for f in fields(Event)) - {"kind", "seq"}
 

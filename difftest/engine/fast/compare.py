@@ -1,12 +1,12 @@
-"""Fast lockstep comparison: the answers of :func:`difftest.compare.compare_trace`, on record batches.
+"""Fast lockstep comparison: the answers of :func:`difftest.verdict.compare.compare_trace`, on record batches.
 
-The same design as :mod:`difftest.fast_replay`, with one lane per policy: every row that is not
+The same design as :mod:`difftest.engine.fast.replay`, with one lane per policy: every row that is not
 a plain access is stepped on both machines (the reference's per-row logic), and the accesses in
 between are evaluated on columns for each machine from its own interned states.  An access
 changes neither policy's observable PKRS state (``Machine.observe``), so the state difference
 of a vCPU is computed once per range of accesses, when the range opens; a row differs when the
 two outcomes do or that state does.  Only differing rows and the context rows become
-:class:`~difftest.compare.CompareRow` objects.
+:class:`~difftest.verdict.compare.CompareRow` objects.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from difftest.engine.fast.replay import SMALL, BatchRows, FastReplay, Lane, PageIds, _matches
+from difftest.engine.fast.transitions import MAX_STATES, EventKeys, TransitionCache, event_key
+from difftest.trace.io import TraceFile, TraceRow
+from difftest.verdict.compare import CompareResult, CompareRow, new_compare_result, rule_for
+from difftest.verdict.diff import FieldDiff, diff_outcome, diff_outcomes
+from difftest.verdict.profiles import Profile
+from difftest.verdict.results import CONTEXT, MAX_KEPT_DIVERGENCES, RowResult
+from difftest.verdict.snapshot import compare_snapshot
 from reference_model.events import Outcome
 from reference_model.machine import OBSERVED_STATE, Machine
 from reference_model.policies import Policy
-
-from .compare import CompareResult, CompareRow, _rule_for, compare_snapshot, new_compare_result
-from .diff import FieldDiff, diff_outcome, diff_outcomes
-from .fast_replay import SMALL, BatchRows, FastReplay, Lane, PageIds, _matches
-from .profiles import Profile
-from .results import CONTEXT, MAX_KEPT_DIVERGENCES, RowResult
-from .trace_io import TraceFile, TraceRow
-from .transition_cache import MAX_STATES, EventKeys, TransitionCache, event_key
 
 StateDiff = tuple[list[FieldDiff], "str | None"]
 assert MAX_STATES <= 1 << 14, "state ids are packed in 14 bits below"
@@ -89,7 +89,7 @@ class FastCompare(FastReplay):
             xa, xb, diffs = compare_snapshot(row, (self.lanes[0].machine, self.lanes[1].machine), (ra, rb))
             cr = CompareRow(xa, xb, diffs)
             if diffs:
-                cr.rule = _rule_for(xa, xb, None)
+                cr.rule = rule_for(xa, xb, None)
                 self.diverged.append(cr)  # type: ignore[arg-type]
             self.slow_at[i] = (row, None, cr)  # type: ignore[assignment]
             return
@@ -225,7 +225,7 @@ class FastCompare(FastReplay):
         xa, xb = self._row_result(row, oa), self._row_result(row, ob)
         cr = CompareRow(xa, xb, list(diffs))
         if diffs:
-            cr.rule = _rule_for(xa, xb, state_rule)
+            cr.rule = rule_for(xa, xb, state_rule)
         self.slow_at[i] = (row, got, cr)  # type: ignore[assignment]
         return cr
 
@@ -301,11 +301,11 @@ class FastCompare(FastReplay):
             xa, xb = self._row_result(row, oa), self._row_result(row, ob)
             cr = CompareRow(xa, xb, diffs)
             if diffs:
-                cr.rule = _rule_for(xa, xb, state_rule)
+                cr.rule = rule_for(xa, xb, state_rule)
             out.append(cr)
         return out
 
-    def _compare_rows(self, idx: list[int] | range) -> list[CompareRow]:
+    def compare_rows(self, idx: list[int] | range) -> list[CompareRow]:
         """Rows of the current batch as CompareRows (context), in the order of ``idx``."""
         got: dict[int, CompareRow] = {}
         fast = []
@@ -339,16 +339,16 @@ class FastCompare(FastReplay):
             keep = res.difference_count == 1 or self.after_first > 0 or len(res.differences) < MAX_KEPT_DIVERGENCES
             if not keep:
                 continue
-            cr = self._compare_rows([i])[0] if isinstance(item, int) else item
+            cr = self.compare_rows([i])[0] if isinstance(item, int) else item
             if res.difference_count == 1:
-                recent = list(self.recent_rows) + self._compare_rows(range(max(0, i - CONTEXT), i))
+                recent = list(self.recent_rows) + self.compare_rows(range(max(0, i - CONTEXT), i))
                 res.context = [*recent[-CONTEXT:], cr]  # type: ignore[list-item]
                 self.after_first = CONTEXT
             else:
                 cr.consequential = True  # type: ignore[attr-defined]
                 if self.after_first > 0:
                     while self.after_first > 0 and nxt_ctx < i:
-                        res.context += self._compare_rows([nxt_ctx])
+                        res.context += self.compare_rows([nxt_ctx])
                         nxt_ctx += 1
                         self.after_first -= 1
                     if self.after_first > 0:
@@ -359,10 +359,10 @@ class FastCompare(FastReplay):
                 res.differences.append(cr)  # type: ignore[arg-type]
         if self.after_first > 0 and nxt_ctx < b.n:
             take = range(nxt_ctx, min(b.n, nxt_ctx + self.after_first))
-            res.context += self._compare_rows(take)
+            res.context += self.compare_rows(take)
             self.after_first -= len(take)
         if not res.difference_count:
-            self.recent_rows.extend(self._compare_rows(range(max(0, b.n - CONTEXT), b.n)))
+            self.recent_rows.extend(self.compare_rows(range(max(0, b.n - CONTEXT), b.n)))
 
 
 def _observe(memo: TransitionCache, vcpu: int, state: int | None) -> tuple[int | None, ...]:

@@ -1,4 +1,4 @@
-"""Fast replay: the answers of :mod:`difftest.replay`, with page accesses evaluated on columns.
+"""Fast replay: the answers of :mod:`difftest.engine.reference`, with page accesses evaluated on columns.
 
 Most of a real trace is page accesses, and an access changes no architectural state: its
 outcome is a pure function of the vCPU's registers (CR0/CR4/EFER, the PKRS the hardware checks
@@ -13,7 +13,7 @@ against, PKRU), its mappings, the stale-TLB set, and of the access itself, excep
   the model's own :func:`~reference_model.paging.check_access`, then spread over the rows with
   numpy and compared with the expectation columns.  Only rows that differ from their
   expectation (divergent or masked) and the rows around the first divergence become
-  :class:`RowResult` objects, through :func:`~difftest.diff.diff_outcome` as in the reference.
+  :class:`RowResult` objects, through :func:`~difftest.verdict.diff.diff_outcome` as in the reference.
 
 Rule coverage is counted per distinct outcome times its number of rows, so it is exact.  The
 TLB (ARCH.TLB) stays exact too: an access that succeeds fills the TLB, and fills are applied
@@ -24,7 +24,7 @@ contents, which :meth:`FastReplay._tlb_now` works out from the live sets plus th
 that survive (the same rule, applied to the few accesses since the TLB's last flush); the model
 itself, on a miss, runs only after every pending access is settled.
 
-Rows that are not accesses go through :mod:`difftest.transition_cache`.  When every lane knows the
+Rows that are not accesses go through :mod:`difftest.engine.fast.transitions`.  When every lane knows the
 transitions, a *run* (:meth:`FastReplay._run_transitions`) follows them row after row with one dict
 probe each, keyed by small integer ids of the events (:meth:`BatchRows.key_ids`, grouped on
 columns); the run's counters, TLB changes and the access states of its ranges are applied in bulk.
@@ -48,6 +48,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from difftest.engine.fast.transitions import KEY_BITS, EventKeys, TransitionCache, event_key, vcpus_of
+from difftest.trace.arrow_columns import index_array, int_values, valid_mask
+from difftest.trace.io import _EVENT_COLUMNS, _LIST_COLUMNS, Expect, Snapshot, TraceFile, TraceRow, column_values
+from difftest.trace.schema import SNAPSHOT_KIND
+from difftest.verdict.diff import diff_outcome
+from difftest.verdict.profiles import Profile
+from difftest.verdict.results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
+from difftest.verdict.snapshot import check_snapshot
 from reference_model import cpu as cpu_mod
 from reference_model import kvm as kvm_mod
 from reference_model import paging as paging_mod
@@ -61,16 +69,8 @@ from reference_model.pkvm import PkvmMachine, PkvmVcpu
 from reference_model.policies import Policy
 from reference_model.registers import CR0_PG, CR4_PKE, CR4_PKS
 
-from .arrow_columns import index_array, int_values, valid_mask
 from .dense_table import DenseTable
-from .diff import diff_outcome
-from .profiles import Profile
-from .replay import _check_snapshot
-from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult
-from .schema import SNAPSHOT_KIND
 from .tlb_log import TlbLog
-from .trace_io import _EVENT_COLUMNS, _LIST_COLUMNS, Expect, Snapshot, TraceFile, TraceRow, column_values
-from .transition_cache import KEY_BITS, EventKeys, TransitionCache, event_key, vcpus_of
 
 REFERENCE_ENV = "DIFFTEST_REFERENCE"
 
@@ -262,7 +262,7 @@ class BatchRows:
         self.has_expect = has_expect
 
     def event_keys(self, idx: np.ndarray) -> tuple[list[tuple[Any, ...]], list[int]]:
-        """(event key, seq) of the event rows at ``idx``: :func:`~difftest.transition_cache.event_key` of their Events."""
+        """(event key, seq) of the event rows at ``idx``: :func:`~difftest.engine.fast.transitions.event_key` of their Events."""
         m = len(idx)
         if m == 0:
             return [], []
@@ -314,7 +314,7 @@ class BatchRows:
         return ids[inverse.reshape(-1)]  # type: ignore[no-any-return]
 
     def rows(self, idx: Sequence[int] | np.ndarray) -> list[TraceRow]:
-        """The rows at batch positions ``idx``, exactly as :func:`difftest.trace_io.TraceFile.rows` gives them."""
+        """The rows at batch positions ``idx``, exactly as :func:`difftest.trace.io.TraceFile.rows` gives them."""
         return rows_of_batch(self.batch, self.start, idx)
 
 
@@ -326,7 +326,7 @@ def _take(batch: pa.RecordBatch, idx: np.ndarray) -> dict[str, pa.Array]:
 
 def rows_of_batch(batch: pa.RecordBatch, start: int, idx: Sequence[int] | np.ndarray) -> list[TraceRow]:
     """The rows at positions ``idx`` of ``batch`` (whose first row is row ``start`` of the trace), as
-    :func:`difftest.trace_io.TraceFile.rows` gives them."""
+    :func:`difftest.trace.io.TraceFile.rows` gives them."""
     idx = np.asarray(idx, dtype=np.int64)
     m = len(idx)
     if m == 0:
@@ -498,7 +498,7 @@ class Lane:
 
     @property
     def machine(self) -> Machine:
-        """The lane's machine in its current state (see :class:`~difftest.transition_cache.TransitionCache`)."""
+        """The lane's machine in its current state (see :class:`~difftest.engine.fast.transitions.TransitionCache`)."""
         return self.memo.live()
 
     def state_id(self, vcpu: int, level: int) -> int:
@@ -1013,7 +1013,7 @@ class FastReplay:
         self._count_runs()  # (a snapshot may read the counters)
         res = self.result
         if row.snapshot is not None:
-            rr = _check_snapshot(row, self.lane.machine, res)
+            rr = check_snapshot(row, self.lane.machine, res)
             self.slow_at[i] = (row, None, rr)
             if rr.status == "diverge":
                 self.diverged.append(rr)

@@ -11,7 +11,7 @@ Why the answers stay exact:
 * A state is the machine's pickle: every attribute of every object, sharing included.  Three things
   are left out and kept live instead: the cost counters (a transition carries their increments), the
   TLB sets (a transition carries the fills, flushes and INVLPGs it did, in order; they are replayed
-  on the live sets at the row's clock, which is what :class:`~difftest.tlb_log.TlbLog` needs), and
+  on the live sets at the row's clock, which is what :class:`~difftest.engine.fast.tlb_log.TlbLog` needs), and
   the host and knobs, which never change.  Equal pickles are equal states, so an equal (state, event) has the same
   outcome, next state and side effects.  Equal states may pickle differently (set order); that only
   costs a miss.

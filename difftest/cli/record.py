@@ -1,4 +1,4 @@
-"""``difftest record qemu``: record a trace's (or a built-in scenario's) events under QEMU TCG."""
+"""``difftest record kvm`` and ``record qemu``: perform events on /dev/kvm or under QEMU TCG and keep what happened."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import sys
 
 import click
 
-from ..errors import InputError
-from ..kvm.tracefs import signals_raise
-from ..trace_io import open_trace, write_trace
-from .boot import DEFAULT_TIMEOUT, qemu_path
-from .build import BuildError, missing_tools
-from .recorder import TraceInput, record_one
-from .scenarios import SCENARIOS, scenario_rows
+from difftest.capture.kvm.recorder import SCENARIOS as KVM_SCENARIOS
+from difftest.capture.kvm.recorder import record_scenarios, record_trace, select, write_recording
+from difftest.capture.kvm.tracefs import signals_raise
+from difftest.capture.qemu.boot import DEFAULT_TIMEOUT, qemu_path
+from difftest.capture.qemu.build import BuildError, missing_tools
+from difftest.capture.qemu.recorder import TraceInput, record_one
+from difftest.capture.qemu.scenarios import SCENARIOS, scenario_rows
+from difftest.errors import InputError
+from difftest.trace.io import open_trace, write_trace
 
 
 def _scenario_input(name: str) -> TraceInput:
@@ -64,3 +66,34 @@ def _record(trace_path: str | None, scenario: str | None, output: str, timeout: 
     for seq, what, reason in rec.not_recorded:
         click.echo(f"  not recorded: seq {seq} {what}: {reason}")
     sys.stdout.flush()
+
+
+@click.command("kvm")
+@click.option("--scenario", "scenarios", multiple=True, help="scenario name (repeatable), or `all`")
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None,
+              help="perform this trace's events instead and record what really happened")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="output trace (.parquet)")
+@click.option("--no-trace", is_flag=True, help="do not capture kvm tracepoints")
+@click.option("--list", "list_only", is_flag=True, help="list the scenarios and exit")
+def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str, no_trace: bool, list_only: bool) -> None:
+    """Perform scenarios (or a trace) on /dev/kvm; each step's real outcome becomes its expectation."""
+    if list_only:
+        for sc in KVM_SCENARIOS.values():
+            click.echo(f"{sc.name}: {sc.description}")
+        return
+    try:
+        if bool(scenarios) == bool(trace_file):
+            raise InputError("difftest record kvm", "give exactly one of --scenario NAME or --trace FILE")
+        if trace_file:
+            rec, meta = record_trace(trace_file)
+        else:
+            chosen = list(dict.fromkeys(select(scenarios)))
+            rec, meta = record_scenarios(chosen, trace=not no_trace)
+        dest = write_recording(rec, meta, out)
+    except InputError as exc:
+        click.echo(f"difftest: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("difftest: interrupted; VM, fds and tracefs instance released", err=True)
+        sys.exit(130)
+    click.echo(f"wrote {dest} ({len(rec.rows)} rows; {rec.timing()})")

@@ -354,8 +354,10 @@ class Generator:
 
     # -- prologue -----------------------------------------------------------------------
     def add_vcpu(self, v: int, ecx7: int | None = None, vmx: bool | None = None) -> None:
-        """A vCPU's first event: KVM_SET_CPUID2 (on hw, the enumeration)."""
+        """A vCPU's first events: KVM_CREATE_VCPU under KVM and pKVM, then KVM_SET_CPUID2 (on hw, the enumeration)."""
         self.vcpus[v] = _VcpuState()
+        if self.domain != "arch":
+            self.emit("create_vcpu", vcpu=v, level="host")
         if ecx7 is None:
             ecx7 = (CPUID7_ECX_PKS if self.rng.random() < 0.85 else 0) | (CPUID7_ECX_PKU if self.rng.random() < 0.6 else 0)
         if vmx is None:

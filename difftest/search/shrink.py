@@ -23,6 +23,7 @@ from difftest.trace.io import TraceRow
 from difftest.trace.schema import SNAPSHOT_KIND
 from difftest.verdict.profiles import Profile, get_profile
 from difftest.verdict.results import ReplayResult, RowResult
+from reference_model.events import kinds_where
 from reference_model.policies import Policy
 
 from .generate import Draft, MemoryTrace, refill_expectations, trace_row
@@ -30,11 +31,9 @@ from .generate import Draft, MemoryTrace, refill_expectations, trace_row
 # Fields a value-simplification pass may change (kind-defining fields such as msr, field and addr stay).
 SIMPLIFIABLE = ("value", "values", "cpuid_7_ecx", "cpuid_1_ecx", "cr0", "cr3", "cr4", "efer", "key", "filter_allow",
                 "reason", "cpl", "run_pending", "user", "writable", "nx", "rsvd", "user_upper")
-NESTED_KINDS = frozenset({"vmlaunch", "vmresume", "vmwrite", "vmread", "set_msr_bitmap", "nested_exit",
-                          "get_nested_state", "set_nested_state", "smi", "rsm"})
+NESTED_KINDS = kinds_where("nested")
 # Writes whose effect a later write of the same target replaces.
-WRITE_KINDS = frozenset({"wrmsr", "mov_cr0", "mov_cr3", "mov_cr4", "wrpkru", "vmwrite", "set_msr_bitmap", "host_pkrs",
-                         "set_cpuid", "set_msr_filter", "enable_user_msr", "set_sregs", "set_msrs", "map", "write_pdpte"})
+WRITE_KINDS = kinds_where("overwrites")
 DEFAULT_MAX_CANDIDATES = 4000
 CHECKPOINT_ROWS = 512  # rows between two machine checkpoints of the current draft (replay mode)
 

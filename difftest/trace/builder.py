@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from difftest.trace.io import write_trace
+from reference_model.events import EVENT_KINDS
 from reference_model.registers import (
     CPUID1_ECX_VMX,
     CPUID7_ECX_PKS,
@@ -47,11 +48,8 @@ from reference_model.registers import (
 
 from .schema import SNAPSHOT_KIND
 
-_HOST_KINDS = frozenset({
-    "create_vcpu", "set_cpuid", "get_cpuid", "get_msr_index_list", "set_msrs", "get_msrs", "set_sregs",
-    "get_sregs", "set_msr_filter", "enable_user_msr", "get_nested_state", "set_nested_state", "run",
-    "host_pkrs", "vm_exit", "pvm_start",
-})
+# Kinds recorded at the host level unless the trace says otherwise (the model's kind table decides).
+_HOST_KINDS = frozenset(k.name for k in EVENT_KINDS.values() if k.level == "host")
 
 
 @dataclass

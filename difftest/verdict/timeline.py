@@ -14,15 +14,13 @@ from dataclasses import dataclass, field
 
 from difftest.trace.io import TraceRow
 from difftest.verdict.results import RowResult
+from reference_model.events import EVENT_KINDS, kinds_where
 from reference_model.machine import Machine
 
 MAX_BUCKETS = 600  # horizontal resolution of a timeline; more detail is not visible anyway
 
 # Events that never change PKRS or PKRU in any policy: the recorder skips sampling after them.
-_READ_ONLY_KINDS = frozenset({
-    "access", "emu_access", "map", "invlpg", "cpuid", "rdpkru", "rdmsr", "get_cpuid",
-    "get_msr_index_list", "get_msrs", "get_sregs", "get_nested_state", "vmread", "mov_cr3",
-})
+_READ_ONLY_KINDS = frozenset(EVENT_KINDS) - kinds_where("changes_pkrs")
 _FAULTS = frozenset({"pf", "gp", "ud"})
 _EXIT_RESULTS = frozenset({"vmexit", "user_exit", "entry_fail", "vmfail", "internal_error"})
 _EXIT_KINDS = frozenset({"vm_exit", "nested_exit"})

@@ -20,10 +20,12 @@ from difftest.capture.qemu.build import build_image
 from difftest.capture.qemu.compiler import RowPlan, Unit, compile_unit
 from difftest.capture.qemu.runtime import program_source
 from difftest.trace.io import TraceRow
+from reference_model.events import EVENT_KINDS
 from reference_model.registers import PF_W
 
 RESULT_OF_VECTOR = {13: "gp", 6: "ud", 14: "pf"}
-VALUE_KINDS = frozenset({"rdmsr", "rdpkru", "cpuid"})
+# Guest instructions whose outcome carries a value (what the guest program can store and print).
+VALUE_KINDS = frozenset(k.name for k in EVENT_KINDS.values() if k.reads_value and k.level == "l1" and not k.nested)
 MEMORY_1G_MIB = 2112  # the 1 GiB frame sits at 1 GiB physical
 
 

@@ -60,7 +60,7 @@ from reference_model import cpu as cpu_mod
 from reference_model import kvm as kvm_mod
 from reference_model import paging as paging_mod
 from reference_model.cpu import Cpu
-from reference_model.events import ACCESS_KINDS, OUTCOME_FIELDS, RESULTS, Event, Outcome
+from reference_model.events import ACCESS_KINDS, OUTCOME_FIELDS, RESULTS, Event, Outcome, kinds_where
 from reference_model.hw import HwMachine, HwVcpu
 from reference_model.kvm import GuestCpu, KvmMachine, KvmVcpu
 from reference_model.machine import Machine
@@ -84,7 +84,7 @@ _LEVELS = ("host", "l1", "l2")
 _FAST_COLUMNS = frozenset({"seq", "kind", "vcpu", "level", "addr", "access", "cpl", "path", "note",
                            "exp_result", "exp_pfec", "exp_cr2", "exp_rule"})
 # Events that read the TLB (Cpu.map, Cpu.set_cr4): pending accesses are settled before them.
-_TLB_READERS = frozenset({"map", "mov_cr4"})
+_TLB_READERS = kinds_where("reads_tlb")
 _KVM_MACHINES = (KvmMachine, PkvmMachine)
 _KVM_VCPUS = (KvmVcpu, PkvmVcpu)
 _CPUS = (Cpu, GuestCpu)

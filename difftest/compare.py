@@ -103,7 +103,7 @@ class CompareResult:
         }
 
 
-_KVM_FAMILIES = ("KVM.", "PKVM.")
+_KVM_FAMILIES = ("KVM.", "PKVM.", "KVM26.")
 
 
 def _rule_for(a: RowResult, b: RowResult, state_rule: str | None) -> str | None:

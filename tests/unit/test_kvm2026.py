@@ -38,7 +38,7 @@ PKRS = 0x6E1
 LONG_CR0 = CR0_PE | CR0_PG | CR0_WP
 # A host kernel that never sets CR4.PKS (every upstream kernel of 2026), and one that uses PKS.
 NO_HOST_PKS: tuple[str, ...] = ("host_pks",)
-POLICIES_2026 = ("upstream-2026", "kvm-rebase", "kvm-rebase-ones", "kvm-rebase-keep", "kvm-rebase-raw")
+POLICIES_2026 = ("upstream-2026", "kvm-rebase", "kvm-rebase-ones", "kvm-rebase-keep", "kvm-rebase-gated")
 
 
 def machine(policy: str = "kvm-rebase", without: tuple[str, ...] = ()) -> Machine:
@@ -106,12 +106,12 @@ def test_set_cpuid_while_l2_is_active() -> None:
 # ---------------------------------------------------------------------- KVM26.CAP.SOURCE / MSR.LIST
 @pytest.mark.parametrize(("policy", "without", "cap"), [
     ("upstream-2026", (), 0),  # cpuid.c kvm_set_cpu_caps: no PKS in CPUID_7_ECX
-    ("kvm-rebase", (), 1),  # F(PKS): host kernel uses PKS
-    ("kvm-rebase", NO_HOST_PKS, 0),  # F(PKS) masks with boot_cpu_data
-    ("kvm-rebase-raw", NO_HOST_PKS, 1),  # PASSTHROUGH_F(PKS): raw CPUID is enough
-    ("kvm-rebase-raw", ("pks", "host_pks"), 0),  # ... but raw CPUID must have it
+    ("kvm-rebase-gated", (), 1),  # F(PKS): the host kernel uses PKS
+    ("kvm-rebase-gated", NO_HOST_PKS, 0),  # F(PKS) masks with boot_cpu_data
+    ("kvm-rebase", NO_HOST_PKS, 1),  # PASSTHROUGH_F(PKS): raw CPUID is enough
+    ("kvm-rebase", ("pks", "host_pks"), 0),  # ... but raw CPUID must have it
     ("kvm-rebase", ("vmx_exit_load_pkrs",), 0),  # KVM26.CTL.PAIR
-    ("kvm-rebase-raw", ("vmx_entry_load_pkrs", "host_pks"), 0),
+    ("kvm-rebase", ("vmx_entry_load_pkrs", "host_pks"), 0),
     ("kvm-rebase", ("ept",), 0),  # no PKS with shadow paging (KVM.CAP)
 ])
 def test_capability_and_msr_list_agree(policy: str, without: tuple[str, ...], cap: int) -> None:
@@ -234,9 +234,7 @@ def test_two_vcpus_time_share_one_pcpu_and_each_sees_its_own() -> None:
 
 def test_vcpu_put_leaves_the_pcpu_pkrs_alone() -> None:
     """vmx_vcpu_put/vcpu_load never write IA32_PKRS: only the exit-load control decides it."""
-    # kvm-rebase-keep is gated on host PKS: a raw-CPUID build of it runs PKS guests on this host
-    raw_keep = get_policy("kvm-rebase-keep").derive("raw-keep", "", "", cap_source="raw")
-    m2 = raw_keep.build(HostCpu(frozenset(HOST_FEATURES) - {"host_pks"}))
+    m2 = get_policy("kvm-rebase-keep").build(HostCpu(frozenset(HOST_FEATURES) - {"host_pks"}))
     boot(m2)
     m2.step(guest("wrmsr", msr=PKRS, value=0x4))
     m2.step(host("vcpu_put"))
@@ -248,7 +246,7 @@ def test_vcpu_put_leaves_the_pcpu_pkrs_alone() -> None:
 @pytest.mark.parametrize(("choice", "after_exit"), [("zero", 0), ("ones", 0xFFFF_FFFF), ("keep", 0x4)])
 def test_host_pkrs_after_exit_without_host_pks(choice: str, after_exit: int) -> None:
     """Paolo Bonzini (Nov 2025): without host PKS the host PKRS may be 0, all-ones or the guest's."""
-    p = get_policy("kvm-rebase-raw").derive("v", "", "", exit_host_pkrs=choice)
+    p = get_policy("kvm-rebase").derive("v", "", "", exit_host_pkrs=choice)
     m = p.build(HostCpu(frozenset(HOST_FEATURES) - {"host_pks"}))
     boot(m)
     m.step(guest("wrmsr", msr=PKRS, value=0x4))

@@ -143,8 +143,9 @@ def r2() -> TraceBuilder:
             "sources/kvm_pks_series.md D2",
             notes=("vmcs_entry_exit_pairs clears an unpaired control and vmx_set_cpu_caps then clears PKS (as for "
                    "CET), so neither guest can set or read PKRS and none can see the other's.  v7 and v7R still "
-                   "advertise PKS (D2): under v7R guest A's WRMSR reaches the pCPU unloaded, B then reads A's value "
-                   "and the host runs with it."))
+                   "advertise PKS (D2): with no usable load control a guest's WRMSR goes straight to the CPU and "
+                   "stays there, so the host runs with it and, on a shared pCPU, the next guest starts with it "
+                   "(SDM: without the controls entries and exits leave PKRS unchanged)."))
     t.host_pkrs(A)
     boot(t, 0)
     boot(t, 1)

@@ -75,11 +75,11 @@ BUGS = (
     Bug("B12", "kvm-v5", 1, 400, frozenset({"KVM.RESET", "ARCH.INIT"}),
         lambda d, k: k == "init" and "wrmsr" in _kinds(d) and not _nested(d)),
     Bug("B13", "kvm-v6", 1, 1200, frozenset({"KVM.MMU.PKR"}),
-        lambda d, k: k == "snapshot" and "emu_access" in _kinds(d) and "pks" not in d.meta.get("cpu.features", "pks")),
+        lambda d, k: k == "snapshot" and "emu_access" in _kinds(d) and "pks" not in d.meta.get("cpu.features", "pks").split(",")),
     Bug("B14", "kvm-v6", 1, 1200, frozenset({"KVM.NESTED.ENTRY"}),
         lambda d, k: k == "set_nested_state" and "get_nested_state" in _kinds(d) and "set_msrs" in _kinds(d)),
     Bug("B15", "kvm-v6", 1, 1200, frozenset({"KVM.NESTED.EXIT"}),
-        lambda d, k: k == "snapshot" and _nested(d) and "pks" not in d.meta.get("cpu.features", "pks")),
+        lambda d, k: k == "snapshot" and _nested(d) and "pks" not in d.meta.get("cpu.features", "pks").split(",")),
 )
 
 

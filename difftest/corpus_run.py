@@ -19,15 +19,17 @@ from typing import Any
 
 from reference_model.policies import POLICIES, Policy, get_policy
 
-from .baseline import BaselineDiff, compare_with_baseline, load_baseline, render_baseline_text
+from .baseline import BaselineDiff, baseline_exit_code, compare_with_baseline, load_baseline, render_baseline_text
 from .coverage import rule_coverage
 from .errors import InputError
 from .jsonl import jsonl_rows
 from .junit import junit_xml
+from .known_outcomes import NO_KNOWN_OUTCOMES, KnownOutcomes
 from .profiles import get_profile
-from .render_text import render_replay, render_summary
+from .render_text import render_headline, render_replay, render_summary
 from .replay import replay_trace
 from .results import ReplayResult
+from .run_status import Status, exit_code
 from .timeline import Timeline, TimelineRecorder
 from .trace_io import find_traces, open_trace, write_text_atomic
 from .variants import load_variant_file
@@ -148,6 +150,14 @@ def _results(tasks: list[_Task], jobs: int) -> Iterator[tuple[int, Any]]:
 
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 @dataclass
 class ReportRequest:
     """What ``difftest report`` was asked for."""
@@ -161,6 +171,8 @@ class ReportRequest:
     baseline: str | None = None
     jobs: int = 1
     progress: bool | None = None
+    known_files: Sequence[str] = ()  # --known FILE: declarations beyond the discovered known-outcomes.toml
+    known: bool = True  # False: --no-known, judge every run by its divergences alone
 
 
 @dataclass
@@ -180,22 +192,34 @@ def run_report(req: ReportRequest) -> ReportOutcome:
     if req.jobs < 1:
         raise InputError("--jobs", f"must be at least 1, got {req.jobs}")
     before = load_baseline(req.baseline) if req.baseline else None  # read before -o may overwrite it
+    known = KnownOutcomes(req.known_files) if req.known else NO_KNOWN_OUTCOMES  # bad files fail before the run
+    for t in traces:
+        known.files_for(t)
     run = run_corpus(traces, req.policies, req.profile, jobs=req.jobs, timelines=req.out_dir is not None,
                      progress=req.progress)
     results = run.results
+    for r in results:
+        r.judge(known.lookup(r.trace, r.policy))
     diff = compare_with_baseline(req.baseline or "", before, results) if before is not None else None
-    summary = render_summary(results)
-    text = (render_baseline_text(diff) + "\n\n" if diff is not None else "") + summary
-    outcome = ReportOutcome(text, 0 if all(r.passed for r in results) else 1, run, diff)
+    head = render_headline(results)
+    used = ", ".join(_shown(p) for p in known.used_files(traces)) or "none"
+    setup = (f"policies: {', '.join(req.policies) if req.policies else default_policies()[0] + ' (default)'}, "
+             f"plus each trace's own; profile: {req.profile or 'each trace metadata (else strict)'}; "
+             f"host: each trace's; known outcomes: {used}")
+    top = (render_baseline_text(diff) + "\n\n" if diff is not None else "") + head + "\n" + setup
+    code = baseline_exit_code(diff, results) if diff is not None else exit_code(r.status for r in results)
+    text = top + "\n\n" + render_summary(results, lines=False)
+    outcome = ReportOutcome(text, code, run, diff)
     rows = jsonl_rows(results)
     if req.out_dir:
         from .report_html import render_report  # Jinja only when a page is asked for
 
         out = Path(req.out_dir)
-        detail = "\n\n".join(render_replay(r) for r in results if not r.passed)
+        detail = "\n\n".join(render_replay(r) for r in results if r.status is not Status.PASS and r.first)
         html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)")
+        full = top + "\n\n" + render_summary(results)
         outcome.written += [
-            write_text_atomic(out / "report.txt", text + ("\n\n" + detail if detail else "") + "\n"),
+            write_text_atomic(out / "report.txt", full + ("\n\n" + detail if detail else "") + "\n"),
             write_text_atomic(out / "results.jsonl", rows),
             write_text_atomic(out / "index.html", html),
         ]

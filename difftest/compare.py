@@ -270,6 +270,9 @@ def render_compare(res: CompareResult) -> str:
     out.append(f"  {res.events} events, {res.difference_count} differing row(s); "
                f"against the trace's expectations: {a} {res.replay_a.divergence_count} divergence(s), "
                f"{b} {res.replay_b.divergence_count}")
+    for rep in (res.replay_a, res.replay_b):
+        if rep.verdict is not None and rep.verdict.known is not None:
+            out.append(f"  {rep.policy}: {rep.status.value}" + (f" ({rep.verdict.reason})" if rep.verdict.reason else ""))
     first = res.first
     if first is not None:
         out.append(f"  first difference at event {first.index} (seq {first.a.seq}): {first.a.describe_event()}")

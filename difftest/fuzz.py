@@ -158,10 +158,11 @@ def render_summary(run: FuzzRun) -> str:
               help="longest generated trace")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
               help="run exactly this many traces (ignores the budget; fully repeatable)")
-@click.option("--profile", "profile_name", default="strict", show_default=True)
+@click.option("--profile", "profile_name", default=None,
+              help="comparison profile (default: strict; generated traces hold no recording quirks to mask)")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True)
 def fuzz_cmd(policy_a: str, policy_b: str, budget_seconds: float, seed: int, max_events: int, iterations: int | None,
-             profile_name: str, out_dir: str) -> None:
+             profile_name: str | None, out_dir: str) -> None:
     """Generate traces, compare A with B, shrink and keep each new kind of divergence in DIR (exit 1: some kept)."""
     import sys
 
@@ -169,7 +170,9 @@ def fuzz_cmd(policy_a: str, policy_b: str, budget_seconds: float, seed: int, max
 
     @input_errors
     def run() -> int:
-        a, b, prof = resolve_policy(policy_a), resolve_policy(policy_b), get_profile(profile_name)
+        a, b, prof = resolve_policy(policy_a), resolve_policy(policy_b), get_profile(profile_name or "strict")
+        click.echo(f"using policy {a.name} against {b.name} (options), profile {prof.name} "
+                   f"({'option' if profile_name else 'default'}), host: each generated trace's own (its metadata)")
         with progress_display(budget_seconds, iterations) as update:
             result = fuzz(a, b, out_dir, budget_seconds=budget_seconds, seed=seed, max_events=max_events,
                           iterations=iterations, profile=prof, on_progress=update)

@@ -33,6 +33,8 @@ def render_replay(res: ReplayResult, verbose: bool = False) -> str:
     )
     for name, n in sorted(res.masked_by.items()):
         out.append(f"    masked by {name}: {n}")
+    if res.verdict is not None:
+        out.append(f"  status: {res.status.value}" + (f" ({res.verdict.reason})" if res.verdict.reason else ""))
     first = res.first
     if first is not None:
         rule = first.primary_rule

@@ -430,22 +430,28 @@ def _lit(v: Any) -> str:
 # --------------------------------------------------------------------------- command line
 @click.command(name="shrink")
 @click.argument("trace", type=click.Path(dir_okay=False))
-@click.option("--policy", "policy_a", required=True, help="policy A (name or variant file)")
+@click.option("--policy", "policy_a", default=None,
+              help="policy A (name or variant file; default: the trace's metadata policy, else kvm-v7)")
 @click.option("--against", "policy_b", default=None,
               help="policy B: keep A and B differing (without it: keep A diverging from the trace's expectations)")
-@click.option("--profile", "profile_name", default="strict", show_default=True)
+@click.option("--profile", "profile_name", default=None,
+              help="comparison profile (default: the trace's metadata 'profile', else strict)")
 @click.option("--max-candidates", type=click.IntRange(min=1), default=DEFAULT_MAX_CANDIDATES, show_default=True)
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True)
-def shrink_cmd(trace: str, policy_a: str, policy_b: str | None, profile_name: str, max_candidates: int,
+def shrink_cmd(trace: str, policy_a: str | None, policy_b: str | None, profile_name: str | None, max_candidates: int,
                output: str) -> None:
     """Shrink TRACE while its first divergence keeps its rule id and event kind (exit 1: kept, 0: none)."""
     import sys
 
     from .cli import input_errors, resolve_policy  # cli registers this command: import it late
+    from .run_settings import settings_for
+    from .trace_io import open_trace
 
     @input_errors
     def run() -> int:
-        goal = Goal(resolve_policy(policy_a), resolve_policy(policy_b) if policy_b else None, get_profile(profile_name))
+        settings = settings_for(open_trace(trace), policy_a, profile_name)  # the same defaults as replay
+        click.echo(settings.describe())
+        goal = Goal(settings.policy, resolve_policy(policy_b) if policy_b else None, settings.profile)
         draft = load_draft(trace)
         if goal.first(draft) is None:
             click.echo(f"{trace}: no divergence ({goal.describe()}); nothing to shrink")

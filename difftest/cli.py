@@ -163,8 +163,7 @@ def replay(trace: str, policy_name: str | None, profile_name: str | None, host_f
     run = settings_for(tf, policy_name, profile_name, host_features)
     res = replay_trace(tf, run.policy, run.profile)
     verdict = res.judge(known.lookup(tf.path, run.policy.name))
-    if as_json:
-        click.echo(run.describe(), err=True)
+    if as_json:  # the JSON names its policy and profile
         click.echo(json.dumps(res.to_json(), indent=2, sort_keys=True))
     else:
         click.echo(run.describe())
@@ -244,8 +243,8 @@ def compare(traces: tuple[str, ...], policy_a: str | None, policy_b: str, profil
         res.replay_b.judge(known.lookup(tf.path, res.policy_b))
         results.append(res)
     lines = sorted({run.describe() for run in settings})
-    for line in lines:
-        click.echo(line + (f"; against {b.name}" if len(lines) == 1 else ""), err=as_json)
+    for line in lines if not as_json else ():  # the JSON names its policies
+        click.echo(line + f"; against {b.name}")
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
     else:

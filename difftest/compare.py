@@ -183,6 +183,7 @@ def compare_snapshot(row: TraceRow, machines: tuple[Machine, Machine],
                 rr.diffs = [FieldDiff(snap.path, snap.value, rr.actual_state)]
                 rr.status = "diverge"
                 rep.divergence_count += 1
+                rep.keep_first(rr)
         except KeyError:
             rr.status = "not-modelled"
             rep.not_modelled += 1
@@ -231,6 +232,7 @@ def _compare_rows(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile:
                     if rr.diffs:
                         rr.status = "diverge"
                         rep.divergence_count += 1
+                        rep.keep_first(rr)
             diffs = diff_outcomes(oa, ob)
             sa, sb = ma.observe(ev.vcpu), mb.observe(ev.vcpu)
             for (name, rule), va, vb in zip(OBSERVED_STATE, sa, sb, strict=False):

@@ -160,10 +160,19 @@ def load_known_outcomes(path: str | os.PathLike[str], *, check_traces: bool = Tr
     return out
 
 
-@lru_cache(maxsize=256)
 def _file_in(directory: str) -> KnownOutcomesFile | None:
+    """The file of ``directory``, read once per version (its path, size and mtime key the cache)."""
     candidate = Path(directory) / FILE_NAME
-    return load_known_outcomes(candidate) if candidate.is_file() else None
+    try:
+        st = candidate.stat()
+    except OSError:
+        return None
+    return _load_cached(str(candidate), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _load_cached(path: str, size: int, mtime_ns: int) -> KnownOutcomesFile:
+    return load_known_outcomes(path)
 
 
 class KnownOutcomes:

@@ -148,6 +148,12 @@ class ReplayResult:
             return self.verdict.status
         return Status.PASS if self.passed else Status.FAIL
 
+    def keep_first(self, rr: RowResult) -> None:
+        """Keep ``rr`` as the first divergence if it is earlier than the one kept (compare counts the
+        divergences from the expectations but keeps only the first, which the known outcomes judge)."""
+        if not self.divergences or rr.index < self.divergences[0].index:
+            self.divergences[:1] = [rr]
+
     def judge(self, known: KnownOutcome | None) -> Verdict:
         """Set (and return) this run's verdict against its declared known outcome."""
         first = self.first

@@ -60,7 +60,7 @@ def assert_same_compare(path: Path, a: str, b: str, monkeypatch: pytest.MonkeyPa
     with monkeypatch.context() as m:
         m.setenv(REFERENCE_ENV, "1")
         ref = compare_mod.compare_trace(open_trace(path), pa, pb, prof)
-    fast = fast_compare_trace(open_trace(path), pa, pb, prof)
+    fast = compare_mod._with_notes(open_trace(path), fast_compare_trace(open_trace(path), pa, pb, prof))  # as compare_trace
     assert fast.to_json() == ref.to_json(), f"{path.name}: {a} vs {b}"
     for side in ("replay_a", "replay_b"):
         assert getattr(fast, side).to_json() == getattr(ref, side).to_json()

@@ -158,6 +158,36 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+TIMELINE_MAX_ROWS = 200_000  # a run shown in detail gets a timeline if its trace is at most this long
+
+
+def record_timelines(run: CorpusRun, shown: Sequence[ReplayResult], policies: dict[str, Policy] | None = None,
+                     max_rows: int = TIMELINE_MAX_ROWS) -> dict[tuple[str, str], str]:
+    """Timelines for the runs a page shows in detail only, so the corpus itself replays on the fast path.
+
+    Each is one more replay of that trace with a :class:`TimelineRecorder` (the row-by-row path);
+    longer traces get a note instead.  ``policies``: the Policy objects by name (variant files given
+    on the command line are known by their own name only there).  Returns the notes, keyed like
+    ``run.timelines``.
+    """
+    policies = policies or {}
+    notes: dict[tuple[str, str], str] = {}
+    for res in shown:
+        key = (res.trace, res.policy)
+        if key in run.timelines:
+            continue
+        tf = open_trace(res.trace)
+        if tf.num_rows > max_rows:
+            notes[key] = (f"timeline not drawn: {tf.num_rows:,} rows (the page draws traces of up to {max_rows:,}; "
+                          "`difftest report TRACE --policy NAME -o DIR` on a shorter cut of it)")
+            continue
+        rec = TimelineRecorder(tf.num_rows)
+        policy = policies.get(res.policy) or resolve_policy(res.policy)
+        replay_trace(tf, policy, get_profile(res.profile), rec)
+        run.timelines[key] = rec.timeline
+    return notes
+
+
 @dataclass
 class ReportRequest:
     """What ``difftest report`` was asked for."""
@@ -195,8 +225,7 @@ def run_report(req: ReportRequest) -> ReportOutcome:
     known = KnownOutcomes(req.known_files) if req.known else NO_KNOWN_OUTCOMES  # bad files fail before the run
     for t in traces:
         known.files_for(t)
-    run = run_corpus(traces, req.policies, req.profile, jobs=req.jobs, timelines=req.out_dir is not None,
-                     progress=req.progress)
+    run = run_corpus(traces, req.policies, req.profile, jobs=req.jobs, progress=req.progress)  # the fast path
     results = run.results
     for r in results:
         r.judge(known.lookup(r.trace, r.policy))
@@ -212,11 +241,15 @@ def run_report(req: ReportRequest) -> ReportOutcome:
     outcome = ReportOutcome(text, code, run, diff)
     rows = jsonl_rows(results)
     if req.out_dir:
-        from .report_html import render_report  # Jinja only when a page is asked for
+        from .failure_groups import group_runs
+        from .report_html import detail_runs, render_report  # Jinja only when a page is asked for
 
         out = Path(req.out_dir)
         detail = "\n\n".join(render_replay(r) for r in results if r.status is not Status.PASS and r.first)
-        html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)")
+        by_name = {pol.name: pol for pol in map(resolve_policy, req.policies)}
+        notes = record_timelines(run, detail_runs(group_runs(results)), by_name)
+        html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)",
+                             timeline_notes=notes)
         full = top + "\n\n" + render_summary(results)
         outcome.written += [
             write_text_atomic(out / "report.txt", full + ("\n\n" + detail if detail else "") + "\n"),

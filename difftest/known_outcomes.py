@@ -135,6 +135,8 @@ def load_known_outcomes(path: str | os.PathLike[str], *, check_traces: bool = Tr
         raise InputError(src, "not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(src, f"not TOML ({exc})") from None
+    except RecursionError:  # tomllib parses nested arrays recursively
+        raise InputError(src, "not TOML (nested too deeply)") from None
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise InputError(src, f"unknown top-level key(s) {', '.join(sorted(unknown))}", column=sorted(unknown)[0])

@@ -156,7 +156,7 @@ def mutated_table(draw: st.DrawFn) -> pa.Table:
                 vals = [draw(st.one_of(st.integers(lo, hi), st.none(), st.sampled_from([lo, hi, 0, 1])))
                         for _ in range(n)]
                 t = _replace(t, name, pa.array(vals, pa.int64() if signed else pa.uint64()))
-        elif op == "seq" and "seq" in names and n:
+        elif op == "seq" and "seq" in names and n and pa.types.is_integer(_col(t, "seq").type):  # (not after a retype)
             seq = _plain(_col(t, "seq"))
             how = draw(st.sampled_from(["dup", "swap", "reverse", "zero", "random"]))
             if how == "dup" and n > 1:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from .errors import InputError
+from difftest.errors import InputError
 
 
 class DivergenceFailure(Exception):
@@ -61,7 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--difftest {d}: no such file or folder")
     if config.args_source is not pytest.Config.ArgsSource.ARGS:  # no test paths given: only the corpus
         config.args = [str(Path(d)) for d in roots]
-    from .known_outcomes import NO_KNOWN_OUTCOMES, KnownOutcomes
+    from difftest.verdict.known_outcomes import NO_KNOWN_OUTCOMES, KnownOutcomes
 
     try:
         config._difftest_known = (  # type: ignore[attr-defined]
@@ -85,9 +85,9 @@ class TraceCollector(pytest.File):
     """One trace file: an item per policy it runs under."""
 
     def collect(self) -> Iterator[pytest.Item]:
-        from .corpus_run import policies_for
-        from .run_settings import resolve_policy
-        from .trace_io import open_trace
+        from difftest.report.corpus import policies_for
+        from difftest.trace.io import open_trace
+        from difftest.variants import resolve_policy
 
         try:
             tf = open_trace(self.path)
@@ -119,11 +119,11 @@ class TraceItem(pytest.Item):
         self.text = ""
 
     def runtest(self) -> None:
-        from .render_text import render_replay
-        from .replay import replay_trace
-        from .run_settings import settings_for
-        from .run_status import Status
-        from .trace_io import open_trace
+        from difftest.engine import replay_trace
+        from difftest.report.text import render_replay
+        from difftest.trace.io import open_trace
+        from difftest.verdict.run_settings import settings_for
+        from difftest.verdict.run_status import Status
 
         tf = open_trace(self.path)
         run = settings_for(tf, self.policy, self.config.getoption("difftest_profile"))

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from difftest import TraceBuilder
 from difftest.cli import main
-from difftest.snapshot_paths import known_snapshot_path
+from difftest.trace.snapshot_paths import known_snapshot_path
 
 PAGE = 0x40000000
 

@@ -18,8 +18,8 @@ from report_corpus import DIVERGING_RULE, PAGE, PKRS_AD1, write_wd_write
 from difftest import TraceBuilder
 from difftest.cli import main
 from difftest.errors import InputError
-from difftest.known_outcomes import KnownOutcome, KnownOutcomes, load_known_outcomes
-from difftest.run_status import Status, exit_code, judge
+from difftest.verdict.known_outcomes import KnownOutcome, KnownOutcomes, load_known_outcomes
+from difftest.verdict.run_status import Status, exit_code, judge
 
 ROOT = Path(__file__).resolve().parents[1]
 

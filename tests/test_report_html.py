@@ -13,10 +13,10 @@ import pytest
 from report_corpus import DIVERGING_RULE, HOSTILE_STRINGS, PAGE, build_corpus
 
 from difftest import TraceBuilder
-from difftest.corpus_run import find_traces, run_corpus
-from difftest.coverage import rule_coverage
-from difftest.report_html import render_report
-from difftest.results import ReplayResult, RowResult
+from difftest.report.corpus import find_traces, run_corpus
+from difftest.report.coverage import rule_coverage
+from difftest.report.html import render_report
+from difftest.verdict.results import ReplayResult, RowResult
 from reference_model.rules import RULES, describe, is_spec_rule
 
 
@@ -87,8 +87,8 @@ def test_failures_grouped_first_and_passing_runs_carry_no_detail(page: tuple[str
 
 
 def _snapshot_row(path: str, expected: int, actual: int) -> RowResult:
-    from difftest.diff import FieldDiff
-    from difftest.trace_io import Snapshot
+    from difftest.trace.io import Snapshot
+    from difftest.verdict.diff import FieldDiff
 
     return RowResult(3, 3, None, None, None, snapshot=Snapshot(path, expected), actual_state=actual,
                      diffs=[FieldDiff(path, expected, actual)], status="diverge")
@@ -103,7 +103,7 @@ def _snapshot_row(path: str, expected: int, actual: int) -> RowResult:
     ("vcpu0.vmcs01.guest_ia32_pkrs", "0x1", "0x0", [(0, "access disabled (AD)", "read/write")]),
 ])
 def test_snapshot_values_decoded_by_path(path: str, expected: str, actual: str, keys: list[tuple[int, str, str]]) -> None:
-    from difftest.report_html import _diff_rows
+    from difftest.report.html import _diff_rows
 
     rr = _snapshot_row(path, 1, 0)
     (row,) = _diff_rows(rr, rr.diffs)

@@ -152,9 +152,11 @@ def compare(traces: tuple[str, ...], policy_a: str | None, policy_b: str, profil
         differ = sum(1 for r in results if r.differ)
         click.echo(f"\n{len(results)} trace(s): {differ} differ, {len(results) - differ} agree")
     if html_file:
-        from difftest.report.html import write_compare_page
+        from difftest.report.html import compare_timelines, write_compare_page
 
-        write_compare_page(html_file, results)
+        pol_a = settings[0].policy if len({r.policy_a for r in results}) == 1 and settings else None
+        timelines = compare_timelines(results, pol_a, b) if pol_a is not None else {}
+        write_compare_page(html_file, results, timelines)
     sys.exit(1 if any(r.differ for r in results) else 0)
 
 

@@ -33,6 +33,7 @@ from difftest.verdict.diff import FieldDiff, fmt
 from difftest.verdict.results import ReplayResult, RowResult
 from difftest.verdict.run_status import ORDER, Status, render_counts
 from difftest.verdict.timeline import Timeline
+from reference_model.policies import Policy
 from reference_model.rules import describe
 
 from .baseline import BaselineDiff
@@ -78,6 +79,7 @@ def environment() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["describe_rule"] = describe
     env.filters["thousands"] = lambda n: f"{n:,}"
+    env.filters["id"] = id
     env.globals["fmt"] = fmt
     return env
 
@@ -292,18 +294,79 @@ def counter_rows(a: Counter[str], b: Counter[str]) -> list[CounterRow]:
     return [CounterRow(k, a.get(k, 0), b.get(k, 0)) for k in sorted(set(a) | set(b))]
 
 
-def render_compare_page(results: Sequence[CompareResult], *, title: str = "pks-difftest compare") -> str:
-    """The side-by-side page of ``difftest compare`` (one section per trace)."""
+COMPARE_TIMELINES = 50  # compare sections (most differences first) that get both policies' timelines
+COMPARE_TIMELINE_MAX_ROWS = 200_000
+
+
+@dataclass
+class StateDiffCell:
+    """A differing field of a compare row, with both sides' values decoded."""
+
+    field: str
+    a: str
+    b: str
+
+
+def _compare_cells(row: Any) -> list[StateDiffCell]:
+    out = []
+    for d in row.diffs:
+        if row.a.snapshot is not None:
+            what = value_kind(row.a.snapshot.path)
+        elif "." in d.field:  # observed state (vcpuN.pkrs, host...)
+            what = value_kind(d.field)
+        else:
+            ev = row.a.event
+            what = field_kind(ev.kind if ev else None, ev.msr if ev else None, d.field)
+        out.append(StateDiffCell(d.field, describe_value(what, d.expected, d.field), describe_value(what, d.actual, d.field)))
+    return out
+
+
+def compare_timelines(results: Sequence[CompareResult], policy_a: Policy, policy_b: Policy,
+                      limit: int = COMPARE_TIMELINES, max_rows: int = COMPARE_TIMELINE_MAX_ROWS
+                      ) -> dict[str, tuple[Timeline, Timeline]]:
+    """Both policies' timelines for the ``limit`` traces with the most differences (one more replay each)."""
+    from difftest.engine import replay_trace
+    from difftest.trace.io import open_trace
+    from difftest.verdict.profiles import get_profile
+    from difftest.verdict.timeline import TimelineRecorder
+
+    out: dict[str, tuple[Timeline, Timeline]] = {}
+    for r in sorted(results, key=lambda r: -r.difference_count)[:limit]:
+        tf = open_trace(r.trace)
+        if tf.num_rows > max_rows:
+            continue
+        pair = []
+        for pol in (policy_a, policy_b):
+            rec = TimelineRecorder(tf.num_rows)
+            replay_trace(open_trace(r.trace), pol, get_profile(r.replay_a.profile), rec)
+            pair.append(rec.timeline)
+        out[r.trace] = (pair[0], pair[1])
+    return out
+
+
+def render_compare_page(results: Sequence[CompareResult], *, title: str = "pks-difftest compare",
+                        timelines: dict[str, tuple[Timeline, Timeline]] | None = None) -> str:
+    """The side-by-side page of ``difftest compare``: one section per trace, most differences first,
+    the first difference with both sides' values, both policies' timelines one above the other."""
     a = results[0].policy_a if results else "A"
     b = results[0].policy_b if results else "B"
-    sections = [{"anchor": f"c{n}", "res": r, "counters": counter_rows(r.replay_a.counters, r.replay_b.counters)}
-                for n, r in enumerate(results)]
+    timelines = timelines or {}
+    ordered = sorted(results, key=lambda r: (-r.difference_count, r.trace_name))
+    sections = []
+    for n, r in enumerate(ordered):
+        pair = timelines.get(r.trace)
+        sections.append({
+            "anchor": f"c{n}", "res": r, "counters": counter_rows(r.replay_a.counters, r.replay_b.counters),
+            "cells": {id(row): _compare_cells(row) for row in [*r.context, *r.differences[:1]]},
+            "timelines": (layout(pair[0]), layout(pair[1])) if pair else None,
+        })
     return environment().get_template("compare.html.j2").render(
         title=title, a=a, b=b, sections=sections, differ=sum(1 for r in results if r.differ),
         events=sum(r.events for r in results), differences=sum(r.difference_count for r in results),
     )
 
 
-def write_compare_page(path: str | os.PathLike[str], results: Sequence[CompareResult]) -> Path:
+def write_compare_page(path: str | os.PathLike[str], results: Sequence[CompareResult],
+                       timelines: dict[str, tuple[Timeline, Timeline]] | None = None) -> Path:
     """Write the compare page atomically."""
-    return write_text_atomic(path, render_compare_page(results))
+    return write_text_atomic(path, render_compare_page(results, timelines=timelines))

@@ -226,12 +226,12 @@ def run_report(req: ReportRequest) -> ReportOutcome:
     rows = jsonl_rows(results)
     if req.out_dir:
         from difftest.report.failure_groups import group_runs
-        from difftest.report.html import detail_runs, render_report  # Jinja only when a page is asked for
+        from difftest.report.html import render_report, timeline_runs  # Jinja only when a page is asked for
 
         out = Path(req.out_dir)
         detail = "\n\n".join(render_replay(r) for r in results if r.status is not Status.PASS and r.first)
         by_name = {pol.name: pol for pol in map(resolve_policy, req.policies)}
-        notes = record_timelines(run, detail_runs(group_runs(results)), by_name)
+        notes = record_timelines(run, timeline_runs(group_runs(results)), by_name)
         html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)",
                              timeline_notes=notes)
         full = top + "\n\n" + render_summary(results)

@@ -8,8 +8,8 @@ escaping.
 
 Scale (issue 19): the first screen is the failures grouped by signature
 (:mod:`difftest.report.failure_groups`) with counts; every run is one table row; only a few runs per
-group are shown in detail (:data:`DETAILS_PER_GROUP`, :data:`MAX_DETAILS` in all), and only those
-get a timeline.  Passing runs carry no detail at all.
+group are shown in detail (:data:`DETAILS_PER_GROUP`, :data:`MAX_DETAILS` in all), and only the
+first of each group gets a timeline (:func:`timeline_runs`).  Passing runs carry no detail at all.
 """
 
 from __future__ import annotations
@@ -156,11 +156,18 @@ def detail_runs(groups: Sequence[Group], limit: int = MAX_DETAILS, per_group: in
     return picked
 
 
+def timeline_runs(groups: Sequence[Group]) -> list[ReplayResult]:
+    """The runs that get a timeline: the first example of each signature (each one is a replay more)."""
+    return detail_runs(groups, per_group=1)
+
+
 def _run_view(anchor: str, res: ReplayResult, group: Group | None, timelines: dict[tuple[str, str], Timeline],
               timeline_notes: dict[tuple[str, str], str]) -> RunView:
     key = (res.trace, res.policy)
     tl = timelines.get(key)
-    svg, note = None, timeline_notes.get(key, "timeline not recorded")
+    default = ("timeline drawn for the first run of this signature only"
+               if group is not None and group.runs[0] is not res else "timeline not recorded")
+    svg, note = None, timeline_notes.get(key, default)
     if tl is not None:
         svg = layout(tl)
         note = (f"{tl.rows:,} rows, one pixel column per {tl.bucket} rows (state changes inside a column are merged)"

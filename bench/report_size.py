@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import measure  # noqa: E402
-import workload  # noqa: E402
+import measure
+import workload
 
 REPO = Path(__file__).resolve().parent.parent
 BUDGET_BYTES = {1_000: 1_500_000, 10_000: 8_000_000}

@@ -51,6 +51,8 @@ def signature(res: ReplayResult) -> Signature:
     first = res.first
     if first is None:
         return Signature(st, bug=bug)
+    kind: str | None
+    fields: str | None
     if first.snapshot is not None:
         kind, fields = "snapshot", _VCPU.sub("vcpu*.", first.snapshot.path)
     else:

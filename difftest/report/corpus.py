@@ -223,7 +223,7 @@ def run_report(req: ReportRequest) -> ReportOutcome:
     code = baseline_exit_code(diff, results) if diff is not None else exit_code(r.status for r in results)
     text = top + "\n\n" + render_summary(results, lines=False)
     outcome = ReportOutcome(text, code, run, diff)
-    rows = jsonl_rows(results)
+    rows = jsonl_rows(results) if req.out_dir or req.jsonl else ""  # only for the files that hold it
     if req.out_dir:
         from difftest.report.failure_groups import group_runs
         from difftest.report.html import render_report, timeline_runs  # Jinja only when a page is asked for

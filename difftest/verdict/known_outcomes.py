@@ -62,6 +62,7 @@ class KnownOutcomesFile:
     """The declarations of one file; trace keys are paths relative to its directory, without ``.parquet``."""
 
     path: Path
+    base: Path  # the folder trace keys are relative to (resolved)
     exact: dict[tuple[str, str], KnownOutcome] = field(default_factory=dict)
     globs: list[KnownOutcome] = field(default_factory=list)
 
@@ -147,7 +148,7 @@ def load_known_outcomes(path: str | os.PathLike[str], *, check_traces: bool = Tr
     cells = data.get("cells", {})
     if not isinstance(cells, dict):
         raise InputError(src, "expected a table [cells.\"trace\"]", column="cells")
-    out = KnownOutcomesFile(p)
+    out = KnownOutcomesFile(p, p.resolve().parent)
     for key, row in cells.items():
         if not isinstance(row, dict):
             raise InputError(src, "expected a table of policy = {verdict = ...}", column=f"cells.{key}")
@@ -184,27 +185,36 @@ class KnownOutcomes:
     def __init__(self, explicit: Sequence[str | os.PathLike[str]] = (), discover: bool = True) -> None:
         self.explicit = [load_known_outcomes(f) for f in explicit]
         self.discover = discover
+        self._dirs: dict[str, tuple[Path, list[KnownOutcomesFile]]] = {}  # per trace folder, as given
+
+    def _folder(self, directory: str) -> tuple[Path, list[KnownOutcomesFile]]:
+        """A trace folder resolved, and the files that govern its traces (looked up once per folder)."""
+        hit = self._dirs.get(directory)
+        if hit is None:
+            d = Path(directory).resolve()
+            files = list(self.explicit)
+            if self.discover:
+                for parent in (d, *d.parents):
+                    f = _file_in(str(parent))
+                    if f is not None:
+                        files.append(f)
+            hit = self._dirs[directory] = (d, files)
+        return hit
 
     def files_for(self, trace: Path) -> list[KnownOutcomesFile]:
-        files = list(self.explicit)
-        if self.discover:
-            d = trace.resolve().parent
-            for parent in (d, *d.parents):
-                f = _file_in(str(parent))
-                if f is not None:
-                    files.append(f)
-        return files
+        return self._folder(str(Path(trace).parent))[1]
 
     def lookup(self, trace: str | os.PathLike[str], policy: str) -> KnownOutcome | None:
         """The declaration for ``trace`` under ``policy``, or None when nothing is declared."""
-        t = Path(trace).resolve()
-        for f in self.files_for(t):
+        p = Path(trace)
+        folder, files = self._folder(str(p.parent))
+        t = folder / p.name
+        for f in files:
             try:
-                rel = t.relative_to(f.path.resolve().parent)
+                rel = t.relative_to(f.base)
             except ValueError:
                 continue
-            key = rel.as_posix().removesuffix(".parquet")
-            hit = f.lookup(key, policy)
+            hit = f.lookup(rel.as_posix().removesuffix(".parquet"), policy)
             if hit is not None:
                 return hit
         return None

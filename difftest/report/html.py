@@ -66,6 +66,7 @@ FILTER_SCRIPT = """(function () {
   }
   f.addEventListener("change", apply);
   f.addEventListener("reset", function () { setTimeout(apply, 0); });
+  apply();
 })();"""
 FILTER_SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(FILTER_SCRIPT.encode()).digest()).decode()
 

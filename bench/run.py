@@ -194,6 +194,12 @@ def main() -> None:
         results.append((f"difftest report, {corpus_size:,} traces", f"--jobs 1: {t1:.1f} s, --jobs 2: {t2:.1f} s "
                         f"({t1 / t2:.2f}x)"))
         numbers.update(report_s=t1, jobs_speedup=t1 / t2)
+
+        import report_size  # the HTML report's size and render time (issue 19): bench/report_size.py
+
+        size_lines, size_numbers = report_size.measure_sizes(tmp, (1_000,) if args.quick else (1_000, 10_000))
+        results += size_lines
+        numbers["report_size"] = report_size.result_fields(size_numbers)
     width = max(len(k) for k, _ in results)
     print()
     for k, v in results:
@@ -202,7 +208,7 @@ def main() -> None:
     print(f"RESULT replay_eps={numbers['replay_eps']:.0f} naive_ratio={numbers['naive_ratio']:.1f} "
           f"compare_ratio={numbers['compare_ratio']:.2f} peak_rss_mb={numbers['peak_rss_mb']:.0f} "
           f"shrink_s={numbers['shrink_s']:.1f} report_s={numbers['report_s']:.1f} "
-          f"jobs_speedup={numbers['jobs_speedup']:.2f}")
+          f"jobs_speedup={numbers['jobs_speedup']:.2f} {numbers['report_size']}")
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def mutated_table(draw: st.DrawFn) -> pa.Table:
                 vals = [draw(st.one_of(st.integers(lo, hi), st.none(), st.sampled_from([lo, hi, 0, 1])))
                         for _ in range(n)]
                 t = _replace(t, name, pa.array(vals, pa.int64() if signed else pa.uint64()))
-        elif op == "seq" and "seq" in names and n:
+        elif op == "seq" and "seq" in names and n and pa.types.is_integer(_col(t, "seq").type):  # (not after a retype)
             seq = _plain(_col(t, "seq"))
             how = draw(st.sampled_from(["dup", "swap", "reverse", "zero", "random"]))
             if how == "dup" and n > 1:
@@ -403,17 +403,18 @@ def pkvm_bytes(draw: st.DrawFn) -> bytes:
 
 # --------------------------------------------------------------------------- the readers and the check
 def _replay_parquet(path: Path, out_dir: Path) -> None:
-    from difftest.cli import default_policy_for, from_metadata, resolve_policy
     from difftest.engine import replay_trace
     from difftest.trace.io import open_trace
-    from difftest.verdict.profiles import get_profile
+    from difftest.variants import resolve_policy
+    from difftest.verdict.run_settings import settings_for
 
     tf = open_trace(path)
     for _ in tf.rows():
         pass
     # what `difftest replay` does with the trace's own policy and profile, then two fixed policies
-    profile = from_metadata(tf, "profile", get_profile, tf.meta.get("profile", "strict"))
-    policies = [from_metadata(tf, "policy", resolve_policy, default_policy_for(tf.policies()))]
+    run = settings_for(tf)
+    profile = run.profile
+    policies = [run.policy]
     policies += [resolve_policy(name) for name in ("hw", "kvm-v7")]
     for policy in policies:
         res = replay_trace(open_trace(path), policy, profile)

@@ -1,6 +1,6 @@
 """The known-bug corpus traces/bugs/ and its scenario x policy matrix (issue 3, items 6 and 7).
 
-traces/bugs/matrix.toml says, for every trace and every policy, what the sources predict
+traces/bugs/known-outcomes.toml says, for every trace and every policy, what the sources predict
 (sources/kvm_pks_series.md §10-§12, seeds 001 and 004): ``pass``, ``diverge`` at a given row with a
 given rule id, or ``na`` with the reason.  The cells were written from the sources, not from the
 model; a failing cell here is a disagreement between the model and the sources to be resolved by
@@ -31,7 +31,7 @@ from reference_model.rules import RULES
 ROOT = Path(__file__).resolve().parents[1]
 BUGS_DIR = ROOT / "traces" / "bugs"
 BUILD_SCRIPT = ROOT / "traces" / "build_bugs.py"
-MATRIX = tomllib.loads((BUGS_DIR / "matrix.toml").read_text(encoding="utf-8"))
+MATRIX = tomllib.loads((BUGS_DIR / "known-outcomes.toml").read_text(encoding="utf-8"))
 POLICY_NAMES: list[str] = MATRIX["policies"]
 CELLS: dict[str, dict[str, dict[str, Any]]] = MATRIX["cells"]
 EXTRA: dict[str, dict[str, dict[str, Any]]] = MATRIX.get("extra", {})

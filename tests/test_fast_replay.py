@@ -22,7 +22,6 @@ from click.testing import CliRunner
 from difftest.cli import main
 from difftest.engine import can_use, compare_trace
 from difftest.engine.fast import replay as fast_replay
-from difftest.engine.fast.compare import fast_compare_trace
 from difftest.engine.fast.replay import REFERENCE_ENV, fast_replay_trace
 from difftest.engine.reference import replay_rows
 from difftest.report.text import render_compare, render_replay
@@ -60,7 +59,7 @@ def assert_same_compare(path: Path, a: str, b: str, monkeypatch: pytest.MonkeyPa
     with monkeypatch.context() as m:
         m.setenv(REFERENCE_ENV, "1")
         ref = compare_trace(open_trace(path), pa, pb, prof)
-    fast = fast_compare_trace(open_trace(path), pa, pb, prof)
+    fast = compare_trace(open_trace(path), pa, pb, prof, engine="fast")  # notes attached, as for the reference
     assert fast.to_json() == ref.to_json(), f"{path.name}: {a} vs {b}"
     for side in ("replay_a", "replay_b"):
         assert getattr(fast, side).to_json() == getattr(ref, side).to_json()

@@ -53,8 +53,13 @@ def test_baseline_folder_reports_new_failures_fixes_and_unchanged(tmp_path: Path
     assert res.exit_code == 1
     head = res.stdout.split("\n\n")[0]
     assert "1 new failure(s), 1 fixed, 1 still failing, 0 still passing" in head
-    assert "NEW FAILURE  wd-write  hw at event" in head
-    assert f"FIXED        {HOSTILE_NAME}  hw" in head
+    lines = head.splitlines()
+    # first the new failures, then the fixed, then the still failing ones, each under its title
+    new, fixed, still = lines.index("new failures (1):"), lines.index("fixed (1):"), lines.index("still failing (1):")
+    assert new < fixed < still
+    assert lines[new + 1].split()[:3] == ["FAIL", "wd-write", "hw"] and "was PASS" in lines[new + 1]
+    assert lines[fixed + 1].split()[0] == "PASS" and HOSTILE_NAME in lines[fixed + 1]
+    assert lines[still + 1].split()[:3] == ["FAIL", "stale-fail", "hw"]
     page = (tmp_path / "after" / "index.html").read_text()
     assert page.index("Since the baseline") < page.index('id="summary"')  # at the top
     assert "NEW FAILURE" in page and "FIXED" in page
@@ -69,6 +74,24 @@ def test_baseline_same_folder_as_output(tmp_path: Path) -> None:
     res = runner.invoke(main, ["report", str(corpus), "--policy", "hw", "-o", str(tmp_path / "o"),
                                "--baseline", str(tmp_path / "o")])
     assert "0 new failure(s), 0 fixed, 1 still failing" in res.stdout
+    assert res.exit_code == 0  # a failure the baseline already had does not fail the gate
+
+
+def test_baseline_moved_first_divergence_is_a_new_failure(tmp_path: Path) -> None:
+    """Failing before and after, but the first divergence moved to another event and rule: new, exit 1."""
+    corpus = tmp_path / "c"
+    _stale(corpus / "s.parquet")
+    runner = CliRunner()
+    runner.invoke(main, ["report", str(corpus), "--policy", "hw", "-o", str(tmp_path / "before")])
+    t = TraceBuilder("stale-fail", "now fails earlier", policy="hw", long_mode=True)
+    t.cpuid(pks=True).cr4(pks=True).wrmsr(0x6E1, PKRS_AD1).expect_gp(rule="ARCH.MSR.RSVD")  # WRMSR of a valid value succeeds
+    t.access(PAGE, key=1).expect_ok(rule="ARCH.RIGHTS")
+    t.write(corpus / "s.parquet")
+    res = runner.invoke(main, ["report", str(corpus), "--policy", "hw", "--baseline", str(tmp_path / "before")])
+    assert res.exit_code == 1, res.stdout
+    head = res.stdout.split("\n\n")[0]
+    assert "1 new failure(s), 0 fixed, 0 still failing" in head
+    assert "ARCH.MSR.RSVD" in head and "(first divergence moved)" in head
 
 
 def test_bad_baseline_names_file_line_and_key(tmp_path: Path) -> None:

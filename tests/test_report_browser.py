@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 from report_corpus import HOSTILE_STRINGS, build_corpus
 
+from difftest.report.html import FILTER_SCRIPT
+
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
 CHROMIUM_FLAGS = (
@@ -187,7 +189,7 @@ def test_report_page_in_chromium(tmp_path: Path) -> None:
 
         problems = _problems(cdp.events)
         text = js("document.body.innerText")
-        scripts = js("document.querySelectorAll('script').length")
+        scripts = js("Array.from(document.querySelectorAll('script')).map(s => s.textContent)")
         imgs = js("document.querySelectorAll('img, iframe, object, embed').length")
         bolds = js("Array.from(document.querySelectorAll('b')).filter(b => b.textContent === 'not bold').length")
         title = js("document.title")
@@ -200,12 +202,12 @@ def test_report_page_in_chromium(tmp_path: Path) -> None:
     # Hostile strings are shown as text, character for character, and injected nothing.
     for s in HOSTILE_STRINGS:
         assert s.replace("  ", " ") in text, s
-    assert scripts == 0
+    assert scripts == [FILTER_SCRIPT]  # the filters, and nothing a trace injected
     assert imgs == 0
     assert bolds == 0
-    assert "runs diverge" in title
-    # A timeline per run, the diverging event highlighted on it, the first divergence naming its rule.
-    assert svgs >= facts["traces"]
+    assert title.startswith("pks-difftest report: FAIL")
+    # The diverging run in detail: its timeline with the diverging event highlighted, its rule named.
+    assert svgs >= 1
     assert diverge_marks >= 1
     assert "ARCH.RIGHTS" in first_rule
     assert f"event {facts['diverging_event']}" in text

@@ -1,5 +1,7 @@
 """HTML safety: every text a trace provides (each metadata key and value, notes, exp_rule, snapshot
-paths) is shown escaped in the report and compare pages.
+paths) is shown escaped in the report and compare pages.  ``exp_rule`` and snapshot paths must be
+catalogue names to pass validation (a hostile one is exit 2), so those reach the page only through
+result objects rendered directly: the page must not trust validation to have run.
 
 Each hostile string carries a unique marker in a tag name and an event-handler attribute; the
 pages are parsed with :mod:`html.parser` and must contain no element or attribute bearing a
@@ -94,11 +96,11 @@ def _hostile_trace(path: Path) -> Path:
     rows = [
         {"seq": 0, "kind": "set_cpuid", "vcpu": 0, "level": "host", "cpuid_7_ecx": 1 << 31, "note": hostile("n0")},
         {"seq": 1, "kind": "wrmsr", "vcpu": 0, "level": "l1", "msr": 0x6E1, "value": 0x4,
-         "exp_result": "gp", "exp_rule": hostile("r1"), "note": hostile("n1")},  # diverges: hw accepts the write
+         "exp_result": "gp", "exp_rule": "ARCH.MSR.RSVD", "note": hostile("n1")},  # diverges: hw accepts the write
         {"seq": 2, "kind": "rdmsr", "vcpu": 0, "level": "l1", "msr": 0x6E1, "exp_result": "ok", "exp_value": 0x8,
-         "exp_rule": hostile("r2"), "note": hostile("n2")},
+         "exp_rule": "ARCH.MSR.INDEP", "note": hostile("n2")},
         {"seq": 3, "kind": "snapshot", "vcpu": 0, "level": "host", "path": "vcpu0.pkrs", "exp_value": 0x99,
-         "exp_rule": hostile("r3"), "note": hostile("n3")},
+         "exp_rule": "ARCH.MSR.INDEP", "note": hostile("n3")},
     ]
     return write_trace(path, rows, meta)
 
@@ -108,9 +110,9 @@ def test_report_page_escapes_every_trace_field(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["report", str(trace.parent), "-o", str(tmp_path / "out"), "--policy", "hw"])
     assert res.exit_code == 1, res.output  # the trace diverges, so its details are on the page
     page = (tmp_path / "out" / "index.html").read_text()
-    markers = [*META_MARKERS.values(), "mkey", "n0", "n1", "n2", "n3", "r1", "r2", "r3"]
-    # shown: the description and every other metadata value, the key, the notes and rules of the divergence
-    assert_escaped(page, markers, must_show=[*META_MARKERS.values(), "mkey", "n1", "r1"])
+    markers = [*META_MARKERS.values(), "mkey", "n0", "n1", "n2", "n3"]
+    # shown: the description and every other metadata value, the key, the note of the divergence
+    assert_escaped(page, markers, must_show=[*META_MARKERS.values(), "mkey", "n1"])
 
 
 def test_compare_page_escapes_every_trace_field(tmp_path: Path) -> None:
@@ -119,8 +121,18 @@ def test_compare_page_escapes_every_trace_field(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["compare", str(trace), "--policy", "hw", "--against", "kvm-rfc-v1",
                                     "--html", str(html)])
     assert res.exit_code in (0, 1), res.output
-    markers = [*META_MARKERS.values(), "mkey", "n0", "n1", "n2", "n3", "r1", "r2", "r3"]
+    markers = [*META_MARKERS.values(), "mkey", "n0", "n1", "n2", "n3"]
     assert_escaped(html.read_text(), markers, must_show=[])
+
+
+def test_hostile_exp_rule_is_rejected(tmp_path: Path) -> None:
+    rows = [{"seq": 0, "kind": "set_cpuid", "vcpu": 0, "level": "host", "cpuid_7_ecx": 1 << 31},
+            {"seq": 1, "kind": "rdmsr", "vcpu": 0, "level": "l1", "msr": 0x6E1, "exp_result": "ok",
+             "exp_rule": hostile("r1")}]
+    trace = write_trace(tmp_path / "r.parquet", rows, {"producer": "synthetic", "policy": "hw"})
+    res = CliRunner().invoke(main, ["report", str(tmp_path), "-o", str(tmp_path / "out"), "--policy", "hw"])
+    assert res.exit_code == 2 and f"{trace}: event 1 (seq 1): column 'exp_rule'" in res.stderr
+    assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 @pytest.mark.parametrize("marker", ["p0"])
@@ -134,4 +146,4 @@ def test_report_page_escapes_snapshot_paths(marker: str) -> None:
     replay_rows(rows, get_policy("hw").build(), get_profile("strict"), result)
     assert not result.passed
     page = render_report(CorpusRun([result]), rule_coverage([result]))
-    assert_escaped(page, [marker, "r9", "n9", "r8", "name"], must_show=[marker])
+    assert_escaped(page, [marker, "r9", "n9", "r8", "name"], must_show=[marker, "r9"])

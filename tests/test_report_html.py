@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import re
 from collections import Counter
@@ -14,7 +16,7 @@ from difftest import TraceBuilder
 from difftest.report.corpus import find_traces, run_corpus
 from difftest.report.coverage import rule_coverage
 from difftest.report.html import render_report
-from difftest.verdict.results import ReplayResult
+from difftest.verdict.results import ReplayResult, RowResult
 from reference_model.rules import RULES, describe, is_spec_rule
 
 
@@ -33,7 +35,10 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, objec
 
 def test_page_is_self_contained(page: tuple[str, dict[str, object]]) -> None:
     text, _ = page
-    assert "<script" not in text.lower()
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", text, re.S | re.I)
+    assert len(scripts) == 1 and scripts[0][0] == ""  # one inline script (the filters), no src
+    digest = base64.b64encode(hashlib.sha256(scripts[0][1].encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in text  # the CSP allows exactly that text, nothing else
     urls = set(re.findall(r"(?:https?:)?//[\w.-]+", text))
     assert urls <= {"http://www.w3.org"}, urls  # only the SVG namespace name, never fetched
     assert "@import" not in text and "url(" not in text
@@ -62,8 +67,48 @@ def test_first_divergence_rule_and_state_table(page: tuple[str, dict[str, object
 
 def test_summary_and_matrix(page: tuple[str, dict[str, object]]) -> None:
     text, _ = page
-    assert "FAIL &middot; 2 of 3 runs diverge" in text
-    assert text.count('class="cell-fail"') == 2 and text.count('class="cell-pass"') == 1
+    assert "FAIL &middot; 2 failed, 1 passed of 3 runs" in text
+    assert text.count('class="cell-FAIL"') == 2 and text.count('class="cell-PASS"') == 1
+
+
+def test_failures_grouped_first_and_passing_runs_carry_no_detail(page: tuple[str, dict[str, object]]) -> None:
+    text, _ = page
+    groups = text[text.index('id="groups"'):text.index('id="runs"')]
+    # two distinct problems: the hostile access (ARCH.RIGHTS, access, result) and the PKRS snapshot
+    rows = re.findall(r'<tr id="g\d+" class="st-FAIL">(.*?)</tr>', groups, re.S)
+    assert len(rows) == 2
+    assert any("ARCH.RIGHTS" in r and "access" in r for r in rows)
+    assert any("snapshot" in r and "vcpu*.pkrs" in r for r in rows)
+    assert text.index('id="groups"') < text.index('id="details"') < text.index('id="summary"')
+    details = text[text.index('id="details"'):text.index('id="summary"')]
+    assert "wd-write" not in details  # the passing run has no detail section
+    passing = text[text.index('id="passing"'):text.index('id="details"')]
+    assert re.search(r'<tr data-s="PASS" data-p="hw" data-r=""><td>PASS<td>wd-write<td>hw', passing)
+
+
+def _snapshot_row(path: str, expected: int, actual: int) -> RowResult:
+    from difftest.trace.io import Snapshot
+    from difftest.verdict.diff import FieldDiff
+
+    return RowResult(3, 3, None, None, None, snapshot=Snapshot(path, expected), actual_state=actual,
+                     diffs=[FieldDiff(path, expected, actual)], status="diverge")
+
+
+@pytest.mark.parametrize(("path", "expected", "actual", "keys"), [
+    # a VMX control bit whose name ends in 'pkrs' is a control, not rights (issue 19: it read "key 0: AD")
+    ("vcpu1.vmcs01.exit_ctls.load_pkrs", "0x1 (set)", "0x0 (clear)", []),
+    ("vcpu0.msr_bitmap.0x6e1.write", "0x1 (intercepted)", "0x0 (not intercepted)", []),
+    ("vcpu0.cr4", "0x1", "0x0", []),
+    # PKRS 0x1 = AD(0) (AD(k) = bit 2k): rights per key
+    ("vcpu0.vmcs01.guest_ia32_pkrs", "0x1", "0x0", [(0, "access disabled (AD)", "read/write")]),
+])
+def test_snapshot_values_decoded_by_path(path: str, expected: str, actual: str, keys: list[tuple[int, str, str]]) -> None:
+    from difftest.report.html import _diff_rows
+
+    rr = _snapshot_row(path, 1, 0)
+    (row,) = _diff_rows(rr, rr.diffs)
+    assert (row.expected, row.actual) == (expected, actual)
+    assert [(k.key, k.expected, k.actual) for k in row.keys] == keys
 
 
 def test_rule_coverage_counts() -> None:

@@ -9,7 +9,7 @@ One trace per reviewer-found bug and derived observation of the KVM PKS series
 SPEC rule they come from; none was produced by running the model.  Where the reference policy
 itself has the bug (v7 in B16, B18, D1, D5; every KVM version in B18 and D5), the trace still
 expects the correct behaviour, its ``policy`` metadata names the policy that passes, and its
-``notes`` say which versions fail and why.  ``traces/bugs/matrix.toml`` states, scenario by
+``notes`` say which versions fail and why.  ``traces/bugs/known-outcomes.toml`` states, scenario by
 policy, what the sources predict a replay gives; tests/test_bug_matrix.py checks it.
 """
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import click
 
-from difftest.cli.options import LazyGroup, default_policy_for, from_metadata, input_errors, parse_host_option
+from difftest.cli.options import LazyGroup, input_errors, known_options, known_outcomes, parse_host_option
 from difftest.engine import replay_trace
 from difftest.report.text import render_replay
 from difftest.trace.io import find_traces, open_trace
 from difftest.trace.schema import render_markdown
 from difftest.variants import resolve_policy
-from difftest.verdict.profiles import PROFILES, get_profile
+from difftest.verdict.profiles import PROFILES
 from reference_model.host import HostCpu
 from reference_model.policies import POLICIES
 
@@ -46,22 +46,28 @@ def main(reference: bool) -> None:
               help="replay on this host instead of the trace's: 'pks-host' (all features) or a feature list")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @click.option("--verbose", "-v", is_flag=True, help="list every later divergence")
+@known_options
 @input_errors
 def replay(trace: str, policy_name: str | None, profile_name: str | None, host_features: HostCpu | None,
-           as_json: bool, verbose: bool) -> None:
-    """Replay TRACE under a policy and diff every expectation and snapshot."""
+           as_json: bool, verbose: bool, known_files: tuple[str, ...], no_known: bool) -> None:
+    """Replay TRACE under a policy and diff every expectation and snapshot.
+
+    Exit 0 when the run PASSes, is a declared known divergence (XFAIL) or is declared not
+    applicable (SKIP); 1 on an undeclared divergence (FAIL) or a declared one that did not show (XPASS).
+    """
+    from difftest.verdict.run_settings import settings_for
+
     tf = open_trace(trace)
-    tf.host_override = host_features
-    policy = resolve_policy(policy_name) if policy_name else from_metadata(tf, "policy", resolve_policy,
-                                                                            default_policy_for(tf.policies()))
-    profile = get_profile(profile_name) if profile_name else from_metadata(tf, "profile", get_profile,
-                                                                           tf.meta.get("profile", "strict"))
-    res = replay_trace(tf, policy, profile)
-    if as_json:
+    known = known_outcomes(known_files, no_known)
+    run = settings_for(tf, policy_name, profile_name, host_features)
+    res = replay_trace(tf, run.policy, run.profile)
+    verdict = res.judge(known.lookup(tf.path, run.policy.name))
+    if as_json:  # the JSON names its policy and profile
         click.echo(json.dumps(res.to_json(), indent=2, sort_keys=True))
     else:
+        click.echo(run.describe())
         click.echo(render_replay(res, verbose=verbose))
-    sys.exit(0 if res.passed else 1)
+    sys.exit(1 if verdict.status.bad else 0)
 
 
 @main.command()
@@ -78,13 +84,22 @@ def replay(trace: str, policy_name: str | None, profile_name: str | None, host_f
 @click.option("--baseline", "baseline", default=None, help="a previous run's JSONL or -o folder: report what changed")
 @click.option("--jobs", "-j", "jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="worker processes")
+@known_options
 @input_errors
 def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str, ...], profile_name: str | None,
-           junit: str | None, jsonl: str | None, baseline: str | None, jobs: int) -> None:
-    """Replay every trace under PATHS and summarise (exit 1 if anything diverges)."""
+           junit: str | None, jsonl: str | None, baseline: str | None, jobs: int, known_files: tuple[str, ...],
+           no_known: bool) -> None:
+    """Replay every trace under PATHS and summarise.
+
+    Each run is judged against the known outcomes (docs/known-outcomes.md): PASS, FAIL, XFAIL
+    (declared known divergence), XPASS (declared, did not show) or SKIP (not applicable).  Exit 1
+    on any FAIL or XPASS; with --baseline, only on new failures (a moved first divergence counts)
+    or XPASS.
+    """
     from difftest.report.corpus import ReportRequest, run_report
 
-    outcome = run_report(ReportRequest(paths, policy_names, profile_name, out_dir, junit, jsonl, baseline, jobs))
+    outcome = run_report(ReportRequest(paths, policy_names, profile_name, out_dir, junit, jsonl, baseline, jobs,
+                                       known_files=known_files, known=not no_known))
     click.echo(outcome.text)
     if out_dir:
         click.echo(f"report: {Path(out_dir) / 'index.html'}")
@@ -93,36 +108,55 @@ def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str,
 
 @main.command()
 @click.argument("traces", nargs=-1, required=True)
-@click.option("--policy", "policy_a", required=True, help="policy A (name or variant file)")
+@click.option("--policy", "policy_a", default=None, help="policy A (name or variant file; default: each trace's, else kvm-v7)")
 @click.option("--against", "policy_b", required=True, help="policy B (name or variant file)")
-@click.option("--profile", "profile_name", default="strict", show_default=True)
+@click.option("--profile", "profile_name", default=None,
+              help="comparison profile (default: each trace's metadata 'profile', else strict)")
 @click.option("--host", "host_features", default=None, callback=lambda c, p, v: parse_host_option(v),
               help="replay on this host instead of the traces': 'pks-host' (all features) or a feature list")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON (a list, one per trace)")
 @click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
               help="also write the two policies side by side as a self-contained HTML page")
+@known_options
 @input_errors
-def compare(traces: tuple[str, ...], policy_a: str, policy_b: str, profile_name: str, host_features: HostCpu | None,
-            as_json: bool, html_file: str | None) -> None:
-    """Replay each trace under two policies and show where they part (exit 1 if they differ)."""
+def compare(traces: tuple[str, ...], policy_a: str | None, policy_b: str, profile_name: str | None,
+            host_features: HostCpu | None, as_json: bool, html_file: str | None, known_files: tuple[str, ...],
+            no_known: bool) -> None:
+    """Replay each trace under two policies and show where they part (exit 1 if they differ).
+
+    Each side is also judged against the trace's expectations and its known outcomes
+    (docs/known-outcomes.md), so a difference that is a declared known bug says so.
+    """
     from difftest.engine import compare_trace
     from difftest.report.text import render_compare
+    from difftest.verdict.run_settings import settings_for
 
-    a, b = resolve_policy(policy_a), resolve_policy(policy_b)
-    profile = get_profile(profile_name)
+    b = resolve_policy(policy_b)
     paths = find_traces(traces)
     tfs = [open_trace(p) for p in paths]  # every file is checked before any output
-    for tf in tfs:
-        tf.host_override = host_features
-    results = [compare_trace(tf, a, b, profile) for tf in tfs]
+    settings = [settings_for(tf, policy_a, profile_name, host_features) for tf in tfs]
+    known = known_outcomes(known_files, no_known)
+    results = []
+    for tf, run in zip(tfs, settings, strict=True):
+        res = compare_trace(tf, run.policy, b, run.profile)
+        res.replay_a.judge(known.lookup(tf.path, res.policy_a))
+        res.replay_b.judge(known.lookup(tf.path, res.policy_b))
+        results.append(res)
+    lines = sorted({run.describe() for run in settings})
+    for line in lines if not as_json else ():  # the JSON names its policies
+        click.echo(line + f"; against {b.name}")
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
     else:
         click.echo("\n\n".join(render_compare(r) for r in results))
+        differ = sum(1 for r in results if r.differ)
+        click.echo(f"\n{len(results)} trace(s): {differ} differ, {len(results) - differ} agree")
     if html_file:
-        from difftest.report.html import write_compare_page
+        from difftest.report.html import compare_timelines, write_compare_page
 
-        write_compare_page(html_file, results)
+        pol_a = settings[0].policy if len({r.policy_a for r in results}) == 1 and settings else None
+        timelines = compare_timelines(results, pol_a, b) if pol_a is not None else {}
+        write_compare_page(html_file, results, timelines)
     sys.exit(1 if any(r.differ for r in results) else 0)
 
 

@@ -11,10 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from difftest.errors import InputError
-from difftest.trace.io import TraceFile
-from difftest.trace.schema import META_PREFIX
 from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
-from reference_model.policies import POLICIES
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -53,22 +50,6 @@ def parse_host_option(value: str | None) -> HostCpu | None:
         raise click.BadParameter(str(exc)) from None
 
 
-def from_metadata(tf: TraceFile, key: str, lookup: Callable[[str], T], name: str) -> T:
-    """The policy or profile ``name`` a trace's metadata asks for; unknown, it is that file's error."""
-    try:
-        return lookup(name)
-    except KeyError as exc:
-        raise InputError(str(tf.path), f"metadata '{META_PREFIX}{key}': {exc.args[0] if exc.args else name}") from None
-    except InputError as exc:  # a variant file the metadata names
-        raise InputError(str(tf.path), f"metadata '{META_PREFIX}{key}': {exc}") from None
-
-
-def default_policy_for(meta_policies: list[str]) -> str:
-    if meta_policies:
-        return meta_policies[0]
-    return DEFAULT_POLICY if DEFAULT_POLICY in POLICIES else "hw"
-
-
 class LazyGroup(click.Group):
     """A group whose commands live in their own modules, imported when one is run or listed.
 
@@ -89,3 +70,18 @@ class LazyGroup(click.Group):
             command = getattr(importlib.import_module(module), attr)
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
+
+
+def known_options(fn: F) -> F:
+    """``--known FILE`` (repeatable) and ``--no-known``: which known-outcomes declarations judge the runs."""
+    fn = click.option("--no-known", "no_known", is_flag=True,
+                      help="ignore known-outcomes.toml files: every divergence is a FAIL")(fn)
+    return click.option("--known", "known_files", multiple=True, type=click.Path(dir_okay=False),
+                        help="a known-outcomes file (docs/known-outcomes.md) besides the known-outcomes.toml "
+                             "found next to each trace and in its parent folders (repeatable)")(fn)  # type: ignore[return-value]
+
+
+def known_outcomes(known_files: tuple[str, ...], no_known: bool) -> Any:
+    from difftest.verdict.known_outcomes import NO_KNOWN_OUTCOMES, KnownOutcomes
+
+    return NO_KNOWN_OUTCOMES if no_known else KnownOutcomes(known_files)

@@ -12,8 +12,10 @@ from difftest.cli.options import input_errors
 from difftest.search.fuzz import MIN_EVENTS, FuzzRun, ProgressFn, fuzz, render_summary
 from difftest.search.generate import DEFAULT_DOMAIN, DEFAULT_GENERATION_POLICY, DOMAINS, generate, load_draft
 from difftest.search.shrink import DEFAULT_MAX_CANDIDATES, Goal, shrink, to_python
+from difftest.trace.io import open_trace
 from difftest.variants import resolve_policy
 from difftest.verdict.profiles import get_profile
+from difftest.verdict.run_settings import settings_for
 
 
 @click.command(name="generate")
@@ -37,20 +39,27 @@ def generate_cmd(seed: int, events: int, domain: str, policy_name: str, output: 
 
 @click.command(name="shrink")
 @click.argument("trace", type=click.Path(dir_okay=False))
-@click.option("--policy", "policy_a", required=True, help="policy A (name or variant file)")
+@click.option("--policy", "policy_a", default=None,
+              help="policy A (name or variant file; default: the trace's metadata policy, else kvm-v7)")
 @click.option("--against", "policy_b", default=None,
               help="policy B: keep A and B differing (without it: keep A diverging from the trace's expectations)")
-@click.option("--profile", "profile_name", default="strict", show_default=True)
+@click.option("--profile", "profile_name", default=None,
+              help="comparison profile (default: the trace's metadata 'profile', else strict)")
 @click.option("--max-candidates", type=click.IntRange(min=1), default=DEFAULT_MAX_CANDIDATES, show_default=True)
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True)
-def shrink_cmd(trace: str, policy_a: str, policy_b: str | None, profile_name: str, max_candidates: int,
+def shrink_cmd(trace: str, policy_a: str | None, policy_b: str | None, profile_name: str | None, max_candidates: int,
                output: str) -> None:
-    """Shrink TRACE while its first divergence keeps its rule id and event kind (exit 1: kept, 0: none)."""
+    """Shrink TRACE while its first divergence keeps its rule id and event kind (exit 1: kept, 0: none).
 
+    Policy, profile and host default to the trace's metadata, as in ``replay``, so the divergence
+    kept is the one ``replay`` shows.
+    """
 
     @input_errors
     def run() -> int:
-        goal = Goal(resolve_policy(policy_a), resolve_policy(policy_b) if policy_b else None, get_profile(profile_name))
+        settings = settings_for(open_trace(trace), policy_a, profile_name)  # the same defaults as replay
+        click.echo(settings.describe())
+        goal = Goal(settings.policy, resolve_policy(policy_b) if policy_b else None, settings.profile)
         draft = load_draft(trace)
         if goal.first(draft) is None:
             click.echo(f"{trace}: no divergence ({goal.describe()}); nothing to shrink")
@@ -95,16 +104,18 @@ def progress_display(budget_seconds: float, iterations: int | None) -> Iterator[
               help="longest generated trace")
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
               help="run exactly this many traces (ignores the budget; fully repeatable)")
-@click.option("--profile", "profile_name", default="strict", show_default=True)
+@click.option("--profile", "profile_name", default=None,
+              help="comparison profile (default: strict; generated traces hold no recording quirks to mask)")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True)
 def fuzz_cmd(policy_a: str, policy_b: str, budget_seconds: float, seed: int, max_events: int, iterations: int | None,
-             profile_name: str, out_dir: str) -> None:
+             profile_name: str | None, out_dir: str) -> None:
     """Generate traces, compare A with B, shrink and keep each new kind of divergence in DIR (exit 1: some kept)."""
-
 
     @input_errors
     def run() -> int:
-        a, b, prof = resolve_policy(policy_a), resolve_policy(policy_b), get_profile(profile_name)
+        a, b, prof = resolve_policy(policy_a), resolve_policy(policy_b), get_profile(profile_name or "strict")
+        click.echo(f"using policy {a.name} against {b.name} (options), profile {prof.name} "
+                   f"({'option' if profile_name else 'default'}), host: each generated trace's own (its metadata)")
         with progress_display(budget_seconds, iterations) as update:
             result = fuzz(a, b, out_dir, budget_seconds=budget_seconds, seed=seed, max_events=max_events,
                           iterations=iterations, profile=prof, on_progress=update)

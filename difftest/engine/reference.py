@@ -122,6 +122,7 @@ def compare_rows(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: 
                     if rr.diffs:
                         rr.status = "diverge"
                         rep.divergence_count += 1
+                        rep.keep_first(rr)
             diffs = diff_outcomes(oa, ob)
             sa, sb = ma.observe(ev.vcpu), mb.observe(ev.vcpu)
             for (name, rule), va, vb in zip(OBSERVED_STATE, sa, sb, strict=False):

@@ -3,6 +3,12 @@
 A baseline is a previous run's JSONL (``--jsonl FILE``) or its output folder (``-o DIR``, whose
 ``results.jsonl`` is read).  Runs are matched by trace path and policy; when the path is not
 found (the corpus moved), by trace name and policy if that name is unique in the baseline.
+
+A run *fails* when its status is FAIL or XPASS (:mod:`difftest.verdict.run_status`; a baseline written
+before statuses existed is read by its ``passed`` flag).  A run that failed before and fails now
+with its first divergence at another event or under another rule is a NEW failure, not an old one:
+the gate (:func:`baseline_exit_code`) exits 1 on new failures and on any XPASS, never on failures
+the baseline already had.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 
 from difftest.errors import InputError
 from difftest.verdict.results import ReplayResult
+from difftest.verdict.run_status import Status
 
 BASELINE_FILE = "results.jsonl"
 
@@ -29,6 +36,11 @@ class BaselineRun:
     divergences: int
     first_index: int | None
     first_rule: str | None
+    status: str = ""  # PASS/FAIL/XFAIL/XPASS/SKIP; "" in a baseline older than statuses
+
+    @property
+    def failing(self) -> bool:
+        return self.status in ("FAIL", "XPASS") if self.status else not self.passed
 
 
 @dataclass
@@ -43,10 +55,22 @@ class Change:
 
     @property
     def moved(self) -> bool:
-        """Both failing, but the first divergence is at another event or rule."""
-        if self.before is None or self.now is None or self.now.first is None:
+        """Both diverging, but the first divergence is at another event or rule."""
+        if self.before is None or self.now is None or self.now.first is None or self.before.first_index is None:
             return False
         return (self.before.first_index, self.before.first_rule) != (self.now.first.index, self.now.first.primary_rule)
+
+    def where(self) -> str:
+        first = self.now.first if self.now else None
+        return f"event {first.index} {first.primary_rule or ''}".rstrip() if first else "no divergence"
+
+    def was(self) -> str:
+        b = self.before
+        if b is None:
+            return "not in baseline"
+        if b.first_index is None:
+            return f"was {b.status or 'PASS'}"
+        return f"was {b.status or 'FAIL'} at event {b.first_index} {b.first_rule or ''}".rstrip()
 
 
 @dataclass
@@ -107,8 +131,20 @@ def load_baseline(path: str) -> list[BaselineRun]:
             divergences=int(_field(src, n, row, "divergences", (int,))),  # type: ignore[arg-type]
             first_index=first_index,
             first_rule=_field(src, n, row, "first_rule", (str,), optional=True),  # type: ignore[arg-type]
+            status=_status(src, n, row),
         ))
     return runs
+
+
+def _status(src: str, line: int, row: dict[str, object]) -> str:
+    v = row.get("status", "")
+    if v and v not in {s.value for s in Status}:
+        raise InputError(src, f"unknown status {v!r}", line=line, column="status")
+    return str(v or "")
+
+
+def _failing(r: ReplayResult) -> bool:
+    return r.status.bad
 
 
 def compare_with_baseline(source: str, before: Sequence[BaselineRun], now: Sequence[ReplayResult]) -> BaselineDiff:
@@ -126,33 +162,43 @@ def compare_with_baseline(source: str, before: Sequence[BaselineRun], now: Seque
             b = None
         ch = Change(r.trace, r.trace_name, r.policy, b, r)
         if b is None:
-            (diff.new_passing if r.passed else diff.new_failures).append(ch)
+            (diff.new_failures if _failing(r) else diff.new_passing).append(ch)
             continue
         used.add(id(b))
-        if r.passed:
-            (diff.still_passing if b.passed else diff.fixed).append(ch)
+        if not _failing(r):
+            (diff.fixed if b.failing else diff.still_passing).append(ch)
+        elif not b.failing or ch.moved:
+            diff.new_failures.append(ch)
         else:
-            (diff.new_failures if b.passed else diff.still_failing).append(ch)
+            diff.still_failing.append(ch)
     for b in before:
         if id(b) not in used:
             diff.gone.append(Change(b.trace, b.name, b.policy, b, None))
     return diff
 
 
+def baseline_exit_code(diff: BaselineDiff, results: Sequence[ReplayResult]) -> int:
+    """1 on a new failure (a moved first divergence counts) or any XPASS, else 0."""
+    return 1 if diff.new_failures or any(r.status is Status.XPASS for r in results) else 0
+
+
 def render_baseline_text(diff: BaselineDiff) -> str:
-    """A few lines for stdout: the changes first, then the counts."""
+    """The changes first (new failures, fixed, still failing), then the counts."""
     lines = [f"against baseline {diff.source}: {len(diff.new_failures)} new failure(s), {len(diff.fixed)} fixed, "
              f"{len(diff.still_failing)} still failing, {len(diff.still_passing)} still passing"
              + (f", {len(diff.new_passing)} new passing" if diff.new_passing else "")
              + (f", {len(diff.gone)} gone" if diff.gone else "")]
-    for ch in diff.new_failures:
-        first = ch.now.first if ch.now else None
-        where = f" at event {first.index} {first.primary_rule or ''}".rstrip() if first else ""
-        lines.append(f"  NEW FAILURE  {ch.name}  {ch.policy}{where}" + ("" if ch.before else "  (not in baseline)"))
-    for ch in diff.fixed:
-        lines.append(f"  FIXED        {ch.name}  {ch.policy}")
-    for ch in diff.still_failing:
-        if ch.moved:
-            was = ch.before.first_index if ch.before else "?"
-            lines.append(f"  MOVED        {ch.name}  {ch.policy}  first divergence was event {was}")
+    width = max((len(ch.name) for ch in [*diff.new_failures, *diff.fixed, *diff.still_failing]), default=10)
+    for title, changes in (("new failures", diff.new_failures), ("fixed", diff.fixed),
+                           ("still failing", diff.still_failing)):
+        if not changes:
+            continue
+        lines.append(f"{title} ({len(changes)}):")
+        for ch in changes:
+            status = ch.now.status.value if ch.now else "-"
+            if title == "fixed":
+                lines.append(f"  {status:<5} {ch.name:<{width}}  {ch.policy:<12} {ch.was()}")
+            else:
+                moved = "  (first divergence moved)" if ch.moved else ""
+                lines.append(f"  {status:<5} {ch.name:<{width}}  {ch.policy:<12} {ch.where()}; {ch.was()}{moved}")
     return "\n".join(lines)

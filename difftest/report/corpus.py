@@ -19,16 +19,18 @@ from typing import Any
 
 from difftest.engine import replay_trace
 from difftest.errors import InputError
-from difftest.report.text import render_replay, render_summary
+from difftest.report.text import render_headline, render_replay, render_summary
 from difftest.trace.io import find_traces, open_trace, write_text_atomic
 from difftest.variants import resolve_policy
 from difftest.verdict.corpus import CorpusRun
+from difftest.verdict.known_outcomes import NO_KNOWN_OUTCOMES, KnownOutcomes
 from difftest.verdict.profiles import get_profile
 from difftest.verdict.results import ReplayResult
+from difftest.verdict.run_status import Status, exit_code
 from difftest.verdict.timeline import Timeline, TimelineRecorder
-from reference_model.policies import POLICIES
+from reference_model.policies import POLICIES, Policy
 
-from .baseline import BaselineDiff, compare_with_baseline, load_baseline, render_baseline_text
+from .baseline import BaselineDiff, baseline_exit_code, compare_with_baseline, load_baseline, render_baseline_text
 from .coverage import rule_coverage
 from .jsonl import jsonl_rows
 from .junit import junit_xml
@@ -130,6 +132,46 @@ def _results(tasks: list[_Task], jobs: int) -> Iterator[tuple[int, Any]]:
         yield from pool.imap_unordered(_run_task, tasks, chunksize=chunk)
 
 
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+TIMELINE_MAX_ROWS = 200_000  # a run shown in detail gets a timeline if its trace is at most this long
+
+
+def record_timelines(run: CorpusRun, shown: Sequence[ReplayResult], policies: dict[str, Policy] | None = None,
+                     max_rows: int = TIMELINE_MAX_ROWS) -> dict[tuple[str, str], str]:
+    """Timelines for the runs a page shows in detail only, so the corpus itself replays on the fast path.
+
+    Each is one more replay of that trace with a :class:`TimelineRecorder` (the row-by-row path);
+    longer traces get a note instead.  ``policies``: the Policy objects by name (variant files given
+    on the command line are known by their own name only there).  Returns the notes, keyed like
+    ``run.timelines``.
+    """
+    policies = policies or {}
+    notes: dict[tuple[str, str], str] = {}
+    for res in shown:
+        key = (res.trace, res.policy)
+        if key in run.timelines:
+            continue
+        tf = open_trace(res.trace)
+        if tf.num_rows > max_rows:
+            notes[key] = (f"timeline not drawn: {tf.num_rows:,} rows (the page draws traces of up to {max_rows:,}; "
+                          "`difftest report TRACE --policy NAME -o DIR` on a shorter cut of it)")
+            continue
+        rec = TimelineRecorder(tf.num_rows)
+        policy = policies.get(res.policy) or resolve_policy(res.policy)
+        replay_trace(tf, policy, get_profile(res.profile), rec)
+        run.timelines[key] = rec.timeline
+    return notes
+
+
 @dataclass
 class ReportRequest:
     """What ``difftest report`` was asked for."""
@@ -143,6 +185,8 @@ class ReportRequest:
     baseline: str | None = None
     jobs: int = 1
     progress: bool | None = None
+    known_files: Sequence[str] = ()  # --known FILE: declarations beyond the discovered known-outcomes.toml
+    known: bool = True  # False: --no-known, judge every run by its divergences alone
 
 
 @dataclass
@@ -162,22 +206,37 @@ def run_report(req: ReportRequest) -> ReportOutcome:
     if req.jobs < 1:
         raise InputError("--jobs", f"must be at least 1, got {req.jobs}")
     before = load_baseline(req.baseline) if req.baseline else None  # read before -o may overwrite it
-    run = run_corpus(traces, req.policies, req.profile, jobs=req.jobs, timelines=req.out_dir is not None,
-                     progress=req.progress)
+    known = KnownOutcomes(req.known_files) if req.known else NO_KNOWN_OUTCOMES  # bad files fail before the run
+    for t in traces:
+        known.files_for(t)
+    run = run_corpus(traces, req.policies, req.profile, jobs=req.jobs, progress=req.progress)  # the fast path
     results = run.results
+    for r in results:
+        r.judge(known.lookup(r.trace, r.policy))
     diff = compare_with_baseline(req.baseline or "", before, results) if before is not None else None
-    summary = render_summary(results)
-    text = (render_baseline_text(diff) + "\n\n" if diff is not None else "") + summary
-    outcome = ReportOutcome(text, 0 if all(r.passed for r in results) else 1, run, diff)
-    rows = jsonl_rows(results)
+    head = render_headline(results)
+    used = ", ".join(_shown(p) for p in known.used_files(traces)) or "none"
+    setup = (f"policies: {', '.join(req.policies) if req.policies else default_policies()[0] + ' (default)'}, "
+             f"plus each trace's own; profile: {req.profile or 'each trace metadata (else strict)'}; "
+             f"host: each trace's; known outcomes: {used}")
+    top = (render_baseline_text(diff) + "\n\n" if diff is not None else "") + head + "\n" + setup
+    code = baseline_exit_code(diff, results) if diff is not None else exit_code(r.status for r in results)
+    text = top + "\n\n" + render_summary(results, lines=False)
+    outcome = ReportOutcome(text, code, run, diff)
+    rows = jsonl_rows(results) if req.out_dir or req.jsonl else ""  # only for the files that hold it
     if req.out_dir:
-        from difftest.report.html import render_report  # Jinja only when a page is asked for
+        from difftest.report.failure_groups import group_runs
+        from difftest.report.html import render_report, timeline_runs  # Jinja only when a page is asked for
 
         out = Path(req.out_dir)
-        detail = "\n\n".join(render_replay(r) for r in results if not r.passed)
-        html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)")
+        detail = "\n\n".join(render_replay(r) for r in results if r.status is not Status.PASS and r.first)
+        by_name = {pol.name: pol for pol in map(resolve_policy, req.policies)}
+        notes = record_timelines(run, timeline_runs(group_runs(results)), by_name)
+        html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)",
+                             timeline_notes=notes)
+        full = top + "\n\n" + render_summary(results)
         outcome.written += [
-            write_text_atomic(out / "report.txt", text + ("\n\n" + detail if detail else "") + "\n"),
+            write_text_atomic(out / "report.txt", full + ("\n\n" + detail if detail else "") + "\n"),
             write_text_atomic(out / "results.jsonl", rows),
             write_text_atomic(out / "index.html", html),
         ]

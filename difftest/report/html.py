@@ -1,13 +1,21 @@
 """The HTML corpus report: one self-contained page rendered from result objects with Jinja2.
 
-The page has no script and loads nothing: CSS and SVG are inline, fonts are the reader's own,
-so it opens offline and can be mailed.  Templates live in ``templates/`` beside this module, with autoescaping on;
-every string that comes from a trace (names, metadata, notes) reaches the page only through
-Jinja's escaping.  This module only shapes result objects into what the templates show.
+The page loads nothing: CSS and SVG are inline, fonts are the reader's own, so it opens offline
+and can be mailed.  Its one inline script (the filters) is allowed by hash in the page's CSP and
+only hides table rows; without it every row shows.  Templates live in ``templates/`` beside this
+module, with autoescaping on; every string that comes from a trace reaches the page only through Jinja's
+escaping.
+
+Scale (issue 19): the first screen is the failures grouped by signature
+(:mod:`difftest.report.failure_groups`) with counts; every run is one table row; only a few runs per
+group are shown in detail (:data:`DETAILS_PER_GROUP`, :data:`MAX_DETAILS` in all), and only the
+first of each group gets a timeline (:func:`timeline_runs`).  Passing runs carry no detail at all.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -23,16 +31,44 @@ from difftest.verdict.compare import CompareResult
 from difftest.verdict.corpus import CorpusRun
 from difftest.verdict.diff import FieldDiff, fmt
 from difftest.verdict.results import ReplayResult, RowResult
-from reference_model.registers import MSR_IA32_PKRS
+from difftest.verdict.run_status import ORDER, Status, render_counts
+from difftest.verdict.timeline import Timeline
+from reference_model.policies import Policy
 from reference_model.rules import describe
 
 from .baseline import BaselineDiff
 from .coverage import Coverage
+from .failure_groups import Group, group_runs
+from .state_decode import describe_value, field_kind, value_kind
 from .timeline import RIGHTS_TEXT, SvgTimeline, layout, rights
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-MAX_TIMELINES = 300  # beyond this many runs, only failing runs get a timeline (page size)
+MAX_DETAILS = 150  # runs shown in detail on one page (the rest are one table row each)
+DETAILS_PER_GROUP = 3  # examples of one failure signature shown in detail
+MATRIX_MAX_TRACES = 200  # the scenario x policy matrix is drawn up to this many traces
 MAX_LATER = 10  # later divergences listed per run
+
+# The filters: a few lines, no library.  The page's CSP allows exactly this text (by its hash).
+FILTER_SCRIPT = """(function () {
+  var f = document.getElementById("filters"), rows = document.querySelectorAll("tr[data-s]");
+  var shown = document.getElementById("shown"), passing = document.getElementById("passing");
+  f.hidden = false;
+  function apply() {
+    var s = f.elements.s.value, p = f.elements.p.value, r = f.elements.r.value, n = 0;
+    for (var i = 0; i < rows.length; i++) {
+      var d = rows[i].dataset;
+      var ok = (!s || (s === "bad" ? d.s !== "PASS" : d.s === s)) && (!p || d.p === p) && (!r || d.r === r);
+      rows[i].hidden = !ok;
+      if (ok) n++;
+    }
+    shown.textContent = n + " run(s) shown";
+    if (passing && (s === "PASS" || s === "")) passing.open = true;
+  }
+  f.addEventListener("change", apply);
+  f.addEventListener("reset", function () { setTimeout(apply, 0); });
+  apply();
+})();"""
+FILTER_SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(FILTER_SCRIPT.encode()).digest()).decode()
 
 
 @lru_cache(maxsize=1)
@@ -44,6 +80,7 @@ def environment() -> jinja2.Environment:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["describe_rule"] = describe
     env.filters["thousands"] = lambda n: f"{n:,}"
+    env.filters["id"] = id
     env.globals["fmt"] = fmt
     return env
 
@@ -57,7 +94,8 @@ class KeyChange:
 
 @dataclass
 class DiffRow:
-    """A differing field, with per-key rights when the value is a PKRS/PKRU image."""
+    """A differing field, decoded by what it names: per-key rights for a PKRS/PKRU image, the bit's
+    meaning for a control or intercept bit, plain hex otherwise."""
 
     field: str
     expected: str
@@ -67,49 +105,17 @@ class DiffRow:
     keys: list[KeyChange] = field(default_factory=list)
 
 
-@dataclass
-class RunView:
-    """One trace x policy as the page shows it."""
-
-    anchor: str
-    res: ReplayResult
-    timeline: SvgTimeline | None
-    timeline_note: str
-    first_diffs: list[DiffRow]
-    masked: list[DiffRow]
-    later: list[RowResult]
-    masked_by: list[tuple[str, int]]
-
-
-@dataclass
-class TraceView:
-    anchor: str
-    name: str
-    path: str
-    meta: list[tuple[str, str]]
-    description: str
-    runs: list[RunView]
-
-    @property
-    def failed(self) -> bool:
-        return any(not r.res.passed for r in self.runs)
-
-
-def _is_rights_image(rr: RowResult, field_name: str) -> bool:
-    if rr.snapshot is not None:
-        return rr.snapshot.path.endswith(("pkrs", "pkru"))
-    ev = rr.event
-    if ev is None or field_name != "value":
-        return False
-    return ev.kind == "rdpkru" or (ev.kind == "rdmsr" and ev.msr == MSR_IA32_PKRS)
-
-
 def _diff_rows(rr: RowResult, diffs: Sequence[FieldDiff]) -> list[DiffRow]:
     out = []
     for d in diffs:
-        name = rr.snapshot.path if rr.snapshot is not None else d.field
-        row = DiffRow(name, fmt(d.field, d.expected), fmt(d.field, d.actual), d.mask, d.mask_reason)
-        if isinstance(d.expected, int) and isinstance(d.actual, int) and _is_rights_image(rr, d.field):
+        if rr.snapshot is not None:
+            name, what = rr.snapshot.path, value_kind(rr.snapshot.path)
+        else:
+            ev = rr.event
+            name, what = d.field, field_kind(ev.kind if ev else None, ev.msr if ev else None, d.field)
+        row = DiffRow(name, describe_value(what, d.expected, d.field), describe_value(what, d.actual, d.field),
+                      d.mask, d.mask_reason)
+        if what == "rights" and isinstance(d.expected, int) and isinstance(d.actual, int):
             row.keys = [KeyChange(k, RIGHTS_TEXT[rights(d.expected, k)], RIGHTS_TEXT[rights(d.actual, k)])
                         for k in range(16) if rights(d.expected, k) != rights(d.actual, k)]
         out.append(row)
@@ -123,62 +129,86 @@ def _masked_rows(res: ReplayResult) -> list[DiffRow]:
     return rows
 
 
-def build_views(run: CorpusRun) -> list[TraceView]:
-    """Group runs by trace and prepare what each section shows."""
-    traces: dict[str, TraceView] = {}
-    budget_all = len(run.results) <= MAX_TIMELINES
-    shown = 0
-    for res in run.results:
-        tv = traces.get(res.trace)
-        if tv is None:
-            meta = [(k, v) for k, v in sorted(res.meta.items()) if k not in ("name", "description", "schema_version")]
-            tv = traces[res.trace] = TraceView(f"t{len(traces)}", res.trace_name, res.trace, meta,
-                                               res.meta.get("description", ""), [])
-        tl = run.timelines.get((res.trace, res.policy))
-        svg, note = None, ""
-        if tl is None:
-            note = "timeline not recorded"
-        elif budget_all or (not res.passed and shown < MAX_TIMELINES):
-            svg = layout(tl)
-            shown += 1
-            if tl.bucket > 1:
-                note = f"{tl.rows:,} rows, one pixel column per {tl.bucket} rows (state changes inside a column are merged)"
-        else:
-            note = f"timeline omitted: {len(run.results)} runs in this report (run `difftest report` on this trace alone)"
-        first = res.first
-        tv.runs.append(RunView(
-            f"{tv.anchor}-p{len(tv.runs)}", res, svg, note,
-            _diff_rows(first, first.diffs) if first else [],
-            _masked_rows(res),
-            res.divergences[1:1 + MAX_LATER],
-            sorted(res.masked_by.items()),
-        ))
-    return list(traces.values())
+@dataclass
+class RunView:
+    """One trace x policy shown in detail."""
+
+    anchor: str
+    res: ReplayResult
+    group: Group | None
+    timeline: SvgTimeline | None
+    timeline_note: str
+    first_diffs: list[DiffRow]
+    masked: list[DiffRow]
+    later: list[RowResult]
+    masked_by: list[tuple[str, int]]
+    meta: list[tuple[str, str]]
+
+
+def detail_runs(groups: Sequence[Group], limit: int = MAX_DETAILS, per_group: int = DETAILS_PER_GROUP) -> list[ReplayResult]:
+    """The runs shown in detail: round-robin over the groups (one example of each before a second), up
+    to ``per_group`` per group and ``limit`` in all; runs skipped as not applicable get none."""
+    picked: list[ReplayResult] = []
+    shown = [g for g in groups if g.signature.status is not Status.SKIP]
+    for turn in range(per_group):
+        for g in shown:
+            if turn < len(g.runs) and len(picked) < limit:
+                picked.append(g.runs[turn])
+    return picked
+
+
+def timeline_runs(groups: Sequence[Group]) -> list[ReplayResult]:
+    """The runs that get a timeline: the first example of each signature (each one is a replay more)."""
+    return detail_runs(groups, per_group=1)
+
+
+def _run_view(anchor: str, res: ReplayResult, group: Group | None, timelines: dict[tuple[str, str], Timeline],
+              timeline_notes: dict[tuple[str, str], str]) -> RunView:
+    key = (res.trace, res.policy)
+    tl = timelines.get(key)
+    default = ("timeline drawn for the first run of this signature only"
+               if group is not None and group.runs[0] is not res else "timeline not recorded")
+    svg, note = None, timeline_notes.get(key, default)
+    if tl is not None:
+        svg = layout(tl)
+        note = (f"{tl.rows:,} rows, one pixel column per {tl.bucket} rows (state changes inside a column are merged)"
+                if tl.bucket > 1 else "")
+    first = res.first
+    meta = [(k, v) for k, v in sorted(res.meta.items()) if k not in ("name", "description", "schema_version")]
+    return RunView(anchor, res, group, svg, note, _diff_rows(first, first.diffs) if first else [], _masked_rows(res),
+                   res.divergences[1:1 + MAX_LATER], sorted(res.masked_by.items()), meta)
 
 
 @dataclass
 class PolicySummary:
     name: str
-    runs: int = 0
-    failed: int = 0
+    statuses: Counter[Status] = field(default_factory=Counter)
     events: int = 0
     compared: int = 0
     divergences: int = 0
     masked: int = 0
 
     @property
-    def passed(self) -> int:
-        return self.runs - self.failed
+    def runs(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def bad(self) -> int:
+        return self.statuses[Status.FAIL] + self.statuses[Status.XPASS]
+
+    def count(self, status: str) -> int:
+        return self.statuses[Status(status)]
 
 
 def summarise(results: Sequence[ReplayResult]) -> dict[str, Any]:
-    """Totals and per-policy counts for the summary block."""
+    """Totals, status counts and per-policy counts for the summary block."""
     pols: dict[str, PolicySummary] = {}
     masked_by: Counter[str] = Counter()
+    statuses: Counter[Status] = Counter()
     for r in results:
         p = pols.setdefault(r.policy, PolicySummary(r.policy))
-        p.runs += 1
-        p.failed += 0 if r.passed else 1
+        p.statuses[r.status] += 1
+        statuses[r.status] += 1
         p.events += r.events
         p.compared += r.compared
         p.divergences += r.divergence_count
@@ -187,6 +217,9 @@ def summarise(results: Sequence[ReplayResult]) -> dict[str, Any]:
     return {
         "traces": len({r.trace for r in results}),
         "runs": len(results),
+        "statuses": statuses,
+        "counts": render_counts(statuses),
+        "bad": statuses[Status.FAIL] + statuses[Status.XPASS],
         "failed": sum(1 for r in results if not r.passed),
         "events": sum(r.events for r in results),
         "compared": sum(r.compared for r in results),
@@ -199,16 +232,59 @@ def summarise(results: Sequence[ReplayResult]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class RunRow:
+    """One run as a table row (every run gets one; the filters act on these)."""
+
+    res: ReplayResult
+    detail: str | None  # anchor of its detail section
+    group: Group | None
+
+
 def render_report(run: CorpusRun, coverage: Coverage, baseline: BaselineDiff | None = None, *,
-                  profile: str = "strict", title: str = "pks-difftest report") -> str:
+                  profile: str = "strict", title: str = "pks-difftest report",
+                  timeline_notes: dict[tuple[str, str], str] | None = None) -> str:
     """The whole page as one HTML string."""
-    views = build_views(run)
-    policies = [p.name for p in summarise(run.results)["policies"]]
-    matrix = sorted(views, key=lambda t: (not t.failed, t.name))
+    results = run.results
+    groups = group_runs(results)
+    group_of = {id(r): g for g in groups for r in g.runs}
+    details = detail_runs(groups)
+    views = [_run_view(f"r{n}", r, group_of.get(id(r)), run.timelines, timeline_notes or {})
+             for n, r in enumerate(details)]
+    anchor_of = {id(v.res): v.anchor for v in views}
+    rows = [RunRow(r, anchor_of.get(id(r)), group_of.get(id(r))) for r in results]
+    summary = summarise(results)
+    policies = [p.name for p in summary["policies"]]
+    rules = sorted({r.first.primary_rule for r in results if r.first and r.first.primary_rule})
+    matrix = _matrix(rows, policies) if summary["traces"] <= MATRIX_MAX_TRACES else None
     return environment().get_template("report.html.j2").render(
-        title=title, profile=profile, summary=summarise(run.results), policies=policies, traces=views,
-        matrix=matrix, coverage=coverage, baseline=baseline, jobs=run.jobs,
+        title=title, profile=profile, summary=summary, policies=policies, groups=groups,
+        bad_rows=[r for r in rows if r.res.status is not Status.PASS],
+        pass_rows=[r for r in rows if r.res.status is Status.PASS], details=views, rules=rules,
+        statuses=[s.value for s in ORDER], matrix=matrix, coverage=coverage, baseline=baseline, jobs=run.jobs,
+        script=FILTER_SCRIPT, script_hash=FILTER_SCRIPT_HASH, max_details=MAX_DETAILS, per_group=DETAILS_PER_GROUP,
     )
+
+
+@dataclass
+class MatrixRow:
+    name: str
+    description: str
+    cells: list[RunRow | None]
+    bad: bool
+
+
+def _matrix(rows: Sequence[RunRow], policies: Sequence[str]) -> list[MatrixRow]:
+    by_trace: dict[str, dict[str, RunRow]] = {}
+    for row in rows:
+        by_trace.setdefault(row.res.trace, {})[row.res.policy] = row
+    out = []
+    for cells in by_trace.values():
+        any_row = next(iter(cells.values()))
+        out.append(MatrixRow(any_row.res.trace_name, any_row.res.meta.get("description", ""),
+                             [cells.get(p) for p in policies],
+                             any(c.res.status is not Status.PASS for c in cells.values())))
+    return sorted(out, key=lambda m: (not m.bad, m.name))
 
 
 # --- difftest compare --html: two policies side by side ------------------------------------
@@ -226,18 +302,79 @@ def counter_rows(a: Counter[str], b: Counter[str]) -> list[CounterRow]:
     return [CounterRow(k, a.get(k, 0), b.get(k, 0)) for k in sorted(set(a) | set(b))]
 
 
-def render_compare_page(results: Sequence[CompareResult], *, title: str = "pks-difftest compare") -> str:
-    """The side-by-side page of ``difftest compare`` (one section per trace)."""
+COMPARE_TIMELINES = 50  # compare sections (most differences first) that get both policies' timelines
+COMPARE_TIMELINE_MAX_ROWS = 200_000
+
+
+@dataclass
+class StateDiffCell:
+    """A differing field of a compare row, with both sides' values decoded."""
+
+    field: str
+    a: str
+    b: str
+
+
+def _compare_cells(row: Any) -> list[StateDiffCell]:
+    out = []
+    for d in row.diffs:
+        if row.a.snapshot is not None:
+            what = value_kind(row.a.snapshot.path)
+        elif "." in d.field:  # observed state (vcpuN.pkrs, host...)
+            what = value_kind(d.field)
+        else:
+            ev = row.a.event
+            what = field_kind(ev.kind if ev else None, ev.msr if ev else None, d.field)
+        out.append(StateDiffCell(d.field, describe_value(what, d.expected, d.field), describe_value(what, d.actual, d.field)))
+    return out
+
+
+def compare_timelines(results: Sequence[CompareResult], policy_a: Policy, policy_b: Policy,
+                      limit: int = COMPARE_TIMELINES, max_rows: int = COMPARE_TIMELINE_MAX_ROWS
+                      ) -> dict[str, tuple[Timeline, Timeline]]:
+    """Both policies' timelines for the ``limit`` traces with the most differences (one more replay each)."""
+    from difftest.engine import replay_trace
+    from difftest.trace.io import open_trace
+    from difftest.verdict.profiles import get_profile
+    from difftest.verdict.timeline import TimelineRecorder
+
+    out: dict[str, tuple[Timeline, Timeline]] = {}
+    for r in sorted(results, key=lambda r: -r.difference_count)[:limit]:
+        tf = open_trace(r.trace)
+        if tf.num_rows > max_rows:
+            continue
+        pair = []
+        for pol in (policy_a, policy_b):
+            rec = TimelineRecorder(tf.num_rows)
+            replay_trace(open_trace(r.trace), pol, get_profile(r.replay_a.profile), rec)
+            pair.append(rec.timeline)
+        out[r.trace] = (pair[0], pair[1])
+    return out
+
+
+def render_compare_page(results: Sequence[CompareResult], *, title: str = "pks-difftest compare",
+                        timelines: dict[str, tuple[Timeline, Timeline]] | None = None) -> str:
+    """The side-by-side page of ``difftest compare``: one section per trace, most differences first,
+    the first difference with both sides' values, both policies' timelines one above the other."""
     a = results[0].policy_a if results else "A"
     b = results[0].policy_b if results else "B"
-    sections = [{"anchor": f"c{n}", "res": r, "counters": counter_rows(r.replay_a.counters, r.replay_b.counters)}
-                for n, r in enumerate(results)]
+    timelines = timelines or {}
+    ordered = sorted(results, key=lambda r: (-r.difference_count, r.trace_name))
+    sections = []
+    for n, r in enumerate(ordered):
+        pair = timelines.get(r.trace)
+        sections.append({
+            "anchor": f"c{n}", "res": r, "counters": counter_rows(r.replay_a.counters, r.replay_b.counters),
+            "cells": {id(row): _compare_cells(row) for row in [*r.context, *r.differences[:1]]},
+            "timelines": (layout(pair[0]), layout(pair[1])) if pair else None,
+        })
     return environment().get_template("compare.html.j2").render(
         title=title, a=a, b=b, sections=sections, differ=sum(1 for r in results if r.differ),
         events=sum(r.events for r in results), differences=sum(r.difference_count for r in results),
     )
 
 
-def write_compare_page(path: str | os.PathLike[str], results: Sequence[CompareResult]) -> Path:
+def write_compare_page(path: str | os.PathLike[str], results: Sequence[CompareResult],
+                       timelines: dict[str, tuple[Timeline, Timeline]] | None = None) -> Path:
     """Write the compare page atomically."""
-    return write_text_atomic(path, render_compare_page(results))
+    return write_text_atomic(path, render_compare_page(results, timelines=timelines))

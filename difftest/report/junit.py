@@ -2,8 +2,10 @@
 
 The shape is the one Jenkins, GitLab and GitHub test reporters read: ``<testsuites>`` holding
 ``<testsuite name tests failures errors skipped time>`` holding ``<testcase classname name time>``;
-a diverging run gets ``<failure message type>`` whose message is the first divergence with its
-rule id and whose body is the text report.  Characters XML 1.0 cannot carry (control characters
+a FAIL gets ``<failure message type>`` whose message is the first divergence with its rule id and
+whose body is the text report; an XPASS a ``<failure type="xpass">``; XFAIL and SKIP (known
+outcomes, :mod:`difftest.verdict.run_status`) a ``<skipped>`` saying which known bug or why not applicable,
+the way pytest writes xfail and skip.  Characters XML 1.0 cannot carry (control characters
 from a trace's metadata) are replaced, so the file always parses.
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from difftest.report.text import render_replay
 from difftest.trace.io import write_text_atomic
 from difftest.verdict.results import ReplayResult
+from difftest.verdict.run_status import Status
 from reference_model.rules import describe
 
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
@@ -49,12 +52,13 @@ def junit_xml(results: Sequence[ReplayResult], suite_name: str = "difftest") -> 
         if r.policy not in policies:
             policies.append(r.policy)
     root = ET.Element("testsuites", name=suite_name, tests=str(len(results)),
-                      failures=str(sum(1 for r in results if not r.passed)), errors="0",
+                      failures=str(sum(1 for r in results if r.status.bad)), errors="0",
                       time=f"{sum(r.seconds for r in results):.3f}")
     for pol in policies:
         runs = [r for r in results if r.policy == pol]
         suite = ET.SubElement(root, "testsuite", name=_clean(f"{suite_name}.{pol}"), tests=str(len(runs)),
-                              failures=str(sum(1 for r in runs if not r.passed)), errors="0", skipped="0",
+                              failures=str(sum(1 for r in runs if r.status.bad)), errors="0",
+                              skipped=str(sum(1 for r in runs if r.status in (Status.XFAIL, Status.SKIP))),
                               time=f"{sum(r.seconds for r in runs):.3f}")
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="policy", value=_clean(pol))
@@ -62,7 +66,13 @@ def junit_xml(results: Sequence[ReplayResult], suite_name: str = "difftest") -> 
         for r in runs:
             case = ET.SubElement(suite, "testcase", classname=_clean(f"{suite_name}.{pol}"), name=_clean(r.trace_name),
                                  file=_clean(r.trace), time=f"{r.seconds:.3f}")
-            if not r.passed:
+            if r.status is Status.XPASS:
+                fail = ET.SubElement(case, "failure", message=_clean(r.verdict.reason if r.verdict else ""), type="xpass")
+            elif r.status in (Status.XFAIL, Status.SKIP):
+                reason = r.verdict.reason if r.verdict else ""
+                ET.SubElement(case, "skipped", type="xfail" if r.status is Status.XFAIL else "skip",
+                              message=_clean(reason))
+            elif not r.passed:
                 fail = ET.SubElement(case, "failure", message=_clean(failure_message(r)),
                                      type=_clean(r.first.primary_rule or "divergence") if r.first else "divergence")
                 fail.text = _clean(render_replay(r))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from difftest.verdict.compare import CompareResult
 from difftest.verdict.diff import fmt
 from difftest.verdict.results import ReplayResult, RowResult
+from difftest.verdict.run_status import Status, exit_code, render_counts
 from reference_model.rules import describe
 
 
@@ -32,6 +34,8 @@ def render_replay(res: ReplayResult, verbose: bool = False) -> str:
     )
     for name, n in sorted(res.masked_by.items()):
         out.append(f"    masked by {name}: {n}")
+    if res.verdict is not None:
+        out.append(f"  status: {res.status.value}" + (f" ({res.verdict.reason})" if res.verdict.reason else ""))
     first = res.first
     if first is not None:
         rule = first.primary_rule
@@ -59,21 +63,63 @@ def render_replay(res: ReplayResult, verbose: bool = False) -> str:
     return "\n".join(out)
 
 
-def render_summary(results: Sequence[ReplayResult]) -> str:
-    """One line per trace x policy, then totals."""
-    lines = []
-    width = max((len(r.trace_name) for r in results), default=10)
+def run_line(r: ReplayResult, width: int = 0) -> str:
+    """One run: status, trace, policy, counts, and why (the first divergence or the declaration)."""
+    extra = ""
+    if r.first is not None:
+        extra = f"  first: event {r.first.index} {r.first.primary_rule or ''}".rstrip()
+    if r.verdict is not None and r.verdict.known is not None and r.status is not Status.PASS:
+        extra += f"  [{r.verdict.reason}]"
+    return (f"{r.status.value:<5} {r.trace_name:<{width}}  {r.policy:<12} events={r.events:<6} "
+            f"divergences={r.divergence_count:<4} masked={r.masked_count}{extra}")
+
+
+def render_headline(results: Sequence[ReplayResult]) -> str:
+    """The first lines of a corpus report: the verdict, then every run that is not a plain PASS.
+
+    FAIL and XPASS first (what to look at), then the confirmed known divergences by bug id, then
+    the runs skipped as not applicable with their reasons.
+    """
+    by: dict[Status, list[ReplayResult]] = {s: [] for s in Status}
     for r in results:
-        verdict = "PASS" if r.passed else "FAIL"
-        extra = ""
-        if r.first is not None:
-            extra = f"  first: event {r.first.index} {r.first.primary_rule or ''}"
-        lines.append(f"{verdict}  {r.trace_name:<{width}}  {r.policy:<12} events={r.events:<6} "
-                     f"divergences={r.divergence_count:<4} masked={r.masked_count}{extra}")
-    failed = sum(1 for r in results if not r.passed)
-    events = sum(r.events for r in results)
-    lines.append(f"{len(results)} runs, {failed} failed, {len(results) - failed} passed; {events} events replayed")
+        by[r.status].append(r)
+    counts = Counter({s: len(v) for s, v in by.items()})
+    code = exit_code(counts.elements())
+    lines = [f"{len(results)} runs: {render_counts(counts)} -> {'OK' if code == 0 else 'FAILED'}"]
+    width = max((len(r.trace_name) for r in results if r.status is not Status.PASS), default=10)
+    for st, title in ((Status.FAIL, "unexpected divergences"), (Status.XPASS, "known divergences that did not show")):
+        if by[st]:
+            lines.append(f"{title} ({len(by[st])}):")
+            lines += [f"  {st.value:<5} {r.trace_name:<{width}}  {r.policy:<12} {r.verdict.reason if r.verdict else ''}"
+                      .rstrip() for r in by[st]]
+    if by[Status.XFAIL]:
+        bugs = sorted({r.verdict.known.bug for r in by[Status.XFAIL] if r.verdict and r.verdict.known and r.verdict.known.bug})
+        lines.append(f"known divergences confirmed ({len(by[Status.XFAIL])}): {', '.join(bugs)}")
+        lines += [f"  XFAIL {r.trace_name:<{width}}  {r.policy:<12} {r.verdict.reason if r.verdict else ''}".rstrip()
+                  for r in by[Status.XFAIL]]
+    if by[Status.SKIP]:
+        lines.append(f"not applicable ({len(by[Status.SKIP])}):")
+        for r in by[Status.SKIP]:
+            why = r.verdict.known.why if r.verdict and r.verdict.known else ""
+            lines.append(f"  SKIP  {r.trace_name:<{width}}  {r.policy:<12} {_short(why)}".rstrip())
     return "\n".join(lines)
+
+
+def _short(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def render_summary(results: Sequence[ReplayResult], lines: bool = True) -> str:
+    """One line per trace x policy (``lines=False``: only the totals; the headline lists the rest)."""
+    width = max((len(r.trace_name) for r in results), default=10)
+    out = [run_line(r, width) for r in results] if lines else []
+    counts = Counter(r.status for r in results)
+    events = sum(r.events for r in results)
+    extra = "".join(f", {counts[s]} {w}" for s, w in ((Status.XFAIL, "xfail (known)"), (Status.XPASS, "xpass"),
+                                                     (Status.SKIP, "skipped")) if counts[s])
+    out.append(f"{len(results)} runs, {counts[Status.FAIL]} failed, {counts[Status.PASS]} passed{extra}; "
+               f"{events} events replayed")
+    return "\n".join(out)
 
 
 def render_compare(res: CompareResult) -> str:
@@ -83,6 +129,9 @@ def render_compare(res: CompareResult) -> str:
     out.append(f"  {res.events} events, {res.difference_count} differing row(s); "
                f"against the trace's expectations: {a} {res.replay_a.divergence_count} divergence(s), "
                f"{b} {res.replay_b.divergence_count}")
+    for rep in (res.replay_a, res.replay_b):
+        if rep.verdict is not None and rep.verdict.known is not None:
+            out.append(f"  {rep.policy}: {rep.status.value}" + (f" ({rep.verdict.reason})" if rep.verdict.reason else ""))
     first = res.first
     if first is not None:
         out.append(f"  first difference at event {first.index} (seq {first.a.seq}): {first.a.describe_event()}")

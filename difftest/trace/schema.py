@@ -92,7 +92,8 @@ COLUMNS: tuple[Column, ...] = (
            max_value=3),
     Column("src_vcpu", pa.uint16(), "set_nested_state: vCPU whose get_nested_state blob is restored"),
     Column("run_pending", pa.bool_(), "set_nested_state: nested_run_pending flag"),
-    Column("path", _DICT, "snapshot: state path, e.g. `vcpu0.pkrs`, `vcpu0.vmcs12.host_ia32_pkrs`"),
+    Column("path", _DICT, "snapshot: state path, e.g. `vcpu0.pkrs`, `vcpu0.vmcs12.host_ia32_pkrs`; some policy must "
+                          "model it and an earlier event must have run on that vCPU (else bad input)"),
     # --- expectations -------------------------------------------------------------------
     Column("exp_result", _DICT, "expected result; null = not compared", choices=RESULTS),
     Column("exp_pfec", pa.uint32(), "expected page-fault error code"),
@@ -103,7 +104,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("exp_exit_reason", pa.uint32(), "user_exit: KVM_MSR_EXIT_REASON_*; entry_fail: the exit reason"),
     Column("exp_vm_error", pa.uint32(), "vmfail: VM-instruction error number"),
     Column("exp_exit_qual", pa.uint64(), "entry_fail: exit qualification"),
-    Column("exp_rule", _DICT, "the rule id the expectation comes from (the author's citation)"),
+    Column("exp_rule", _DICT, "the rule id the expectation comes from (the author's citation; a rule id of the "
+                              "catalogue, else bad input)"),
     Column("note", pa.string(), "free text shown beside the event in reports (plain string: notes are mostly unique)"),
 )
 

@@ -16,9 +16,11 @@ import pyarrow.compute as pc
 from difftest.errors import InputError
 from reference_model.events import KINDS
 from reference_model.machine import SNAPSHOT_PATH
+from reference_model.rules import RULES
 
 from .arrow_columns import int_values, valid_mask
 from .schema import COLUMN_BY_NAME, EXPECT_COLUMNS, PRODUCERS, REQUIRED, SNAPSHOT_KIND, Column, scalar_max
+from .snapshot_paths import known_snapshot_path, snapshot_vcpu
 
 _KIND_REQUIRED: dict[str, tuple[str, ...]] = {
     k: tuple(f[:-1] for f in reads if f.endswith("!")) for k, (reads, _doc) in KINDS.items()
@@ -73,6 +75,7 @@ class BatchValidator:
         self.offset = 0
         self.last_seq: int | None = None
         self.comparable = 0
+        self.vcpus_seen: set[int] = set()  # vCPUs some event ran on so far (a snapshot may name only these)
 
     def fail(self, row: int, column: str | None, message: str, seq: int | None = None) -> InputError:
         return InputError(self.path, message, row=self.offset + row, seq=seq, column=column)
@@ -112,9 +115,51 @@ class BatchValidator:
         A batch in the canonical layout is first checked on raw buffers (:meth:`_quick`); anything
         that check is not sure of, it leaves to the exact checks below, which name the bad row.
         """
-        if self._quick(batch):
-            return batch
-        return self._check(batch)
+        start = self.offset
+        out = batch if self._quick(batch) else self._check(batch)
+        self._check_names(out, start)
+        return out
+
+    def _check_names(self, batch: pa.RecordBatch, start: int) -> None:
+        """Typos are bad input: an ``exp_rule`` that is no rule id, a snapshot path no policy models,
+        a snapshot of a vCPU no earlier event ran on (the model would invent it and read 0)."""
+        names = batch.schema.names
+        columns = {name: batch.column(i) for i, name in enumerate(names)}
+        seq = columns["seq"]
+
+        def fail(i: int, column: str, message: str) -> InputError:
+            return InputError(self.path, message, row=start + i, seq=int(seq[i].as_py()), column=column)
+
+        def plain(arr: pa.Array) -> pa.Array:
+            return arr.cast(pa.string()) if pa.types.is_dictionary(arr.type) else arr
+
+        rules = columns.get("exp_rule")
+        if rules is not None and rules.null_count < len(rules):
+            rp = plain(rules)
+            for r in pc.unique(rp).to_pylist():
+                if r is not None and r not in RULES:
+                    raise fail(self._first(pc.equal(rp, r)), "exp_rule", f"{r!r} is not a rule id (see `difftest rules`)")
+        vcpu = int_values(columns["vcpu"])
+        kinds = plain(columns["kind"])
+        is_snap = pc.fill_null(pc.equal(kinds, SNAPSHOT_KIND), False).to_numpy(zero_copy_only=False)
+        if is_snap.any() and "path" in columns:
+            paths = plain(columns["path"])
+            events = ~is_snap
+            for p in pc.unique(paths.filter(pa.array(is_snap))).to_pylist():
+                if p is None:
+                    continue
+                at = pc.fill_null(pc.equal(paths, p), False).to_numpy(zero_copy_only=False) & is_snap
+                first = int(np.argmax(at))
+                if not known_snapshot_path(p):
+                    raise fail(first, "path", f"no policy models state path {p!r} (a typo? see `difftest schema`)")
+                v = snapshot_vcpu(p)
+                if v is not None and v not in self.vcpus_seen:
+                    ran = events & (vcpu == v)
+                    if not ran.any() or int(np.argmax(ran)) > first:
+                        raise fail(first, "path", f"snapshot of vcpu{v}, which no earlier event ran on")
+            self.vcpus_seen.update(np.unique(vcpu[events]).tolist())
+        else:
+            self.vcpus_seen.update(np.unique(vcpu).tolist())
 
     def _quick(self, batch: pa.RecordBatch) -> bool:
         """True when ``batch`` certainly passes every check of :meth:`_check` (and then counts it)."""

@@ -15,6 +15,8 @@ from reference_model.events import Event, Outcome
 from reference_model.rules import describe
 
 from .diff import FieldDiff, fmt
+from .known_outcomes import KnownOutcome
+from .run_status import Status, Verdict, judge
 
 CONTEXT = 5  # events of context on each side of the first divergence
 MAX_KEPT_DIVERGENCES = 200  # later ones are counted, not kept
@@ -133,10 +135,30 @@ class ReplayResult:
     counters: Counter[str] = field(default_factory=Counter)
     rule_hits: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    verdict: Verdict | None = None  # set by :meth:`judge`; without it PASS or FAIL by divergences alone
 
     @property
     def passed(self) -> bool:
         return self.divergence_count == 0
+
+    @property
+    def status(self) -> Status:
+        """PASS, FAIL, XFAIL, XPASS or SKIP (see :mod:`difftest.verdict.run_status`)."""
+        if self.verdict is not None:
+            return self.verdict.status
+        return Status.PASS if self.passed else Status.FAIL
+
+    def keep_first(self, rr: RowResult) -> None:
+        """Keep ``rr`` as the first divergence if it is earlier than the one kept (compare counts the
+        divergences from the expectations but keeps only the first, which the known outcomes judge)."""
+        if not self.divergences or rr.index < self.divergences[0].index:
+            self.divergences[:1] = [rr]
+
+    def judge(self, known: KnownOutcome | None) -> Verdict:
+        """Set (and return) this run's verdict against its declared known outcome."""
+        first = self.first
+        self.verdict = judge(first.index if first else None, first.primary_rule if first else None, known)
+        return self.verdict
 
     @property
     def first(self) -> RowResult | None:
@@ -150,6 +172,9 @@ class ReplayResult:
             "policy": self.policy,
             "profile": self.profile,
             "passed": self.passed,
+            "status": self.status.value,
+            "status_reason": self.verdict.reason if self.verdict else "",
+            "known_bug": self.verdict.known.bug if self.verdict and self.verdict.known else None,
             "rows": self.rows,
             "events": self.events,
             "compared": self.compared,

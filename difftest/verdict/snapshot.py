@@ -44,6 +44,7 @@ def compare_snapshot(row: TraceRow, machines: tuple[Machine, Machine],
                 rr.diffs = [FieldDiff(snap.path, snap.value, rr.actual_state)]
                 rr.status = "diverge"
                 rep.divergence_count += 1
+                rep.keep_first(rr)
         except KeyError:
             rr.status = "not-modelled"
             rep.not_modelled += 1

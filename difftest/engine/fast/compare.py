@@ -112,6 +112,8 @@ class FastCompare(FastReplay):
                     rep.masked_count += len(masked)
                     if diffs_e:
                         rep.divergence_count += 1
+                        rep.keep_first(RowResult(row.index, row.seq, ev, expect, out, diffs=diffs_e, masked=masked,
+                                                 note=row.note, status="diverge"))
         diffs = diff_outcomes(oa, ob)
         sd, state_rule = _state_diffs(self.lanes[0].memo, self.lanes[1].memo, ev.vcpu)
         diffs += sd
@@ -199,6 +201,7 @@ class FastCompare(FastReplay):
                     rep.masked_count += len(rr.masked)
                     if rr.diffs:
                         rep.divergence_count += 1
+                        rep.keep_first(rr)
         outs_a, outs_b = self.keyed_outs
         _, code_a = np.unique(np.fromiter(map(id, outs_a), dtype=np.int64, count=n), return_inverse=True)
         ub, code_b = np.unique(np.fromiter(map(id, outs_b), dtype=np.int64, count=n), return_inverse=True)
@@ -273,11 +276,13 @@ class FastCompare(FastReplay):
             if bad.any():
                 for row, c in zip(b.rows(rows[bad]), cls_id[bad].tolist(), strict=True):
                     assert row.event is not None and row.expect is not None
-                    diffs_e, masked = diff_outcome(row.expect, lane.classes[c].outcome(row.event.addr or 0), row.event,
-                                                   self.profile)
+                    out = lane.classes[c].outcome(row.event.addr or 0)
+                    diffs_e, masked = diff_outcome(row.expect, out, row.event, self.profile)
                     rep.masked_count += len(masked)
                     if diffs_e:
                         rep.divergence_count += 1
+                        rep.keep_first(RowResult(row.index, row.seq, row.event, row.expect, out, diffs=diffs_e,
+                                                 masked=masked, note=row.note, status="diverge"))
         (res_a, pfec_a), (res_b, pfec_b) = outs
         differ = (res_a != res_b) | (pfec_a != pfec_b) | self._state_differs(rows, starts)
         if differ.any():  # kept as batch positions; _finish_batch builds only the CompareRows it keeps

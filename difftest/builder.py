@@ -50,7 +50,7 @@ from .trace_io import write_trace
 _HOST_KINDS = frozenset({
     "create_vcpu", "set_cpuid", "get_cpuid", "get_msr_index_list", "set_msrs", "get_msrs", "set_sregs",
     "get_sregs", "set_msr_filter", "enable_user_msr", "get_nested_state", "set_nested_state", "run",
-    "host_pkrs", "vm_exit", "pvm_start",
+    "host_pkrs", "vm_exit", "pvm_start", "pv_call",
 })
 
 

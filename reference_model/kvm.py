@@ -60,7 +60,7 @@ KVM_HANDLED = frozenset({"mov_cr0", "mov_cr4", "cpuid", "wrmsr", "rdmsr", "emu_a
 HOST_KINDS = frozenset({
     "create_vcpu", "set_cpuid", "get_cpuid", "get_msr_index_list", "set_msrs", "get_msrs", "set_sregs",
     "get_sregs", "set_msr_filter", "enable_user_msr", "get_nested_state", "set_nested_state", "run",
-    "host_pkrs", "pvm_start", "reset", "init",
+    "host_pkrs", "pvm_start", "reset", "init", "pv_call",
 })
 
 
@@ -101,6 +101,11 @@ class GuestCpu(Cpu):
     def pkrs_for_access(self) -> int:
         """Hardware checks guest accesses against the physical PKRS."""
         return self.owner.hw_pkrs
+
+
+def unsupported_event(ev: Event) -> Outcome:
+    """A host event this hypervisor has no such interface for (X86.NA)."""
+    return unsupported(ev.kind)
 
 
 class KvmMachine(Machine):
@@ -228,6 +233,7 @@ class KvmVcpu:
             "reset": lambda ev: self.vcpu_reset(init=False),
             "init": lambda ev: self.vcpu_reset(init=True),
             "pvm_start": self.pvm_start,
+            "pv_call": unsupported_event,  # KVM without pKVM has no PV interface (pkvm.py overrides)
         }
 
     def __getstate__(self) -> dict[str, object]:

@@ -111,7 +111,7 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
              lazy={"generate": "difftest.generate:generate_cmd", "shrink": "difftest.shrink:shrink_cmd",
-                   "fuzz": "difftest.fuzz:fuzz_cmd"})
+                   "fuzz": "difftest.fuzz:fuzz_cmd", "matrix": "difftest.cli_matrix:matrix_cmd"})
 @click.version_option(package_name="pks-difftest")
 @click.option("--reference", is_flag=True,
               help="replay row by row through the reference path only (slow; for debugging the fast path)")

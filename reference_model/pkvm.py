@@ -50,6 +50,8 @@ PV_CALLS = {
     "set_sregs": "set_segment", "get_sregs": "get_segment", "set_nested_state": "set_nested_state",
     "get_nested_state": "get_nested_state",
 }
+NESTED_KINDS = frozenset({"vmwrite", "vmread", "set_msr_bitmap", "vmlaunch", "vmresume", "nested_exit",
+                          "get_nested_state", "set_nested_state"})
 HOST_ONLY = frozenset({"reset", "init", "host_pkrs", "pvm_start", "create_vcpu", "pv_call"})
 
 # pkvm_set_msr() as merged (arch/x86/kvm/pkvm/pkvm.c): the MSRs a host may still set before first run.
@@ -134,12 +136,17 @@ class PkvmVcpu(KvmVcpu):
             return Outcome("eperm", rules=(rule,))
         if ev.kind not in PV_CALLS and ev.kind not in HOST_ONLY and not self.in_guest:
             self.vm.count("pkvm.pv.vcpu_run")
-        return super().step(ev)
+        out = super().step(ev)
+        if not self.protected and "PKVM.KINDS" not in out.rules:
+            out.rules = (*out.rules, "PKVM.KINDS")  # pKVM leaves an npVM to the host's KVM
+        return out
 
     # ------------------------------------------------------------------ pKVM as merged
     def merged_step(self, ev: Event) -> Outcome:
         """A protected vCPU under pKVM as merged: host ioctls become the PV calls of is_guest_vcpu_accessible."""
         kind = ev.kind
+        if kind in NESTED_KINDS or ev.level == "l2":
+            return Outcome("unsupported", rules=("X86.NA", "PKVM.CPUID.VMX"))  # the pVM has no VMX
         call = PV_CALLS.get(kind)
         if call is not None:
             n = len(ev.msrs or ()) if kind in ("set_msrs", "get_msrs") else 1
@@ -165,8 +172,12 @@ class PkvmVcpu(KvmVcpu):
         if kind in ("wrmsr", "rdmsr") and ev.level != "host" and self.hidden_msr(ev):
             if self.enter() is None:
                 self.vm.count("pkvm.guest_msr_gp")  # handled in the hypervisor: no exit to the host
-                return Outcome("gp", rules=("PKVM.GUEST.MSR",), host_visible=False)
-        return super().step(ev)
+                rules = ("PKVM.NOPKS", "PKVM.GUEST.MSR") if ev.msr == MSR_IA32_PKRS else ("PKVM.GUEST.MSR",)
+                return Outcome("gp", rules=rules, host_visible=False)
+        out = super().step(ev)
+        if "KVM.CR4.RSVD" in out.rules and not self.vm.cap:
+            out.rules = (*out.rules, "PKVM.NOPKS")  # the pVM's CR4 is checked by pKVM's copy of KVM
+        return out
 
     def hidden_msr(self, ev: Event) -> bool:
         """A guest MSR access pKVM neither handles nor forwards (pkvm_host_can_emulate_msr() false)."""

@@ -208,6 +208,17 @@ class PvmVcpu(KvmVcpu):
     def effective_pkrs(self) -> int:
         return self.l1.pkrs
 
+    def emulated_access(self, ev: Event, cpu: GuestCpu, level: str) -> Outcome:
+        """PVM emulates with its own key semantics (PVM.KEY): no KVM pkr_mask is involved."""
+        return cpu.access(ev)
+
+    def snapshot(self, name: str) -> int:
+        """Architectural state and PVM's own; the KVM series' VMX state (VMCS, bitmap, MMU role) has no PVM meaning."""
+        head = name.partition(".")[0]
+        if name in ("pkrs", "cpuid.7.ecx") or head == "pvm" or name in ("pkru", "cr0", "cr3", "cr4", "efer"):
+            return super().snapshot(name)
+        raise KeyError(name)
+
 
 class PvmMachine(KvmMachine):
     """A VM on the PVM backend."""

@@ -73,6 +73,7 @@ RULES: dict[str, str] = {
     "PKVM.PV.DENY": "PV calls is_guest_vcpu_accessible does not list are refused for a pVM (EPERM), even before it runs.",
     "PKVM.GUEST.MSR": "A pVM's RDMSR/WRMSR of an MSR pKVM neither handles nor forwards: #GP inside pKVM, no exit reaches the host.",
     "PKVM.CPUID.VMX": "A pVM's CPUID has VMX cleared: pKVM offers no nested virtualization.",
+    "PKVM.NOPKS": "pKVM as merged carries no PKS code: for a pVM CR4.PKS is reserved and IA32_PKRS is not an MSR it handles.",
     "PKVM.CPUID.PKS": "pkvm_enforce_cpuid's treatment of a pVM's CPUID PKS bit (unsettled: knob pkvm_cpuid_pks).",
     "PKVM.CPUID": "The host sets CPUID before a pVM runs; afterwards it is immutable (EPERM).",
     "PKVM.COST": "Each host operation on pKVM state is a PV call, counted per kind.",
@@ -126,6 +127,7 @@ RULE_SOURCES: dict[str, str] = {
     "PKVM.PV.DENY": "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/pkvm.c, is_guest_vcpu_accessible() (default: return false)",
     "PKVM.GUEST.MSR": "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/x86.c built with __PKVM_HYP__, kvm_set_msr_common() default case -> pkvm_host_can_emulate_msr()",
     "PKVM.CPUID.VMX": "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/cpuid.c, kvm_vcpu_after_set_cpuid() (guest_cpuid_clear(X86_FEATURE_VMX))",
+    "PKVM.NOPKS": "intel-staging/pKVM-IA pkvm-v6.18: no PKRS/PKS handling under arch/x86/kvm/pkvm (field_2026.md §3); the hypervisor's kvm_set_msr_common() (arch/x86/kvm/x86.c) has no MSR_IA32_PKRS case",
     "PKVM.CPUID.PKS": "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/pkvm.c, pkvm_vcpu_after_set_cpuid() -> pkvm_enforce_cpuid() (body not in the stored corpus)",
     "PVM.CPUID": "virt-pvm/linux, Documentation/virt/kvm/x86/pvm-spec.rst, \"CPUID leaf\"",
     "PVM.CR4.PKS": "virt-pvm/linux, Documentation/virt/kvm/x86/pvm-spec.rst, \"Protection Keys\"",
@@ -142,7 +144,7 @@ RULE_SOURCES: dict[str, str] = {
 
 SPEC_FAMILIES = ("ARCH", "VMX", "KVM", "PKVM")
 # Each hypervisor's own documented rules: a departure from the architecture citing one is explained.
-HYPERVISOR_FAMILIES = ("PKVM", "PVM", "XEN")
+HYPERVISOR_FAMILIES = ("KVM", "PKVM", "PVM", "XEN")
 
 
 def describe(rule_id: str) -> str:

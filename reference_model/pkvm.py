@@ -175,6 +175,8 @@ class PkvmVcpu(KvmVcpu):
                 rules = ("PKVM.NOPKS", "PKVM.GUEST.MSR") if ev.msr == MSR_IA32_PKRS else ("PKVM.GUEST.MSR",)
                 return Outcome("gp", rules=rules, host_visible=False)
         out = super().step(ev)
+        if kind == "cpuid" and ev.cpuid_leaf in (1, 7):  # the value is CPUID as pKVM enforced it
+            out.rules = (*out.rules, "PKVM.CPUID.VMX" if ev.cpuid_leaf == 1 else "PKVM.CPUID.PKS")
         if "KVM.CR4.RSVD" in out.rules and not self.vm.cap:
             out.rules = (*out.rules, "PKVM.NOPKS")  # the pVM's CR4 is checked by pKVM's copy of KVM
         return out

@@ -140,7 +140,7 @@ class PvmCpu(GuestCpu):
         if not pkrs_value_valid(value):
             return gp("ARCH.MSR.RSVD")
         self.pkrs = value  # the hypervisor's view; loaded into the underlying PKRU at the next switch
-        return Outcome("ok", rules=("PVM.PKRS", "PVM.SWITCH"))
+        return Outcome("ok", rules=("PVM.SWITCH", "PVM.PKRS"))
 
     def wrpkru(self, ev: Event) -> Outcome:
         if not underlying_pke(self.owner.host):
@@ -187,7 +187,10 @@ class PvmVcpu(KvmVcpu):
         if ev.kind in ("wrpkru", "rdpkru") and underlying_pke(self.host):
             failed = self.enter()  # the hardware runs them at CPL 3 with the underlying CR4.PKE
             return failed or self.l1.handlers[ev.kind](ev)
-        return super().step(ev)
+        out = super().step(ev)
+        if ev.kind == "cpuid" and ev.cpuid_leaf == 7:
+            out.rules = (*out.rules, "PVM.CPUID")  # leaf 7 as PVM left it
+        return out
 
     def set_cpuid(self, ev: Event) -> Outcome:
         """PVM.CPUID: PKS and PKU survive only on a host whose CR4.PKE is set."""

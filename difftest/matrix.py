@@ -28,9 +28,9 @@ from reference_model.machine import Machine
 from reference_model.policies import Policy
 from reference_model.rules import describe
 
+from .diff import diff_outcomes
 from .profiles import get_profile
 from .replay import replay_trace
-from .diff import diff_outcomes
 from .results import ReplayResult, RowResult
 from .trace_io import TraceFile, TraceRow, write_text_atomic
 
@@ -227,7 +227,8 @@ def build_matrix(traces: Sequence[TraceFile], policies: Sequence[Policy]) -> Mat
 def _mark(cell: Cell) -> str:
     if not cell.departure:
         return cell.label
-    return f"{cell.label} {'(explained)' if cell.explained else '(FINDING)'}"
+    rule = f" departs at {cell.rule}" if cell.verdict == "agrees" and cell.rule else ""
+    return f"{cell.label}{rule} {'(explained)' if cell.explained else '(FINDING)'}"
 
 
 def render_text(m: Matrix) -> str:
@@ -272,7 +273,8 @@ def render_markdown(m: Matrix) -> str:
             c = r.cells[p]
             text = f"`{c.rule}`" if c.verdict == "diverges" and c.rule else c.verdict
             if c.departure:
-                text = f"**{text}**" + ("" if c.explained else " (finding)")
+                at = f" (departs at `{c.rule}`)" if c.verdict == "agrees" and c.rule else ""
+                text = f"**{text}**{at}" + ("" if c.explained else " **finding**")
             cells.append(text)
         lines.append(f"| {r.trace} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

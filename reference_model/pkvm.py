@@ -169,11 +169,10 @@ class PkvmVcpu(KvmVcpu):
             return out
         if kind not in HOST_ONLY and not self.in_guest:
             self.vm.count("pkvm.pv.vcpu_run")
-        if kind in ("wrmsr", "rdmsr") and ev.level != "host" and self.hidden_msr(ev):
-            if self.enter() is None:
-                self.vm.count("pkvm.guest_msr_gp")  # handled in the hypervisor: no exit to the host
-                rules = ("PKVM.NOPKS", "PKVM.GUEST.MSR") if ev.msr == MSR_IA32_PKRS else ("PKVM.GUEST.MSR",)
-                return Outcome("gp", rules=rules, host_visible=False)
+        if kind in ("wrmsr", "rdmsr") and ev.level != "host" and self.hidden_msr(ev) and self.enter() is None:
+            self.vm.count("pkvm.guest_msr_gp")  # handled in the hypervisor: no exit to the host
+            rules = ("PKVM.NOPKS", "PKVM.GUEST.MSR") if ev.msr == MSR_IA32_PKRS else ("PKVM.GUEST.MSR",)
+            return Outcome("gp", rules=rules, host_visible=False)
         out = super().step(ev)
         if kind == "cpuid" and ev.cpuid_leaf in (1, 7):  # the value is CPUID as pKVM enforced it
             out.rules = (*out.rules, "PKVM.CPUID.VMX" if ev.cpuid_leaf == 1 else "PKVM.CPUID.PKS")

@@ -45,7 +45,6 @@ from .registers import (
     CR4_PKS,
     CR4_SMAP,
     EFER_LMA,
-    MSR_IA32_PKRS,
     PF_P,
     PF_PK,
     PF_RSVD,

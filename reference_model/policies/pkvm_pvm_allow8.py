@@ -1,4 +1,6 @@
-"""``pkvm-pvm-allow8``: PROPOSAL (seed 004 review, never merged): a protected VM; before it runs, host may write the 5 SYSCALL and 3 SYSENTER MSRs.
+"""``pkvm-pvm-allow8``: PROPOSAL (seed 004 review, never merged).
+
+A protected VM; before it runs, host may write the 5 SYSCALL and 3 SYSENTER MSRs.
 
 This was one of the three proposals of the pKVM-IA pvvmcs part 2 review (seed 004, Dec 2025 -
 Jan 2026) for host MSR writes before a pVM's first run; none was merged.  What was merged is

@@ -1,4 +1,6 @@
-"""``pkvm-pvm-compare``: PROPOSAL (seed 004 review, never merged): a protected VM; before it runs, host MSR writes succeed only if equal to the current value.
+"""``pkvm-pvm-compare``: PROPOSAL (seed 004 review, never merged).
+
+A protected VM; before it runs, host MSR writes succeed only if equal to the current value.
 
 This was one of the three proposals of the pKVM-IA pvvmcs part 2 review (seed 004, Dec 2025 -
 Jan 2026) for host MSR writes before a pVM's first run; none was merged.  What was merged is
@@ -17,7 +19,7 @@ from .registry import Policy, register
 
 POLICY = register(Policy(
     name="pkvm-pvm-compare",
-    description="proposal (not merged): a protected VM; before it runs, host MSR writes succeed only if equal to the current value",
+    description="proposal (not merged): a pVM; before it runs, host MSR writes succeed only if equal to the current value",
     source="proposal in seed 004 (pKVM-IA pvvmcs part 2 review), not merged",
     machine=PkvmMachine,
     knobs={**KVM_V7.knobs, "pkvm": "pvm", "pkvm_msr_pre": "compare"},

@@ -182,7 +182,9 @@ class PvmVcpu(KvmVcpu):
         if ev.kind in NESTED_KINDS or ev.level == "l2":
             return Outcome("unsupported", rules=("X86.NA", "PVM.NOVMX"))
         if ev.level != "host" and ev.kind in CPL_KINDS:
-            self.l1.switch_mode(ev.cpl or 0)
+            cpu = self.l1
+            assert isinstance(cpu, PvmCpu)
+            cpu.switch_mode(ev.cpl or 0)
         if ev.kind in ("wrpkru", "rdpkru") and underlying_pke(self.host):
             failed = self.enter()  # the hardware runs them at CPL 3 with the underlying CR4.PKE
             return failed or self.l1.handlers[ev.kind](ev)
@@ -203,8 +205,13 @@ class PvmVcpu(KvmVcpu):
 
     def guest_pkrs_access(self, ev: Event, cpu: GuestCpu, level: str) -> Outcome:
         """IA32_PKRS is the hypervisor's register (PVM.PKRS), emulated on every access."""
-        self.vm.count("exit.msr_intercept")
         assert isinstance(cpu, PvmCpu)
+        if not cpu.has_pks and (ev.cpl or 0) == 0:
+            # not enumerated: the backend has no such MSR, KVM's unknown-MSR path (#GP or a userspace exit)
+            out = self.guest_other_msr(ev, cpu)
+            out.rules = (*out.rules, "PVM.CPUID")
+            return out
+        self.vm.count("exit.msr_intercept")
         return cpu.pkrs_msr(ev)
 
     def effective_pkrs(self) -> int:

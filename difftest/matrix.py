@@ -196,11 +196,10 @@ def judge(cell: Cell, ref: Cell, departure: Departure | None, family: str | None
     verdict there.  The rule of a departure is the one the policy cited at the first row where its
     outcome differs from ``hw``'s (its own family's rule where it cited one).
     """
-    if cell.verdict == "n/a" or ref.verdict == "n/a" or cell.same_as(ref):
-        return
+    if cell.verdict == "n/a" or ref.verdict == "n/a" or cell.same_as(ref) or departure is None:
+        return  # departure None: the policy behaves as hw on every row; only a profile mask told them apart
     cell.departure = True
-    if departure is not None:
-        cell.rule, cell.row, cell.actual = departure.rule, departure.row, departure.actual
+    cell.rule, cell.row, cell.actual = departure.rule, departure.row, departure.actual
     cell.explained = bool(family and cell.rule and cell.rule.split(".", 1)[0] == family)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from difftest.cli import main
-from difftest.matrix import Cell, build_matrix, judge
+from difftest.matrix import Cell, Departure, build_matrix, judge
 from difftest.trace_io import find_traces, open_trace
 from reference_model.policies import Policy, get_policy
 from reference_model.xen import XenMachine
@@ -48,11 +48,16 @@ def test_na_is_no_departure() -> None:
     assert cells["pkvm-pvm"].verdict == "agrees" and not cells["pkvm-pvm"].departure
 
 
-def test_agreeing_where_hw_diverges_departs_at_that_row() -> None:
+def test_departure_is_a_behavioural_difference() -> None:
     ref = Cell("diverges", rule="ARCH.CPUID", row=4, actual="ok value=0x20")
     cell = Cell("agrees")
-    judge(cell, ref, None, "PVM")
-    assert cell.departure and not cell.explained  # no rule known: a finding
+    judge(cell, ref, None, "PVM")  # no row where the outcomes differ: only a profile mask told them apart
+    assert not cell.departure
+    judge(cell, ref, Departure(4, "ARCH.CPUID", "ok value=0x0"), "PVM")
+    assert cell.departure and not cell.explained and cell.rule == "ARCH.CPUID"  # not PVM's own rule: a finding
+    other = Cell("agrees")
+    judge(other, ref, Departure(4, "PVM.CPUID", "ok value=0x0"), "PVM")
+    assert other.departure and other.explained
 
 
 def test_host_invisible_outcomes_counted() -> None:

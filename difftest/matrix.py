@@ -162,8 +162,9 @@ class Departure:
 def first_departure(tf: TraceFile, policy: Policy, reference: Policy) -> Departure | None:
     """Step ``reference`` and ``policy`` in lockstep; the first row their outcomes or snapshots differ.
 
-    Rows the reference has no meaning for (X86.NA: host ioctls on the bare CPU) and fields the
-    architecture leaves undefined (ARCH.TLB) are not differences.
+    Rows the reference has no meaning for (X86.NA: host ioctls on the bare CPU), rows the policy
+    has no meaning for without a rule of its own, and fields the architecture leaves undefined
+    (ARCH.TLB) are not differences.
     """
     host = tf.host()
     a, b = reference.build(host), policy.build(host)
@@ -179,8 +180,8 @@ def first_departure(tf: TraceFile, policy: Policy, reference: Policy) -> Departu
         ev = row.event
         assert ev is not None
         oa, ob = a.step(ev), b.step(ev)
-        if oa.result == "unsupported" or ob.result == "unsupported":
-            continue
+        if oa.result == "unsupported" or (ob.result == "unsupported" and ob.rules == (NA_RULE,)):
+            continue  # no meaning for one of them; a hypervisor's documented refusal (PVM.NOVMX) does count
         skip = set(oa.undefined) | set(ob.undefined)
         if any(d.field not in skip for d in diff_outcomes(oa, ob)):
             rr = RowResult(row.index, row.seq, ev, row.expect, ob)

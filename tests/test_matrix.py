@@ -12,8 +12,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from difftest.cli import main
-from difftest.matrix import Cell, Departure, build_matrix, judge
-from difftest.trace_io import find_traces, open_trace
+from difftest.report.matrix import Cell, Departure, build_matrix, judge
+from difftest.trace.io import find_traces, open_trace
 from reference_model.policies import Policy, get_policy
 from reference_model.xen import XenMachine
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from difftest.builder import TraceBuilder
+from difftest.trace.builder import TraceBuilder
 from reference_model.registers import (
     MSR_IA32_PKRS,
     MSR_IA32_XSS,

@@ -137,6 +137,8 @@ EVENT_KINDS: dict[str, EventKind] = _kinds(
     EventKind("nested_exit", ("reason",), "an L2 -> L1 VM exit (reflected to L1)", nested=True),
     # pKVM
     EventKind("pvm_start", (), "pKVM: the protected VM's vCPU runs for the first time", **_HOST),
+    EventKind("pv_call", ("pv_call!",), "pKVM: the host makes a PV call on the vCPU's state (is_guest_vcpu_accessible)",
+              **_HOST, changes_pkrs=False),
     # imported captures
     EventKind("foreign", (), "an imported event the model does not replay (kept for context; never compared)", **_READ,
               modelled=False),
@@ -155,7 +157,7 @@ OPTIONAL_EVENT_FIELDS = (
     "msr", "value", "msrs", "values", "cpl", "addr", "access", "page_size", "present", "writable",
     "user", "user_upper", "rsvd", "nx", "key", "field", "reason", "cpuid_7_ecx", "cpuid_1_ecx",
     "cpuid_leaf", "cpuid_subleaf", "cr0", "cr3", "cr4", "efer", "reg", "filter_default",
-    "filter_allow", "src_vcpu", "run_pending",
+    "filter_allow", "src_vcpu", "run_pending", "pv_call",
 )
 
 
@@ -197,6 +199,7 @@ class Event:
     filter_allow: int | None = None
     src_vcpu: int | None = None
     run_pending: bool | None = None
+    pv_call: str | None = None
 
     def inputs(self) -> dict[str, object]:
         """The fields this event sets, for printing (kind-specific, no Nones)."""
@@ -228,6 +231,9 @@ class Outcome:
     rules: tuple[str, ...] = ()
     # Fields whose value the architecture leaves undefined here (e.g. ARCH.TLB without a flush).
     undefined: tuple[str, ...] = field(default=())
+    # False when the host cannot observe the outcome: the hypervisor below it (pKVM) handled the
+    # event inside the guest and no exit reached the host, so a host-side capture shows nothing.
+    host_visible: bool = True
 
     def brief(self) -> str:
         """Short human form: ``#PF pfec=0x23 cr2=0x40000000``, ``ok value=0x4``."""

@@ -230,6 +230,9 @@ class KvmVcpu:
             "reset": lambda ev: self.vcpu_reset(init=False),
             "init": lambda ev: self.vcpu_reset(init=True),
             "pvm_start": self.pvm_start,
+            # Without pKVM the host performs the operation itself (kvm_x86_ops), always allowed; pkvm.py
+            # overrides with is_guest_vcpu_accessible()
+            "pv_call": lambda ev: Outcome("ok", rules=()),
         }
 
     def __getstate__(self) -> dict[str, object]:

@@ -52,9 +52,12 @@ class KvmKnobs:
     cpuid7_ecx_keep: int = 0xFFFF_FFFF  # bits of leaf 7 ECX that survive KVM_SET_CPUID2
     cr4_pke_needs_pku: bool = True  # the PVM backend accepts CR4.PKE without PKU
     rdpkru_internal_error: bool = False  # the PVM backend fails to emulate RDPKRU
+    # -- PVM (PVM.*): the guest's key split, invisible to the hypervisor (snapshot pvm.pkrs_view only)
+    pvm_supervisor_keys: int = 0xFFFF_0000  # SUPERVISOR_KEYS_MASK: keys 8-15 for supervisor pages
     # -- pKVM (PKVM.*) ------------------------------------------------------------------
     pkvm: str = "none"  # none | npvm | pvm
-    pkvm_msr_pre: str = "compare"  # compare | allow5 | allow8
+    pkvm_msr_pre: str = "compare"  # merged (pkvm-v6.18 pkvm_set_msr) | the review's proposals compare | allow5 | allow8
+    pkvm_cpuid_pks: str = "keep"  # pkvm_enforce_cpuid and a pVM's PKS bit (unsettled): keep | clear | native
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> KvmKnobs:
@@ -79,7 +82,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "capture_l1_pkrs": ("not_load", "not_from_vmentry", "not_run_pending"),
     "save_l2_gate": ("cap", "gcpuid", "nested_entry_ctl"),
     "pkvm": ("none", "npvm", "pvm"),
-    "pkvm_msr_pre": ("compare", "allow5", "allow8"),
+    "pkvm_msr_pre": ("merged", "compare", "allow5", "allow8"),
+    "pkvm_cpuid_pks": ("keep", "clear", "native"),
 }
 
 V7_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(KvmKnobs)}

@@ -62,6 +62,26 @@ RULES: dict[str, str] = {
     "PKVM.KINDS": "A VM is protected (pVM) or non-protected (npVM); an npVM behaves as KVM.",
     "PKVM.PROTECT": "After a pVM's vCPU has run, host PV calls on its state are refused (EPERM).",
     "PKVM.MSR.PRE": "Before a pVM runs, host MSR writes follow the compare / allow5 / allow8 policy.",
+    # pKVM as merged (pkvm-v6.18, pvVMCS parts 2-3); RULE_SOURCES names the function of each.
+    "PKVM.MSR.RAN": "Host MSR write to a pVM's vCPU after it has run: EPERM (the MSR is not written).",
+    "PKVM.MSR.MTRR": "Before a pVM's first run, host writes of the MTRRs (variable, fixed, MTRRdefType) are performed.",
+    "PKVM.MSR.MISC": (
+        "Before first run, IA32_MISC_ENABLE takes only FAST_STRING|PEBS_UNAVAIL|BTS_UNAVAIL (else EPERM); the last two are "
+        "forced on."
+    ),
+    "PKVM.MSR.IGNORED": (
+        "Before first run, STAR/LSTAR/CSTAR/SYSCALL_MASK/KERNEL_GS_BASE/SYSENTER_CS/ESP/EIP: success, value unchanged."
+    ),
+    "PKVM.MSR.DENY": "Before first run, any other host MSR write to a pVM (IA32_PKRS and IA32_XSS included): EPERM.",
+    "PKVM.PV.ALWAYS": "PV calls that run the vCPU, inject interrupts or emulate the LAPIC/TSC are allowed for a pVM at any time.",
+    "PKVM.PV.PRERUN": "PV calls that read or write a pVM's vCPU state are allowed only until its first run, then EPERM.",
+    "PKVM.PV.DENY": "PV calls is_guest_vcpu_accessible does not list are refused for a pVM (EPERM), even before it runs.",
+    "PKVM.GUEST.MSR": (
+        "A pVM's RDMSR/WRMSR of an MSR pKVM neither handles nor forwards: #GP inside pKVM, no exit reaches the host."
+    ),
+    "PKVM.CPUID.VMX": "A pVM's CPUID has VMX cleared: pKVM offers no nested virtualization.",
+    "PKVM.NOPKS": "pKVM as merged carries no PKS code: for a pVM CR4.PKS is reserved and IA32_PKRS is not an MSR it handles.",
+    "PKVM.CPUID.PKS": "pkvm_enforce_cpuid's treatment of a pVM's CPUID PKS bit (unsettled: knob pkvm_cpuid_pks).",
     "PKVM.CPUID": "The host sets CPUID before a pVM runs; afterwards it is immutable (EPERM).",
     "PKVM.COST": "Each host operation on pKVM state is a PV call, counted per kind.",
     # --- ours: base x86 that the PKS rules stand on ---------------------------------------
@@ -106,9 +126,86 @@ RULES: dict[str, str] = {
     "HOST.PVM.PKE": "The PVM backend accepts CR4.PKE although the guest CPUID has no PKU.",
     "HOST.PVM.RDPKRU": "The PVM backend fails to emulate RDPKRU: KVM_EXIT_INTERNAL_ERROR, not #UD.",
     "X86.NA": "The event has no meaning for this policy (e.g. a KVM ioctl replayed on bare hardware).",
+    # --- PVM's own PKS (virt-pvm/linux Documentation/virt/kvm/x86/pvm-spec.rst) ----------
+    "PVM.CPUID": "CPUID offers PKS (and PKU) only if the host's CR4.PKE is set: guest PKS is done with hardware PKE.",
+    "PVM.CR4.PKS": "CR4.PKS can be set only while CR4.PKE is set (MOV to CR4 otherwise: #GP).",
+    "PVM.CR4.PKE": "CR4.PKE can be set only if the underlying (host) CR4.PKE is set.",
+    "PVM.KEY": "Keys ignore the U/S bit: with the underlying CR4.PKE every data access is checked against its key.",
+    "PVM.PKRU": "The underlying PKRU is the effective key register in both modes; deny = AD or (WD and write).",
+    "PVM.PKRS": (
+        "The guest's IA32_PKRS is the underlying PKRU masked to the supervisor keys; RDPKRU/WRPKRU in supervisor mode reach it."
+    ),
+    "PVM.SWITCH": "user->supervisor: save PKRU to PVCS, load 0 or IA32_PKRS (if CR4.PKS); supervisor->user: load PVCS::pkru.",
+    "PVM.NOVMX": "PVM offers its guests no VMX (hardware-privileged features are disabled): nested events are unsupported.",
+    # --- Xen's HVM PKS (xen-project/xen) ----------------------------------------------
+    "XEN.CPUID": "PKS is offered to HVM guests only on VMX with HAP (and a PKS host); CR4.PKS is valid iff the guest has PKS.",
+    "XEN.MSR": "MSR_PKRS: #GP without the guest's PKS or with bits 63:32 set; else full guest access (no intercept).",
+    "XEN.WALK": "Xen's own page walk checks the key only when the U/S and R/W checks passed, so such a #PF lacks PK.",
+}
+
+# Where the hypervisor rules come from: repository, file and function, read with the search tools.
+RULE_SOURCES: dict[str, str] = {
+    "PKVM.MSR.RAN": "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/pkvm.c, pkvm_set_msr() (WARN_ON(kvm_vcpu_has_run))",
+    "PKVM.MSR.MTRR": (
+        "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/pkvm.c, pkvm_set_msr() (MTRRphysBase_MSR(0)..MSR_MTRRfix4K_F8000, "
+        "MSR_MTRRdefType)"
+    ),
+    "PKVM.MSR.MISC": "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/pkvm.c, pkvm_set_msr() (case MSR_IA32_MISC_ENABLE)",
+    "PKVM.MSR.IGNORED": (
+        "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/pkvm.c, pkvm_set_msr() (\"Ignore writings ... return 0\")"
+    ),
+    "PKVM.MSR.DENY": "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/pkvm.c, pkvm_set_msr() (default: -EPERM)",
+    "PKVM.PV.ALWAYS": "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/pkvm.c, is_guest_vcpu_accessible() (return true)",
+    "PKVM.PV.PRERUN": (
+        "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/pkvm.c, is_guest_vcpu_accessible() (return !kvm_vcpu_has_run)"
+    ),
+    "PKVM.PV.DENY": (
+        "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/pkvm.c, is_guest_vcpu_accessible() (default: return false)"
+    ),
+    "PKVM.GUEST.MSR": (
+        "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/x86.c built with __PKVM_HYP__, kvm_set_msr_common() default case -> "
+        "pkvm_host_can_emulate_msr()"
+    ),
+    "PKVM.CPUID.VMX": (
+        "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/cpuid.c, kvm_vcpu_after_set_cpuid() "
+        "(guest_cpuid_clear(X86_FEATURE_VMX))"
+    ),
+    "PKVM.NOPKS": (
+        "intel-staging/pKVM-IA pkvm-v6.18: no PKRS/PKS handling under arch/x86/kvm/pkvm (field_2026.md §3); the hypervisor's "
+        "kvm_set_msr_common() (arch/x86/kvm/x86.c) has no MSR_IA32_PKRS case"
+    ),
+    "PKVM.CPUID.PKS": (
+        "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/pkvm.c, pkvm_vcpu_after_set_cpuid() -> pkvm_enforce_cpuid() (body "
+        "not in the stored corpus)"
+    ),
+    "PVM.CPUID": "virt-pvm/linux, Documentation/virt/kvm/x86/pvm-spec.rst, \"CPUID leaf\"",
+    "PVM.CR4.PKS": "virt-pvm/linux, Documentation/virt/kvm/x86/pvm-spec.rst, \"Protection Keys\"",
+    "PVM.CR4.PKE": "virt-pvm/linux, Documentation/virt/kvm/x86/pvm-spec.rst, \"Protection Keys\"",
+    "PVM.KEY": "virt-pvm/linux, Documentation/virt/kvm/x86/pvm-spec.rst, \"Paging\" (PKS feature is changed)",
+    "PVM.PKRU": "virt-pvm/linux, Documentation/virt/kvm/x86/pvm-spec.rst, \"Protection Keys\"",
+    "PVM.PKRS": "virt-pvm/linux, Documentation/virt/kvm/x86/pvm-spec.rst, \"Protection Keys\", \"RDPKRU/WRPKRU\"",
+    "PVM.SWITCH": "virt-pvm/linux, Documentation/virt/kvm/x86/pvm-spec.rst, \"Protection Keys\", \"PVM events\"",
+    "PVM.NOVMX": (
+        "virt-pvm/linux, Documentation/virt/kvm/x86/pvm-spec.rst, \"CPUID leaf\" (features needing hardware-privileged "
+        "instructions are disabled)"
+    ),
+    "XEN.CPUID": (
+        "xen-project/xen, xen/arch/x86/cpuid.c calculate_hvm_max_policy() (PKS only with cpu_has_vmx, 'H' = HAP) and "
+        "xen/arch/x86/hvm/hvm.c hvm_cr4_guest_valid_bits()"
+    ),
+    "XEN.MSR": (
+        "xen-project/xen, xen/arch/x86/msr.c guest_rdmsr()/guest_wrmsr() case MSR_PKRS; xen/arch/x86/hvm/vmx/vmx.c "
+        "vmx_cpuid_policy_changed() (clears the MSR_PKRS intercept)"
+    ),
+    "XEN.WALK": (
+        "xen-project/xen, xen/arch/x86/mm/guest_walk.c guest_walk_tables() (\"If all access checks are thus far ok, check "
+        "Protection Key\")"
+    ),
 }
 
 SPEC_FAMILIES = ("ARCH", "VMX", "KVM", "PKVM")
+# Each hypervisor's own documented rules: a departure from the architecture citing one is explained.
+HYPERVISOR_FAMILIES = ("KVM", "PKVM", "PVM", "XEN")
 
 
 def describe(rule_id: str) -> str:

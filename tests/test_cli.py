@@ -336,7 +336,7 @@ def test_e2e_schema_command() -> None:
     assert render_markdown() in proc.stdout
 
 
-SUBCOMMANDS = {(): {"compare", "fuzz", "generate", "import", "policies", "profiles", "record", "replay", "report",
+SUBCOMMANDS = {(): {"compare", "fuzz", "generate", "import", "matrix", "policies", "profiles", "record", "replay", "report",
                     "schema", "shrink"},
                ("record",): {"kvm", "qemu"}, ("import",): {"ftrace", "pkvm-vmexit-trace"}}
 

@@ -25,7 +25,7 @@ from reference_model.policies import POLICIES
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
              lazy={"generate": "difftest.cli.search:generate_cmd", "shrink": "difftest.cli.search:shrink_cmd",
-                   "fuzz": "difftest.cli.search:fuzz_cmd"})
+                   "fuzz": "difftest.cli.search:fuzz_cmd", "matrix": "difftest.cli.matrix:matrix_cmd"})
 @click.version_option(package_name="pks-difftest")
 @click.option("--reference", is_flag=True,
               help="replay row by row through the reference path only (slow; for debugging the fast path)")

@@ -372,6 +372,11 @@ class Generator:
         self.tb.end_setup()
         menu = {"arch": self.arch_menu, "kvm": self.kvm_menu, "nested": self.nested_menu, "pkvm": self.pkvm_menu,
                 "pcpu": self.pcpu_menu}[self.domain]
+        if self.domain == "pkvm":
+            # the host's PV calls on vCPU state (is_guest_vcpu_accessible), made without drawing from the RNG:
+            # the rest of the trace makes the same choices (and ends three events earlier)
+            for name in ("inject_irq", "set_efer", "inject_exception"):
+                self.emit("pv_call", level="host", pv_call=name)
         stuck = 0
         while not self.full and stuck < 50:
             before = self.count

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from reference_model.events import ACCESS_KINDS, KINDS, LEVELS, PAGE_SIZES, RESULTS
 from reference_model.host import HOST_FEATURES
+from reference_model.pkvm_pv import PV_CALL_NAMES
 
 SCHEMA_VERSION = "1"
 SNAPSHOT_KIND = "snapshot"
@@ -92,6 +93,8 @@ COLUMNS: tuple[Column, ...] = (
            max_value=3),
     Column("src_vcpu", pa.uint16(), "set_nested_state: vCPU whose get_nested_state blob is restored"),
     Column("run_pending", pa.bool_(), "set_nested_state: nested_run_pending flag"),
+    Column("pv_call", _DICT, "pv_call: the pKVM PV interface called (enum pkvm_hc without `__pkvm__`)",
+           choices=PV_CALL_NAMES),
     Column("path", _DICT, "snapshot: state path, e.g. `vcpu0.pkrs`, `vcpu0.vmcs12.host_ia32_pkrs`; some policy must "
                           "model it and an earlier event must have run on that vCPU (else bad input)"),
     # --- expectations -------------------------------------------------------------------

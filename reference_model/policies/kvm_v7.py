@@ -15,4 +15,5 @@ POLICY = register(Policy(
     source="v7 0/8 20220424101557.134102-1-lei4.wang@intel.com",
     machine=KvmMachine,
     knobs=dict(V7_DEFAULTS),
+    family="KVM",
 ))

@@ -1,4 +1,11 @@
-"""``pkvm-pvm-allow8``: a protected VM; before it runs, host may write the 5 SYSCALL and 3 SYSENTER MSRs.
+"""``pkvm-pvm-allow8``: PROPOSAL (seed 004 review, never merged).
+
+A protected VM; before it runs, host may write the 5 SYSCALL and 3 SYSENTER MSRs.
+
+This was one of the three proposals of the pKVM-IA pvvmcs part 2 review (seed 004, Dec 2025 -
+Jan 2026) for host MSR writes before a pVM's first run; none was merged.  What was merged is
+``pkvm-pvm`` (``pkvm_set_msr()`` in ``arch/x86/kvm/pkvm/pkvm.c``).  Kept to show what the
+proposal would have done.
 
 Source: seed 004 (pKVM-IA pvvmcs part 2 review, Dec 2025): PKVM.KINDS, PKVM.PROTECT, PKVM.CPUID,
 PKVM.COST, and for the MSR policy before first run PKVM.MSR.PRE (the compare-with-current-value
@@ -12,8 +19,9 @@ from .registry import Policy, register
 
 POLICY = register(Policy(
     name="pkvm-pvm-allow8",
-    description="a protected VM; before it runs, host may write the 5 SYSCALL and 3 SYSENTER MSRs",
-    source="seed 004 (pKVM-IA pvvmcs part 2 review)",
+    description="proposal (not merged): a protected VM; before it runs, host may write the 5 SYSCALL and 3 SYSENTER MSRs",
+    source="proposal in seed 004 (pKVM-IA pvvmcs part 2 review), not merged",
     machine=PkvmMachine,
     knobs={**KVM_V7.knobs, "pkvm": "pvm", "pkvm_msr_pre": "allow8"},
+    family="PKVM",
 ))

@@ -21,6 +21,7 @@ from reference_model.events import Outcome
 from reference_model.machine import OBSERVED_STATE, Machine
 from reference_model.policies import Policy
 
+from . import progress
 from .compare import CompareResult, CompareRow, _rule_for, compare_snapshot, new_compare_result
 from .diff import FieldDiff, diff_outcome, diff_outcomes
 from .fast_replay import SMALL, BatchRows, FastReplay, Lane, PageIds, _matches
@@ -60,6 +61,7 @@ class FastCompare(FastReplay):
             self.keyed_state: dict[int, StateDiff] = {}
             self.batch(BatchRows(batch, start))
             start += batch.num_rows
+            progress.advance(batch.num_rows)
         for lane in self.lanes:
             lane.result.counters.update(lane.memo.counters)
         return self.res

@@ -61,6 +61,7 @@ from reference_model.pkvm import PkvmMachine, PkvmVcpu
 from reference_model.policies import Policy
 from reference_model.registers import CR0_PG, CR4_PKE, CR4_PKS
 
+from . import progress
 from .arrow_columns import index_array, int_values, valid_mask
 from .dense_table import DenseTable
 from .diff import diff_outcome
@@ -774,6 +775,7 @@ class FastReplay:
         for batch in batches:
             self.batch(BatchRows(batch, start))
             start += batch.num_rows
+            progress.advance(batch.num_rows)
         self.result.counters.update(self.lane.memo.counters)
         return self.result
 

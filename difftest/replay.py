@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from reference_model.machine import Machine
 from reference_model.policies import Policy
 
+from . import progress
 from .diff import FieldDiff, diff_outcome
 from .profiles import Profile
 from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult, attach_notes
@@ -38,6 +39,8 @@ def replay_rows(rows: Iterable[TraceRow], machine: Machine, profile: Profile, re
         if stop_at_first and result.divergence_count:
             break
         result.rows += 1
+        if not result.rows & 0xFFF:
+            progress.advance(0x1000)
         if row.snapshot is not None:
             rr = _check_snapshot(row, machine, result)
         else:

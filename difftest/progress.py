@@ -1,0 +1,111 @@
+"""Progress for long work: a rich bar on stderr, drawn only where someone can watch it.
+
+A command opens one :func:`task` (``events``, ``traces``, ``candidates``...); the engines below it
+call :func:`advance` with the unit they count, which costs one comparison when nothing is shown.
+The bar is hidden when stderr is not a terminal, under ``--quiet`` (:func:`set_quiet`), and for work
+that finishes within ``DELAY`` seconds (it appears only once the task has run that long), so
+short commands and CI logs stay clean.  stdout is never touched: results stay pipeable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+DELAY = 1.0  # seconds of work before a bar appears
+
+_quiet = False
+_active: list[Task] = []
+
+
+def set_quiet(quiet: bool) -> None:
+    """``--quiet``: no progress at all (and commands print only their results)."""
+    global _quiet
+    _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
+def shown() -> bool:
+    """Whether a bar may be drawn: stderr is a terminal and nobody asked for quiet."""
+    return not _quiet and sys.stderr.isatty()
+
+
+class Task:
+    """One unit of long work; the bar starts after ``DELAY`` seconds, if it may be shown at all."""
+
+    def __init__(self, description: str, total: float | None, unit: str, show: bool) -> None:
+        self.description = description
+        self.total = total
+        self.unit = unit
+        self.completed = 0.0
+        self.started = time.monotonic()
+        self._show = show
+        self._bar: Any = None
+        self._id: Any = None
+        self._next_check = self.started + DELAY
+
+    def advance(self, n: float = 1) -> None:
+        self.completed += n
+        self._refresh()
+
+    def update(self, completed: float, total: float | None = None, description: str | None = None) -> None:
+        self.completed = completed
+        if total is not None:
+            self.total = total
+        if description is not None:
+            self.description = description
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if not self._show:
+            return
+        if self._bar is None:
+            now = time.monotonic()
+            if now < self._next_check:
+                return
+            self._start()
+        self._bar.update(self._id, completed=self.completed, total=self.total, description=self.description)
+
+    def _start(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)  # rich honours NO_COLOR
+        columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TextColumn(self.unit), TimeElapsedColumn()]
+        if self.total is not None:
+            columns.append(TimeRemainingColumn())
+        self._bar = Progress(*columns, console=console, transient=True)
+        self._bar.start()
+        self._id = self._bar.add_task(self.description, total=self.total, completed=self.completed)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+@contextmanager
+def task(description: str, total: float | None = None, unit: str = "events") -> Iterator[Task]:
+    """Open a progress task; :func:`advance` calls with the same ``unit`` move it."""
+    t = Task(description, total, unit, shown())
+    _active.append(t)
+    try:
+        yield t
+    finally:
+        _active.remove(t)
+        t.close()
+
+
+def advance(n: float = 1, unit: str = "events") -> None:
+    """Move the innermost open task that counts ``unit`` (nothing when none is open)."""
+    for t in reversed(_active):
+        if t.unit == unit:
+            t.advance(n)
+            return

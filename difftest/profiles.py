@@ -84,13 +84,13 @@ def _cpuid_leaf7(ev: Event, out: Outcome) -> bool:
 PVM_MASKS = (
     Mask("pvm-cpuid-rewrite", "ARCH.CPUID",
          "kvm_pvm rewrites CPUID leaf 7 after KVM_SET_CPUID2; ECX is the backend's, not the table's "
-         "(sources/kvm_recorder.md §1.3)", _cpuid_leaf7, fields=("value",)),
+         "(measured with `difftest record kvm` on a github.com/virt-pvm/linux host)", _cpuid_leaf7, fields=("value",)),
 )
 
 PROFILES: dict[str, Profile] = {
     "strict": Profile("strict", "compare every expected field exactly"),
-    "qemu": Profile("qemu", "mask the documented QEMU 7.2 TCG deviations (SPEC §7)", QEMU_MASKS),
-    "pvm": Profile("pvm", "mask the PVM backend's CPUID leaf-7 rewrite (sources/kvm_recorder.md §1.3)", PVM_MASKS),
+    "qemu": Profile("qemu", "mask the documented QEMU 7.2 TCG deviations (target/i386/tcg/system/excp_helper.c)", QEMU_MASKS),
+    "pvm": Profile("pvm", "mask the PVM backend's CPUID leaf-7 rewrite (github.com/virt-pvm/linux)", PVM_MASKS),
 }
 
 

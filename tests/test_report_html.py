@@ -85,8 +85,8 @@ def test_coverage_section_lists_untouched(page: tuple[str, dict[str, object]]) -
     text, _ = page
     section = text[text.index('id="coverage"'):]
     assert "not touched by any trace" in section
-    assert re.search(r'<tr class="untouched"><td class="mono">PKVM\.COST</td>', section)
-    assert re.search(r'<tr class=""><td class="mono">ARCH\.RIGHTS</td>', section)
+    assert re.search(r'<tr class="untouched"><td class="mono"><a class="rule-link" href="#rule-PKVM\.COST"[^>]*>PKVM\.COST</a></td>', section)
+    assert re.search(r'<tr class=""><td class="mono"><a class="rule-link" href="#rule-ARCH\.RIGHTS"[^>]*>ARCH\.RIGHTS</a></td>', section)
 
 
 def test_report_without_timelines_still_renders(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from .registry import Policy, register
 POLICY = register(Policy(
     name="pkvm-npvm",
     description="a non-protected VM under pKVM: behaves as KVM v7, host state access costs PV calls",
-    source="seed 004 (pKVM-IA pvvmcs part 2 review)",
+    source="pKVM-IA (github.com/intel-staging/pKVM-IA) pull request #48, pvVMCS part 2 review (Dec 2025)",
     machine=PkvmMachine,
     knobs={**KVM_V7.knobs, "pkvm": "npvm", "pkvm_msr_pre": "compare"},
 ))

@@ -13,7 +13,7 @@ from .registry import Policy, register
 POLICY = register(Policy(
     name="pkvm-pvm-compare",
     description="a protected VM; before it runs, host MSR writes succeed only if equal to the current value",
-    source="seed 004 (pKVM-IA pvvmcs part 2 review)",
+    source="pKVM-IA (github.com/intel-staging/pKVM-IA) pull request #48, pvVMCS part 2 review (Dec 2025)",
     machine=PkvmMachine,
     knobs={**KVM_V7.knobs, "pkvm": "pvm", "pkvm_msr_pre": "compare"},
 ))

@@ -270,7 +270,8 @@ def render_compare_page(results: Sequence[CompareResult], *, title: str = "pks-d
         title=title, a=a, b=b, sections=sections, differ=sum(1 for r in results if r.differ),
         events=sum(r.events for r in results), differences=sum(r.difference_count for r in results),
         rule_list=rules_cited(_result_rules([x for r in results for x in (r.replay_a, r.replay_b)])
-                              | {x for r in results for row in (*r.context, *r.differences) for x in (*row.a.rules, *row.b.rules)}),
+                              | {x for r in results for row in (*r.context, *r.differences)
+                                 for x in (*row.a.rules, *row.b.rules)}),
     )
 
 

@@ -142,6 +142,23 @@ class ReplayResult:
     def first(self) -> RowResult | None:
         return self.divergences[0] if self.divergences else None
 
+    def check(self) -> None:
+        """Raise ``AssertionError`` carrying the text report (first divergence, rule, context) if anything diverged.
+
+        For test suites: ``difftest.replay(builder, "kvm-v7").check()`` fails with what a reviewer reads.
+        """
+        if not self.passed:
+            from .render_text import render_replay  # render_text imports this module
+
+            raise AssertionError(render_replay(self))
+
+    def summary(self) -> str:
+        """One line: trace, policy, profile and the verdict."""
+        verdict = "passed" if self.passed else f"{self.divergence_count} divergence(s)"
+        first = self.first
+        where = f", first at event {first.index} {first.primary_rule or ''}".rstrip() if first else ""
+        return f"{self.trace_name} under {self.policy} ({self.profile}): {verdict}{where}"
+
     def to_json(self) -> dict[str, Any]:
         first = self.first
         return {

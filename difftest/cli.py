@@ -1,14 +1,14 @@
 """The ``difftest`` command line: thin wrappers over replay, corpus runs and the schema.
 
-Exit codes: 0 no divergence, 1 divergence found, 2 bad input or usage.  Bad input is reported
-as one line on stderr (file, event, column), never as a traceback.
+Exit codes: 0 no divergence, 1 divergence found, 2 bad input or usage, 3 internal error.  Bad
+input is reported as one line on stderr (file, event, column), never as a traceback; an internal
+error as one line naming the failure and the file holding the traceback (:mod:`.cli_common`).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +19,8 @@ import click
 from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 from reference_model.policies import POLICIES, Policy, get_policy
 
+from . import progress
+from .cli_common import EXIT_CODES_HELP, echo_json, run_guarded, with_common_options
 from .errors import InputError
 from .profiles import PROFILES, get_profile
 from .render_text import render_replay
@@ -46,8 +48,11 @@ def input_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except InputError as exc:
             _fail(str(exc))
-        except KeyError as exc:  # unknown policy or profile
-            _fail(str(exc.args[0]) if exc.args else "unknown name")
+        except KeyError as exc:  # unknown policy or profile; any other KeyError is a bug (exit 3)
+            text = str(exc.args[0]) if exc.args else ""
+            if not text.startswith("unknown "):
+                raise
+            _fail(text)
 
     return wrapper  # type: ignore[return-value]
 
@@ -106,12 +111,16 @@ class LazyGroup(click.Group):
             module, attr = self.lazy[cmd_name].split(":")
             command = getattr(importlib.import_module(module), attr)
             self.add_command(command, cmd_name)
-        return super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        return with_common_options(command) if command is not None else None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return run_guarded(lambda: super(LazyGroup, self).invoke(ctx))
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP,
              lazy={"generate": "difftest.generate:generate_cmd", "shrink": "difftest.shrink:shrink_cmd",
-                   "fuzz": "difftest.fuzz:fuzz_cmd"})
+                   "fuzz": "difftest.fuzz:fuzz_cmd", "rules": "difftest.cli_rules:rules_cmd"})
 @click.version_option(package_name="pks-difftest")
 @click.option("--reference", is_flag=True,
               help="replay row by row through the reference path only (slow; for debugging the fast path)")
@@ -131,49 +140,75 @@ def main(reference: bool) -> None:
 @click.option("--host", "host_features", default=None, callback=lambda c, p, v: parse_host_option(v),
               help="replay on this host instead of the trace's: 'pks-host' (all features) or a feature list")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@click.option("--tap", "tap_file", type=click.Path(dir_okay=False), default=None,
+              help="also write the result as TAP13 (kvm-unit-tests' run_tests.sh -t dialect) here; '-' = stdout")
 @click.option("--verbose", "-v", is_flag=True, help="list every later divergence")
 @input_errors
 def replay(trace: str, policy_name: str | None, profile_name: str | None, host_features: HostCpu | None,
-           as_json: bool, verbose: bool) -> None:
-    """Replay TRACE under a policy and diff every expectation and snapshot."""
+           as_json: bool, tap_file: str | None, verbose: bool) -> None:
+    """Replay TRACE under a policy and diff every expectation and snapshot (exit 1 if it diverges)."""
     tf = open_trace(trace)
     tf.host_override = host_features
     policy = resolve_policy(policy_name) if policy_name else from_metadata(tf, "policy", resolve_policy,
                                                                             default_policy_for(tf.policies()))
     profile = get_profile(profile_name) if profile_name else from_metadata(tf, "profile", get_profile,
                                                                            tf.meta.get("profile", "strict"))
-    res = replay_trace(tf, policy, profile)
-    if as_json:
-        click.echo(json.dumps(res.to_json(), indent=2, sort_keys=True))
+    with progress.task(f"replaying {tf.name}", total=tf.num_rows, unit="events"):
+        res = replay_trace(tf, policy, profile)
+    if tap_file:
+        from .outputs import write_text_output
+        from .tap import tap_document
+
+        write_text_output(tap_file, tap_document([res]))
+    if tap_file == "-":
+        pass  # stdout carries the TAP stream
+    elif as_json:
+        echo_json(res.to_json())
+    elif progress.is_quiet():
+        click.echo(res.summary())
     else:
-        click.echo(render_replay(res, verbose=verbose))
+        click.echo(render_replay(res, verbose=verbose or progress.verbosity() > 0))
     sys.exit(0 if res.passed else 1)
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="write index.html (the report page), report.txt and results.jsonl here")
+              help="a directory: write index.html (the report page), report.txt and results.jsonl there")
 @click.option("--policy", "policy_names", multiple=True,
               help="policy to run every trace under (repeatable; default kvm-v7, plus each trace's own)")
 @click.option("--profile", "profile_name", default=None,
               help="comparison profile for every trace (default: each trace's metadata 'profile', else strict)")
-@click.option("--junit", "junit", type=click.Path(dir_okay=False), default=None, help="write JUnit XML here")
+@click.option("--junit", "junit", type=click.Path(dir_okay=False), default=None,
+              help="write JUnit XML to this file ('-' = stdout)")
 @click.option("--jsonl", "jsonl", type=click.Path(dir_okay=False), default=None,
-              help="write one JSON line per trace x policy here")
+              help="write one JSON line per trace x policy to this file ('-' = stdout)")
+@click.option("--tap", "tap", type=click.Path(dir_okay=False), default=None,
+              help="write TAP13 (kvm-unit-tests' run_tests.sh -t dialect) to this file ('-' = stdout)")
+@click.option("--json", "as_json", is_flag=True, help="print every run's result as JSON (a list) instead of the text summary")
 @click.option("--baseline", "baseline", default=None, help="a previous run's JSONL or -o folder: report what changed")
 @click.option("--jobs", "-j", "jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="worker processes")
 @input_errors
 def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str, ...], profile_name: str | None,
-           junit: str | None, jsonl: str | None, baseline: str | None, jobs: int) -> None:
+           junit: str | None, jsonl: str | None, tap: str | None, as_json: bool, baseline: str | None, jobs: int) -> None:
     """Replay every trace under PATHS and summarise (exit 1 if anything diverges)."""
     from .corpus_run import ReportRequest, run_report
+    from .outputs import to_stdout
 
-    outcome = run_report(ReportRequest(paths, policy_names, profile_name, out_dir, junit, jsonl, baseline, jobs))
-    click.echo(outcome.text)
-    if out_dir:
-        click.echo(f"report: {Path(out_dir) / 'index.html'}")
+    req = ReportRequest(paths, policy_names, profile_name, out_dir, junit, jsonl, baseline, jobs, tap=tap)
+    outcome = run_report(req)
+    if to_stdout(junit, jsonl, tap):  # stdout carries that stream; the summary goes to stderr
+        click.echo(outcome.text.splitlines()[-1], err=True)
+    elif as_json:
+        echo_json([r.to_json() for r in outcome.run.results])
+    else:
+        lines = outcome.text.splitlines()
+        click.echo("\n".join(lines[-1:] if progress.is_quiet() and outcome.baseline is None else lines))
+        if progress.verbosity() and outcome.detail:
+            click.echo("\n" + outcome.detail)
+        if out_dir and not progress.is_quiet():
+            click.echo(f"report: {Path(out_dir) / 'index.html'}")
     sys.exit(outcome.exit_code)
 
 
@@ -185,11 +220,13 @@ def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str,
 @click.option("--host", "host_features", default=None, callback=lambda c, p, v: parse_host_option(v),
               help="replay on this host instead of the traces': 'pks-host' (all features) or a feature list")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON (a list, one per trace)")
-@click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
-              help="also write the two policies side by side as a self-contained HTML page")
+@click.option("-o", "--output", "html_file", type=click.Path(dir_okay=False), default=None,
+              help="a file: also write the two policies side by side as a self-contained HTML page ('-' = stdout)")
+@click.option("--html", "html_alias", type=click.Path(dir_okay=False), default=None, hidden=True,
+              help="old name of -o")
 @input_errors
 def compare(traces: tuple[str, ...], policy_a: str, policy_b: str, profile_name: str, host_features: HostCpu | None,
-            as_json: bool, html_file: str | None) -> None:
+            as_json: bool, html_file: str | None, html_alias: str | None) -> None:
     """Replay each trace under two policies and show where they part (exit 1 if they differ)."""
     from .compare import compare_trace, render_compare
 
@@ -199,12 +236,21 @@ def compare(traces: tuple[str, ...], policy_a: str, policy_b: str, profile_name:
     tfs = [open_trace(p) for p in paths]  # every file is checked before any output
     for tf in tfs:
         tf.host_override = host_features
-    results = [compare_trace(tf, a, b, profile) for tf in tfs]
-    if as_json:
-        click.echo(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
+    html_file = html_file or html_alias
+    with progress.task("comparing", total=sum(tf.num_rows for tf in tfs), unit="events"):
+        results = [compare_trace(tf, a, b, profile) for tf in tfs]
+    if html_file == "-":
+        from .report_html import render_compare_page
+
+        click.echo(render_compare_page(results), nl=False)
+    elif as_json:
+        echo_json([r.to_json() for r in results])
+    elif progress.is_quiet():
+        differ = sum(1 for r in results if r.differ)
+        click.echo(f"{len(results)} trace(s), {differ} where {policy_a} and {policy_b} differ")
     else:
         click.echo("\n\n".join(render_compare(r) for r in results))
-    if html_file:
+    if html_file and html_file != "-":
         from .report_html import write_compare_page
 
         write_compare_page(html_file, results)
@@ -219,16 +265,26 @@ def schema() -> None:
 
 
 @main.command()
-def policies() -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the list as JSON")
+def policies(as_json: bool) -> None:
     """List the registered policies with a one-line description and source."""
+    if as_json:
+        echo_json([{"name": n, "description": p.description, "source": p.source} for n, p in POLICIES.items()])
+        return
     width = max(len(n) for n in POLICIES)
     for name, p in POLICIES.items():
         click.echo(f"{name:<{width}}  {p.description}  [{p.source}]")
 
 
 @main.command()
-def profiles() -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the list as JSON")
+def profiles(as_json: bool) -> None:
     """List the comparison profiles and what each masks, with reasons."""
+    if as_json:
+        echo_json([{"name": n, "description": p.description,
+                    "masks": [{"name": m.name, "rule": m.rule, "reason": m.reason} for m in p.masks]}
+                   for n, p in PROFILES.items()])
+        return
     for name, prof in PROFILES.items():
         click.echo(f"{name}: {prof.description}")
         for m in prof.masks:

@@ -2,14 +2,13 @@
 
 Traces are independent, so ``--jobs N`` spreads them over N worker processes (one task per trace,
 all its policies in the worker, results put back in trace order so the output does not depend on
-N).  A progress bar is drawn only when stdout is a terminal.  Bad input anywhere (a trace, a
+N).  Progress (traces done) is drawn on stderr when it is a terminal, unless --quiet.  Bad input anywhere (a trace, a
 policy name, the baseline) stops the run with :class:`InputError` before any output is written.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
@@ -24,7 +23,9 @@ from .coverage import rule_coverage
 from .errors import InputError
 from .jsonl import jsonl_rows
 from .junit import junit_xml
+from .outputs import write_text_output
 from .profiles import get_profile
+from .progress import task as progress_task
 from .render_text import render_replay, render_summary
 from .replay import replay_trace
 from .results import ReplayResult
@@ -96,18 +97,9 @@ def _run_task(task: _Task) -> tuple[int, list[tuple[ReplayResult, Timeline | Non
         return task.index, ("error", exc.path, exc.message, exc.row, exc.seq, exc.column, exc.line)
 
 
-def _progress(total: int, enabled: bool | None) -> Any:
-    show = sys.stdout.isatty() if enabled is None else enabled
-    if not show:
-        return nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
-
-
 def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | None, *, jobs: int = 1,
                timelines: bool = False, progress: bool | None = None) -> CorpusRun:
-    """Replay every trace; ``progress`` None = a bar only when stdout is a terminal."""
+    """Replay every trace; ``progress`` False = never a bar (None: on stderr when it is a terminal)."""
     t0 = time.perf_counter()
     for name in policies:  # unknown names fail here, once, before any work
         resolve_policy(name)
@@ -116,15 +108,14 @@ def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | N
     tasks = [_Task(i, str(p), tuple(policies), profile, timelines) for i, p in enumerate(traces)]
     jobs = max(1, min(jobs, len(tasks)))
     done: dict[int, list[tuple[ReplayResult, Timeline | None]]] = {}
-    with _progress(len(tasks), progress) as bar:
-        task_id = bar.add_task("replay", total=len(tasks)) if bar is not None else None
+    with progress_task("replaying", total=len(tasks), unit="traces") if progress is not False else nullcontext() as bar:
         for index, out in _results(tasks, jobs):
             if isinstance(out, tuple):
                 _, path, message, row, seq, column, line = out
                 raise InputError(path, message, row=row, seq=seq, column=column, line=line)
             done[index] = out
             if bar is not None:
-                bar.advance(task_id)
+                bar.advance()
     run = CorpusRun([], {}, 0.0, jobs)
     for index in sorted(done):
         for res, tl in done[index]:
@@ -161,6 +152,8 @@ class ReportRequest:
     baseline: str | None = None
     jobs: int = 1
     progress: bool | None = None
+    tap: str | None = None  # TAP13 file ('-' = stdout)
+    statuses: Any = None  # known-outcome verdicts for TAP (see difftest.tap.StatusSource); None: pass/fail
 
 
 @dataclass
@@ -170,6 +163,7 @@ class ReportOutcome:
     run: CorpusRun
     baseline: BaselineDiff | None = None
     written: list[Path] = field(default_factory=list)
+    detail: str = ""  # the text report of every failing run (report.txt's second part; `report -v`)
 
 
 def run_report(req: ReportRequest) -> ReportOutcome:
@@ -188,19 +182,28 @@ def run_report(req: ReportRequest) -> ReportOutcome:
     text = (render_baseline_text(diff) + "\n\n" if diff is not None else "") + summary
     outcome = ReportOutcome(text, 0 if all(r.passed for r in results) else 1, run, diff)
     rows = jsonl_rows(results)
+    failing = [r for r in results if not r.passed]
+    outcome.detail = "\n\n".join(render_replay(r, verbose=True) for r in failing)
+    detail = "\n\n".join(render_replay(r) for r in failing)
     if req.out_dir:
         from .report_html import render_report  # Jinja only when a page is asked for
 
         out = Path(req.out_dir)
-        detail = "\n\n".join(render_replay(r) for r in results if not r.passed)
-        html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)")
+        with progress_task("writing the report", unit="pages"):
+            html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)")
         outcome.written += [
             write_text_atomic(out / "report.txt", text + ("\n\n" + detail if detail else "") + "\n"),
             write_text_atomic(out / "results.jsonl", rows),
             write_text_atomic(out / "index.html", html),
         ]
+    extra = []
     if req.junit:
-        outcome.written.append(write_text_atomic(req.junit, junit_xml(results)))
+        extra.append(write_text_output(req.junit, junit_xml(results)))
     if req.jsonl:
-        outcome.written.append(write_text_atomic(req.jsonl, rows))
+        extra.append(write_text_output(req.jsonl, rows))
+    if req.tap:
+        from .tap import tap_document
+
+        extra.append(write_text_output(req.tap, tap_document(results, req.statuses)))
+    outcome.written += [p for p in extra if p is not None]
     return outcome

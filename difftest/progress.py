@@ -18,6 +18,7 @@ from typing import Any
 DELAY = 1.0  # seconds of work before a bar appears
 
 _quiet = False
+_verbose = 0
 _active: list[Task] = []
 
 
@@ -29,6 +30,16 @@ def set_quiet(quiet: bool) -> None:
 
 def is_quiet() -> bool:
     return _quiet
+
+
+def set_verbose(level: int) -> None:
+    """``-v`` (repeatable): more detail in what commands print."""
+    global _verbose
+    _verbose = level
+
+
+def verbosity() -> int:
+    return _verbose
 
 
 def shown() -> bool:

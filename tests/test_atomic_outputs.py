@@ -159,7 +159,9 @@ WRITE_CALL = re.compile(r"\.write_text\(|\.write_bytes\(|open\([^)]*['\"][wax]b?
 # Writes that are not outputs of a run: temporary build files, tracefs control files, caches
 # written with their own temp + rename, the debug copy of a guest source that failed to build.
 NOT_OUTPUTS = {
-    "difftest/trace_io.py": 2,       # the atomic helpers themselves
+    "difftest/trace_io.py": 3,       # the atomic helpers themselves; an in-memory buffer (open_trace_table)
+    "difftest/outputs.py": 1,        # Parquet into an in-memory buffer for `-o -` (stdout)
+    "difftest/crash_report.py": 1,   # a crash's traceback into a new mkstemp file of its own
     "difftest/kvm/guest_asm.py": 2,  # source into a TemporaryDirectory, cache via mkstemp + os.replace
     "difftest/kvm/tracefs.py": 2,    # tracefs control files
     "difftest/qemu/build.py": 4,     # sources into a TemporaryDirectory, cache copy + os.replace, failed source kept

@@ -438,7 +438,7 @@ def _lit(v: Any) -> str:
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True)
 def shrink_cmd(trace: str, policy_a: str, policy_b: str | None, profile_name: str, max_candidates: int,
                output: str) -> None:
-    """Shrink TRACE while its first divergence keeps its rule id and event kind (exit 1: kept, 0: none)."""
+    """Shrink TRACE while its first divergence keeps its rule id and event kind (exit 0: done, whether or not it diverged)."""
     import sys
 
     from .cli import input_errors, resolve_policy  # cli registers this command: import it late
@@ -456,6 +456,6 @@ def shrink_cmd(trace: str, policy_a: str, policy_b: str | None, profile_name: st
                    f"(event {res.index}); {res.tried} candidates tried" + (" (cap reached)" if res.capped else ""))
         click.echo("")
         click.echo(to_python(res.draft, output), nl=False)
-        return 1
+        return 0
 
     sys.exit(run())

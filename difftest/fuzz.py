@@ -21,6 +21,7 @@ import click
 
 from reference_model.policies import Policy
 
+from . import progress
 from .generate import DOMAINS, generate
 from .profiles import Profile, get_profile
 from .shrink import DivergenceKind, Goal, shrink
@@ -116,7 +117,7 @@ def progress_display(budget_seconds: float, iterations: int | None) -> Iterator[
 
     console = Console(stderr=True)
     with Progress(TextColumn("fuzz"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, disable=not console.is_terminal, transient=True) as bar:
+                  console=console, disable=not console.is_terminal or progress.is_quiet(), transient=True) as bar:
         total = float(iterations) if iterations is not None else budget_seconds
         task = bar.add_task("", total=total)
 
@@ -159,9 +160,11 @@ def render_summary(run: FuzzRun) -> str:
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
               help="run exactly this many traces (ignores the budget; fully repeatable)")
 @click.option("--profile", "profile_name", default="strict", show_default=True)
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True)
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="a directory: each kept (shrunk) divergence is written there as a trace")
+@click.option("--json", "as_json", is_flag=True, help="print the findings as JSON instead of the table")
 def fuzz_cmd(policy_a: str, policy_b: str, budget_seconds: float, seed: int, max_events: int, iterations: int | None,
-             profile_name: str, out_dir: str) -> None:
+             profile_name: str, out_dir: str, as_json: bool) -> None:
     """Generate traces, compare A with B, shrink and keep each new kind of divergence in DIR (exit 0: done)."""
     import sys
 
@@ -173,7 +176,18 @@ def fuzz_cmd(policy_a: str, policy_b: str, budget_seconds: float, seed: int, max
         with progress_display(budget_seconds, iterations) as update:
             result = fuzz(a, b, out_dir, budget_seconds=budget_seconds, seed=seed, max_events=max_events,
                           iterations=iterations, profile=prof, on_progress=update)
-        click.echo(render_summary(result))
+        if as_json:
+            from .cli_common import echo_json
+
+            echo_json({"policy_a": result.policy_a, "policy_b": result.policy_b, "seed": result.seed,
+                       "iterations": result.iterations, "seconds": round(result.seconds, 3), "differing": result.differing,
+                       "findings": [{"rule": f.kind.rule, "kind": f.kind.kind, "events": f.events,
+                                     "original_events": f.original_events, "iteration": f.iteration, "domain": f.domain,
+                                     "trace": str(f.path)} for f in result.findings]})
+        elif progress.is_quiet():
+            click.echo(render_summary(result).splitlines()[-1])
+        else:
+            click.echo(render_summary(result))
         return 0  # the job was done; what it found is in DIR and the summary
 
     sys.exit(run())

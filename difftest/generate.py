@@ -55,6 +55,7 @@ from reference_model.registers import (
     VMCS_VM_EXIT_CONTROLS,
 )
 
+from . import progress
 from .builder import TraceBuilder
 from .schema import SNAPSHOT_KIND
 from .trace_io import Expect, Snapshot, TraceRow, write_trace
@@ -374,6 +375,7 @@ class Generator:
             before = self.count
             self.pick(menu())
             stuck = stuck + 1 if self.count == before else 0
+            progress.advance(self.count - before)
         return Draft([{k: v for k, v in r.items() if v is not None} for r in self.tb.rows()], self.tb.metadata())
 
     # -- menus --------------------------------------------------------------------------
@@ -620,15 +622,27 @@ def generate(seed: int, events: int, domain: str = DEFAULT_DOMAIN, policy: Polic
 @click.option("--domain", type=click.Choice(DOMAINS), default=DEFAULT_DOMAIN, show_default=True)
 @click.option("--policy", "policy_name", default=DEFAULT_GENERATION_POLICY, show_default=True,
               help="policy (name or variant file) whose outcomes become the expectations")
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True)
-def generate_cmd(seed: int, events: int, domain: str, policy_name: str, output: str) -> None:
-    """Write a random trace that respects preconditions, with the policy's outcomes as expectations."""
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True,
+              help="the trace file to write ('-' = stdout)")
+@click.option("--json", "as_json", is_flag=True, help="print what was written as JSON")
+def generate_cmd(seed: int, events: int, domain: str, policy_name: str, output: str, as_json: bool) -> None:
+    """Write a random trace that respects preconditions, with the policy's outcomes as expectations (exit 0: written)."""
     from .cli import input_errors, resolve_policy  # cli registers this command: import it late
+    from .cli_common import echo_json, info
+    from .outputs import to_stdout, write_trace_output
 
     @input_errors
     def run() -> None:
-        draft = generate(seed, events, domain, resolve_policy(policy_name))
-        path = draft.write(output)
-        click.echo(f"{path}: {draft.events} events ({domain} domain, seed {seed}, expectations from {policy_name})")
+        policy = resolve_policy(policy_name)
+        with progress.task(f"generating ({domain})", total=events, unit="events"):
+            draft = generate(seed, events, domain, policy)
+        path = write_trace_output(output, draft.numbered(), draft.meta)
+        where = str(path) if path else "stdout"
+        if as_json and not to_stdout(output):
+            echo_json({"output": where, "events": draft.events, "rows": len(draft.rows), "domain": domain, "seed": seed,
+                       "policy": policy_name})
+        else:
+            info(f"{where}: {draft.events} events ({domain} domain, seed {seed}, expectations from {policy_name})",
+                 err=to_stdout(output))
 
     run()

@@ -25,6 +25,7 @@ from reference_model.policies import Policy
 from .compare import _compare_rows
 from .generate import Draft, MemoryTrace, load_draft, refill_expectations, trace_row
 from .profiles import Profile, get_profile
+from .progress import advance as advance_progress
 from .replay import replay_rows
 from .results import ReplayResult, RowResult
 from .schema import SNAPSHOT_KIND
@@ -216,6 +217,7 @@ class Shrinker:
         if len(cut.rows) < len(draft.rows):
             self.seen.add(self.rows.fingerprint(cut))
             self.tried += 1
+            advance_progress(1, unit="candidates")
             if self.holds(cut):
                 self.adopt(cut)
                 self.accepted += 1
@@ -258,6 +260,7 @@ class Shrinker:
                 return False
             self.seen.add(fp)
             self.tried += 1
+            advance_progress(1, unit="candidates")
             if self.holds(cand):
                 self.adopt(cand)
                 self.accepted += 1
@@ -435,27 +438,45 @@ def _lit(v: Any) -> str:
               help="policy B: keep A and B differing (without it: keep A diverging from the trace's expectations)")
 @click.option("--profile", "profile_name", default="strict", show_default=True)
 @click.option("--max-candidates", type=click.IntRange(min=1), default=DEFAULT_MAX_CANDIDATES, show_default=True)
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True)
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True,
+              help="the shrunk trace to write ('-' = stdout)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (no builder code)")
 def shrink_cmd(trace: str, policy_a: str, policy_b: str | None, profile_name: str, max_candidates: int,
-               output: str) -> None:
+               output: str, as_json: bool) -> None:
     """Shrink TRACE while its first divergence keeps its rule id and event kind (exit 0: done, whether or not it diverged)."""
     import sys
 
+    from . import progress
     from .cli import input_errors, resolve_policy  # cli registers this command: import it late
+    from .cli_common import echo_json
+    from .outputs import to_stdout, write_trace_output
+
+    err = to_stdout(output)  # the trace goes to stdout: messages to stderr
 
     @input_errors
     def run() -> int:
         goal = Goal(resolve_policy(policy_a), resolve_policy(policy_b) if policy_b else None, get_profile(profile_name))
         draft = load_draft(trace)
         if goal.first(draft) is None:
-            click.echo(f"{trace}: no divergence ({goal.describe()}); nothing to shrink")
+            if as_json:
+                echo_json({"trace": trace, "diverged": False, "goal": goal.describe()})
+            else:
+                click.echo(f"{trace}: no divergence ({goal.describe()}); nothing to shrink", err=err)
             return 0
-        res = shrink(draft, goal, max_candidates)
-        res.draft.write(output)
-        click.echo(f"{output}: {res.original_events} -> {res.draft.events} events; first divergence {res.kind} "
-                   f"(event {res.index}); {res.tried} candidates tried" + (" (cap reached)" if res.capped else ""))
-        click.echo("")
-        click.echo(to_python(res.draft, output), nl=False)
+        with progress.task("shrinking", total=max_candidates, unit="candidates"):
+            res = shrink(draft, goal, max_candidates)
+        path = write_trace_output(output, res.draft.numbered(), res.draft.meta)
+        where = str(path) if path else "stdout"
+        if as_json and not err:
+            echo_json({"trace": trace, "diverged": True, "goal": goal.describe(), "output": where,
+                       "original_events": res.original_events, "events": res.draft.events, "first_divergence":
+                       {"kind": str(res.kind), "index": res.index}, "tried": res.tried, "capped": res.capped})
+            return 0
+        click.echo(f"{where}: {res.original_events} -> {res.draft.events} events; first divergence {res.kind} "
+                   f"(event {res.index}); {res.tried} candidates tried" + (" (cap reached)" if res.capped else ""), err=err)
+        if not progress.is_quiet() and not err:
+            click.echo("")
+            click.echo(to_python(res.draft, output), nl=False)
         return 0
 
     sys.exit(run())

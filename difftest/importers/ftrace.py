@@ -33,7 +33,7 @@ from typing import Any, TextIO
 import click
 
 from ..errors import InputError
-from ..trace_io import write_trace
+from ..progress import advance as advance_progress
 from .exit_reasons import KVM_EXIT_BY_NAME, SVM_BY_NAME, VECTOR_BY_NAME, VMX_BY_NAME
 
 LINE = re.compile(
@@ -144,6 +144,7 @@ def bounded_lines(fh: TextIO) -> Iterator[str]:
         if len(line) > MAX_LINE and not line.endswith("\n"):
             while (rest := fh.readline(MAX_LINE)) and not rest.endswith("\n"):
                 pass
+        advance_progress(len(line), unit="bytes")
         yield line
 
 
@@ -303,18 +304,31 @@ def metadata(path: str, res: ImportResult, cpu_features: str | None) -> dict[str
 
 @click.command("ftrace")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="output trace (.parquet)")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="output trace (.parquet; '-' = stdout)")
 @click.option("--skip-bad", is_flag=True, help="skip malformed lines (and report how many) instead of failing")
 @click.option("--cpu-features", default=None, help="host features of the captured host, e.g. `pku` (metadata cpu.features)")
-def import_ftrace_cmd(file: str, out: str, skip_bad: bool, cpu_features: str | None) -> None:
-    """Import tracefs trace/trace_pipe text or `trace-cmd report` output as a trace."""
+@click.option("--json", "as_json", is_flag=True, help="print what was written as JSON")
+def import_ftrace_cmd(file: str, out: str, skip_bad: bool, cpu_features: str | None, as_json: bool) -> None:
+    """Import tracefs trace/trace_pipe text or `trace-cmd report` output as a trace (exit 0: written)."""
+    from ..cli_common import echo_json, info
+    from ..outputs import to_stdout, write_trace_output
+    from ..progress import task
+
     try:
-        res = import_ftrace(file, skip_bad=skip_bad)
-        dest = write_trace(out, res.rows, metadata(file, res, cpu_features))
+        size = Path(file).stat().st_size if Path(file).is_file() else None
+        with task(f"importing {Path(file).name}", total=size, unit="bytes"):
+            res = import_ftrace(file, skip_bad=skip_bad)
+        dest = write_trace_output(out, res.rows, metadata(file, res, cpu_features))
     except InputError as exc:
         click.echo(f"difftest: error: {exc}", err=True)
         sys.exit(2)
     compared = sum(1 for r in res.rows if r.get("exp_result"))
-    click.echo(f"wrote {dest}: {len(res.rows)} events ({compared} with expectations, "
-               f"{sum(1 for r in res.rows if r['kind'] == 'foreign')} foreign), format {res.fmt}"
-               + (f"; skipped {len(res.skipped)} malformed lines" if res.skipped else ""))
+    foreign = sum(1 for r in res.rows if r["kind"] == "foreign")
+    where = str(dest) if dest else "stdout"
+    if as_json and not to_stdout(out):
+        echo_json({"output": where, "events": len(res.rows), "with_expectations": compared, "foreign": foreign,
+                   "format": res.fmt, "skipped_lines": list(res.skipped)})
+        return
+    info(f"wrote {where}: {len(res.rows)} events ({compared} with expectations, {foreign} foreign), format {res.fmt}"
+         + (f"; skipped {len(res.skipped)} malformed lines" if res.skipped else ""), err=to_stdout(out))

@@ -19,7 +19,6 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
-from ..trace_io import write_text_atomic
 
 HOST_LINE = re.compile(r"^\s*Host:\s+(?P<name>\S+)\s+(?P<count>\d+)\s+cycles\s+(?P<total>\d+)\s+"
                        r"each-handler-cycle\s+(?P<avg>\d+)\s*$")
@@ -129,11 +128,16 @@ def render(table: CostTable) -> str:
 
 @click.command("pkvm-vmexit-trace")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="write the cost table as JSON")
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
+              help="a file: write the cost table as JSON ('-' = stdout)")
 @click.option("--against", "against", type=click.Path(dir_okay=False), default=None,
               help="a second vmexit_trace capture to compare with (B relative to A = FILE)")
-def import_pkvm_cmd(file: str, out: str | None, against: str | None) -> None:
-    """Import a pKVM vmexit_trace capture (and compare it with another)."""
+@click.option("--json", "as_json", is_flag=True, help="print the cost table as JSON instead of text")
+def import_pkvm_cmd(file: str, out: str | None, against: str | None, as_json: bool) -> None:
+    """Read a pKVM vmexit_trace capture as a cost table per host operation (and compare it with another).
+
+    This importer writes no trace: the capture holds PV-call counts and cycles, not events.
+    """
     try:
         a = parse_vmexit_trace(file)
         if against:
@@ -141,8 +145,15 @@ def import_pkvm_cmd(file: str, out: str | None, against: str | None) -> None:
         else:
             text, data = render(a), a.to_json()
         if out:
-            write_text_atomic(out, json.dumps(data, indent=2) + "\n")
+            from ..outputs import write_text_output
+
+            write_text_output(out, json.dumps(data, indent=2) + "\n")
     except InputError as exc:
         click.echo(f"difftest: error: {exc}", err=True)
         sys.exit(2)
-    click.echo(text)
+    if out == "-":
+        return
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        click.echo(text)

@@ -25,8 +25,9 @@ from reference_model.events import Event
 from reference_model.policies import POLICIES
 
 from ..errors import InputError
+from ..progress import advance as advance_progress
 from ..schema import SNAPSHOT_KIND
-from ..trace_io import open_trace, write_text_atomic, write_trace
+from ..trace_io import open_trace, write_text_atomic
 from . import host_facts
 from .executor import Observation, RealVcpuExecutor
 from .guest_asm import assembler_missing
@@ -148,6 +149,7 @@ def record_scenarios(scenarios: list[Scenario], *, trace: bool = True) -> tuple[
             for n, ev in enumerate(sc.build(sup_ecx)):
                 ev.vcpu = index
                 obs, lines = s.step(ev)
+                advance_progress(1, unit="steps")
                 rec.trace_lines += lines
                 rec.add(ev, obs, [f"scenario {sc.name}"] if n == 0 else [])
                 rec.rows[-1]["note"] = "; ".join(filter(None, [rec.rows[-1].get("note"), *_summarise(lines)])) or None
@@ -194,6 +196,7 @@ def record_trace(path: str) -> tuple[Recording, dict[str, str]]:
         for row in rows:
             if row.event is not None:
                 obs, lines = s.step(row.event)
+                advance_progress(1, unit="steps")
                 rec.trace_lines += lines
                 rec.add(row.event, obs, _summarise(lines))
             elif row.snapshot is not None:
@@ -228,9 +231,12 @@ def _observe_snapshot(ex: RealVcpuExecutor, path: str) -> int | None:
     return None
 
 
-def write_recording(rec: Recording, meta: dict[str, str], out: str) -> Path:
-    dest = write_trace(out, rec.rows, meta)
-    if rec.trace_lines:
+def write_recording(rec: Recording, meta: dict[str, str], out: str) -> Path | None:
+    """The trace (``-``: to stdout, then the tracepoint capture is not kept) and its ``.ftrace.txt`` capture."""
+    from ..outputs import write_trace_output
+
+    dest = write_trace_output(out, rec.rows, meta)
+    if rec.trace_lines and dest is not None:
         write_text_atomic(str(dest) + ".ftrace.txt", "\n".join(rec.trace_lines) + "\n")
     return dest
 
@@ -249,23 +255,36 @@ def select(names: Iterable[str]) -> Iterator[Scenario]:
 @click.option("--scenario", "scenarios", multiple=True, help="scenario name (repeatable), or `all`")
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None,
               help="perform this trace's events instead and record what really happened")
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="output trace (.parquet)")
+@click.option("-o", "--output", "out", default=None, type=click.Path(dir_okay=False),
+              help="output trace (.parquet; '-' = stdout); required unless --list")
 @click.option("--no-trace", is_flag=True, help="do not capture kvm tracepoints")
 @click.option("--list", "list_only", is_flag=True, help="list the scenarios and exit")
-def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str, no_trace: bool, list_only: bool) -> None:
-    """Perform scenarios (or a trace) on /dev/kvm; each step's real outcome becomes its expectation."""
+@click.option("--json", "as_json", is_flag=True, help="print the scenario list, or what was recorded, as JSON")
+def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str | None, no_trace: bool, list_only: bool,
+               as_json: bool) -> None:
+    """Perform scenarios (or a trace) on /dev/kvm; each step's real outcome becomes its expectation (exit 0: recorded)."""
+    from ..cli_common import echo_json, info
+    from ..outputs import to_stdout
+    from ..progress import task
+
     if list_only:
+        if as_json:
+            echo_json([{"name": sc.name, "description": sc.description} for sc in SCENARIOS.values()])
+            return
         for sc in SCENARIOS.values():
             click.echo(f"{sc.name}: {sc.description}")
         return
+    if out is None:
+        raise click.UsageError("missing option '-o' / '--output' (the trace to write)")
     try:
         if bool(scenarios) == bool(trace_file):
             raise InputError("difftest record kvm", "give exactly one of --scenario NAME or --trace FILE")
-        if trace_file:
-            rec, meta = record_trace(trace_file)
-        else:
-            chosen = list(dict.fromkeys(select(scenarios)))
-            rec, meta = record_scenarios(chosen, trace=not no_trace)
+        with task("recording on /dev/kvm", unit="steps"):
+            if trace_file:
+                rec, meta = record_trace(trace_file)
+            else:
+                chosen = list(dict.fromkeys(select(scenarios)))
+                rec, meta = record_scenarios(chosen, trace=not no_trace)
         dest = write_recording(rec, meta, out)
     except InputError as exc:
         click.echo(f"difftest: error: {exc}", err=True)
@@ -273,4 +292,8 @@ def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str, no_
     except KeyboardInterrupt:
         click.echo("difftest: interrupted; VM, fds and tracefs instance released", err=True)
         sys.exit(130)
-    click.echo(f"wrote {dest} ({len(rec.rows)} rows; {rec.timing()})")
+    where = str(dest) if dest else "stdout"
+    if as_json and not to_stdout(out):
+        echo_json({"output": where, "rows": len(rec.rows), "timing": rec.timing()})
+    else:
+        info(f"wrote {where} ({len(rec.rows)} rows; {rec.timing()})", err=to_stdout(out))

@@ -8,7 +8,7 @@ import click
 
 from ..errors import InputError
 from ..kvm.tracefs import signals_raise
-from ..trace_io import open_trace, write_trace
+from ..trace_io import open_trace
 from .boot import DEFAULT_TIMEOUT, qemu_path
 from .build import BuildError, missing_tools
 from .recorder import TraceInput, record_one
@@ -23,9 +23,10 @@ def _scenario_input(name: str) -> TraceInput:
 @click.command("qemu")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="trace whose events to record")
 @click.option("--scenario", type=click.Choice(sorted(SCENARIOS)), help="a built-in scenario instead")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="recorded trace to write")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="recorded trace to write ('-' = stdout)")
 @click.option("--timeout", default=DEFAULT_TIMEOUT, show_default=True, help="seconds before QEMU is killed")
-def record_qemu(trace_path: str | None, scenario: str | None, output: str, timeout: float) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print what was recorded (and what was not) as JSON")
+def record_qemu(trace_path: str | None, scenario: str | None, output: str, timeout: float, as_json: bool) -> None:
     """Run the events under qemu-system-x86_64 -accel tcg; QEMU's outcomes become the expectations.
 
     Events the guest cannot express or must not send are kept without expectations and listed
@@ -35,7 +36,7 @@ def record_qemu(trace_path: str | None, scenario: str | None, output: str, timeo
         raise click.UsageError("give exactly one of --trace FILE or --scenario NAME")
     try:
         with signals_raise():  # SIGTERM unwinds like Ctrl-C: QEMU is killed, temporary directories removed
-            _record(trace_path, scenario, output, timeout)
+            _record(trace_path, scenario, output, timeout, as_json)
     except InputError as exc:
         click.echo(f"difftest: error: {exc}", err=True)
         sys.exit(2)
@@ -48,7 +49,11 @@ def record_qemu(trace_path: str | None, scenario: str | None, output: str, timeo
         sys.exit(130)
 
 
-def _record(trace_path: str | None, scenario: str | None, output: str, timeout: float) -> None:
+def _record(trace_path: str | None, scenario: str | None, output: str, timeout: float, as_json: bool = False) -> None:
+    from ..cli_common import echo_json, info
+    from ..outputs import to_stdout, write_trace_output
+    from ..progress import task
+
     missing = ([] if qemu_path() else ["qemu-system-x86_64"]) + missing_tools()
     if missing:
         raise InputError("record qemu", f"missing tool(s): {', '.join(missing)} (Debian: qemu-system-x86, binutils)")
@@ -57,10 +62,17 @@ def _record(trace_path: str | None, scenario: str | None, output: str, timeout: 
         trace = TraceInput(tf.name, list(tf.rows()), dict(tf.meta))
     else:
         trace = _scenario_input(scenario or "")
-    rec, boot = record_one(trace, timeout=timeout)
-    write_trace(output, rec.rows, rec.meta)
-    click.echo(f"{output}: {rec.recorded} rows recorded, {len(rec.not_recorded)} not recorded; QEMU "
-               f"{rec.meta['host.qemu_version']} -cpu {rec.meta['host.qemu_cpu']}, boot {boot.seconds:.2f} s")
-    for seq, what, reason in rec.not_recorded:
-        click.echo(f"  not recorded: seq {seq} {what}: {reason}")
+    with task("recording under QEMU TCG", unit="boots"):
+        rec, boot = record_one(trace, timeout=timeout)
+    dest = write_trace_output(output, rec.rows, rec.meta)
+    where, err = (str(dest) if dest else "stdout"), to_stdout(output)
+    if as_json and not err:
+        echo_json({"output": where, "recorded": rec.recorded, "qemu_version": rec.meta["host.qemu_version"],
+                   "qemu_cpu": rec.meta["host.qemu_cpu"], "boot_seconds": round(boot.seconds, 3),
+                   "not_recorded": [{"seq": seq, "what": what, "reason": reason} for seq, what, reason in rec.not_recorded]})
+        return
+    info(f"{where}: {rec.recorded} rows recorded, {len(rec.not_recorded)} not recorded; QEMU "
+         f"{rec.meta['host.qemu_version']} -cpu {rec.meta['host.qemu_cpu']}, boot {boot.seconds:.2f} s", err=err)
+    for seq, what, reason in rec.not_recorded:  # what a recording lacks is a result: shown even under -q
+        click.echo(f"  not recorded: seq {seq} {what}: {reason}", err=err)
     sys.stdout.flush()

@@ -258,8 +258,14 @@ def compare(traces: tuple[str, ...], policy_a: str, policy_b: str, profile_name:
 
 
 @main.command()
-def schema() -> None:
+@click.option("--json", "as_json", is_flag=True, help="print the format as JSON")
+def schema(as_json: bool) -> None:
     """Print the trace format (columns, event kinds, results, metadata)."""
+    if as_json:
+        from .schema import schema_json
+
+        echo_json(schema_json())
+        return
     click.echo("# pks-difftest trace format v1\n")
     click.echo(render_markdown())
 

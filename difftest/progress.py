@@ -9,13 +9,14 @@ short commands and CI logs stay clean.  stdout is never touched: results stay pi
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-DELAY = 1.0  # seconds of work before a bar appears
+DELAY = float(os.environ.get("DIFFTEST_PROGRESS_DELAY", "1.0"))  # seconds of work before a bar appears
 
 _quiet = False
 _verbose = 0

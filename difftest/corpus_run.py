@@ -72,6 +72,7 @@ class _Task:
     policies: tuple[str, ...]
     profile: str | None  # None: each trace's metadata 'profile', else strict
     timelines: bool
+    events_progress: bool = False  # one process: also count events (a long trace moves its own bar)
 
 
 def _run_task(task: _Task) -> tuple[int, list[tuple[ReplayResult, Timeline | None]] | tuple[Any, ...]]:
@@ -90,7 +91,9 @@ def _run_task(task: _Task) -> tuple[int, list[tuple[ReplayResult, Timeline | Non
                 prof = get_profile(prof_name)
             except KeyError as exc:
                 raise InputError(task.path, f"metadata 'pksdt.profile': {exc.args[0]}") from None
-            res = replay_trace(tf, policy, prof, rec)  # each replay streams the file afresh
+            with progress_task(f"{tf.name} [{policy.name}]", total=tf.num_rows, unit="events") if task.events_progress \
+                    else nullcontext():
+                res = replay_trace(tf, policy, prof, rec)  # each replay streams the file afresh
             out.append((res, rec.timeline if rec else None))
         return task.index, out
     except InputError as exc:  # InputError does not survive pickling with its fields: send them
@@ -105,8 +108,9 @@ def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | N
         resolve_policy(name)
     if profile:
         get_profile(profile)
-    tasks = [_Task(i, str(p), tuple(policies), profile, timelines) for i, p in enumerate(traces)]
-    jobs = max(1, min(jobs, len(tasks)))
+    jobs = max(1, min(jobs, len(traces)))
+    tasks = [_Task(i, str(p), tuple(policies), profile, timelines, jobs == 1 and progress is not False)
+             for i, p in enumerate(traces)]
     done: dict[int, list[tuple[ReplayResult, Timeline | None]]] = {}
     with progress_task("replaying", total=len(tasks), unit="traces") if progress is not False else nullcontext() as bar:
         for index, out in _results(tasks, jobs):
@@ -189,8 +193,7 @@ def run_report(req: ReportRequest) -> ReportOutcome:
         from .report_html import render_report  # Jinja only when a page is asked for
 
         out = Path(req.out_dir)
-        with progress_task("writing the report", unit="pages"):
-            html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)")
+        html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)")
         outcome.written += [
             write_text_atomic(out / "report.txt", text + ("\n\n" + detail if detail else "") + "\n"),
             write_text_atomic(out / "results.jsonl", rows),

@@ -49,7 +49,11 @@ def shown() -> bool:
 
 
 class Task:
-    """One unit of long work; the bar starts after ``DELAY`` seconds, if it may be shown at all."""
+    """One unit of long work; its bar starts after ``DELAY`` seconds, if it may be shown at all.
+
+    All tasks share one rich display (rich allows one live display at a time): a corpus run's
+    "traces" bar and a long trace's "events" bar stand one above the other.
+    """
 
     def __init__(self, description: str, total: float | None, unit: str, show: bool) -> None:
         self.description = description
@@ -58,9 +62,7 @@ class Task:
         self.completed = 0.0
         self.started = time.monotonic()
         self._show = show
-        self._bar: Any = None
         self._id: Any = None
-        self._next_check = self.started + DELAY
 
     def advance(self, n: float = 1) -> None:
         self.completed += n
@@ -77,30 +79,37 @@ class Task:
     def _refresh(self) -> None:
         if not self._show:
             return
-        if self._bar is None:
-            now = time.monotonic()
-            if now < self._next_check:
+        if self._id is None:
+            if time.monotonic() - self.started < DELAY:
                 return
-            self._start()
-        self._bar.update(self._id, completed=self.completed, total=self.total, description=self.description)
+            self._id = _display().add_task(self.description, total=self.total, completed=self.completed, unit=self.unit)
+        _display().update(self._id, completed=self.completed, total=self.total, description=self.description)
 
-    def _start(self) -> None:
+    def close(self) -> None:
+        global _bar
+        if self._id is not None and _bar is not None:
+            _bar.remove_task(self._id)
+            self._id = None
+            if not _bar.tasks:
+                _bar.stop()
+                _bar = None
+
+
+_bar: Any = None
+
+
+def _display() -> Any:
+    """The one rich display on stderr, started when the first bar is due."""
+    global _bar
+    if _bar is None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         console = Console(stderr=True)  # rich honours NO_COLOR
-        columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn(self.unit), TimeElapsedColumn()]
-        if self.total is not None:
-            columns.append(TimeRemainingColumn())
-        self._bar = Progress(*columns, console=console, transient=True)
-        self._bar.start()
-        self._id = self._bar.add_task(self.description, total=self.total, completed=self.completed)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+        _bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+        _bar.start()
+    return _bar
 
 
 @contextmanager

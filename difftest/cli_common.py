@@ -39,13 +39,11 @@ COMMAND_EXIT_CODES = ("Exit codes: 0 no divergence, or the job was done; 1 a div
 
 
 def _set_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-    if value:
-        progress.set_quiet(True)
+    progress.set_quiet(bool(value))  # every run sets it: a previous in-process run must not leak
 
 
 def _set_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
-    if value:
-        progress.set_verbose(value)
+    progress.set_verbose(value or 0)
 
 
 def quiet_option() -> click.Option:

@@ -1,26 +1,27 @@
 """The Python API for test suites and notebooks: one call from a trace (or a builder) to a result.
 
 ``difftest.replay(trace_or_builder, policy="kvm-v7")`` takes a path, an opened trace or a
-:class:`~difftest.builder.TraceBuilder` (replayed in memory, nothing written), and names for the
+:class:`~difftest.trace.builder.TraceBuilder` (replayed in memory, nothing written), and names for the
 policy, profile and host, exactly as the command line does.  Without them it uses what the trace
 itself declares (metadata ``policy``/``profile``), else kvm-v7 and strict, as ``difftest replay``
-does.  The result's :meth:`~difftest.results.ReplayResult.check` raises ``AssertionError`` with the
+does.  The result's :meth:`~difftest.verdict.results.ReplayResult.check` raises ``AssertionError`` with the
 text report, so a failing test shows the first divergence, its rule and the context.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, fields
 
+from difftest.engine import replay_trace
+from difftest.report.text import render_replay
+from difftest.trace.builder import TraceBuilder
+from difftest.trace.io import TraceFile, open_trace, open_trace_table, rows_to_table
+from difftest.variants import load_variant_file
+from difftest.verdict.profiles import Profile, get_profile
+from difftest.verdict.results import ReplayResult
 from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 from reference_model.policies import POLICIES, Policy, get_policy
-
-from .builder import TraceBuilder
-from .profiles import Profile, get_profile
-from .replay import replay_trace
-from .results import ReplayResult
-from .trace_io import TraceFile, open_trace, open_trace_table, rows_to_table
-from .variants import load_variant_file
 
 DEFAULT_POLICY = "kvm-v7"
 DEFAULT_PROFILE = "strict"
@@ -66,8 +67,21 @@ def as_host(host: str | HostCpu | None) -> HostCpu | None:
     return DEFAULT_HOST if host == "pks-host" else parse_features(host)
 
 
+@dataclass
+class Replay(ReplayResult):
+    """A replay's result, as :func:`replay` returns it: a :class:`ReplayResult` that can assert itself."""
+
+    def check(self) -> None:
+        """Raise ``AssertionError`` carrying the text report (first divergence, rule, context) if anything diverged.
+
+        For test suites: ``difftest.replay(builder, "kvm-v7").check()`` fails with what a reviewer reads.
+        """
+        if not self.passed:
+            raise AssertionError(render_replay(self))
+
+
 def replay(trace_or_builder: TraceLike, policy: str | Policy | None = None, profile: str | Profile | None = None,
-           *, host: str | HostCpu | None = None) -> ReplayResult:
+           *, host: str | HostCpu | None = None) -> Replay:
     """Replay a trace under a policy and diff every expectation and snapshot.
 
     ``policy``/``profile`` default to the trace's metadata, else kvm-v7 and strict.  Bad traces raise
@@ -78,7 +92,8 @@ def replay(trace_or_builder: TraceLike, policy: str | Policy | None = None, prof
     declared = tf.policies()
     pol = as_policy(policy if policy is not None else (declared[0] if declared else DEFAULT_POLICY))
     prof = as_profile(profile if profile is not None else tf.meta.get("profile", DEFAULT_PROFILE))
-    return replay_trace(tf, pol, prof)
+    res = replay_trace(tf, pol, prof)
+    return Replay(**{f.name: getattr(res, f.name) for f in fields(ReplayResult)})
 
 
-__all__ = ["as_policy", "as_profile", "as_trace", "replay"]
+__all__ = ["Replay", "as_policy", "as_profile", "as_trace", "replay"]

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from difftest.cli import main
-from difftest.trace_io import open_trace
+from difftest.trace.io import open_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 B16 = str(ROOT / "traces" / "bugs" / "B16-cpuid-while-l2-active.parquet")

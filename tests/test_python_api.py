@@ -1,4 +1,4 @@
-"""The Python API a test suite uses: ``difftest.replay`` on a path, an opened trace or a builder.
+"""The Python API a test suite uses: ``difftest.engine.reference`` on a path, an opened trace or a builder.
 
 Expectations come from the architecture (SPEC ARCH.RIGHTS: WD blocks a supervisor write when
 CR0.WP=1, PFEC 0x23 = P|W|PK) and from the bundled B16 trace (a documented kvm-v7 bug that

@@ -16,10 +16,10 @@ import tap.parser as tap_parser
 from click.testing import CliRunner
 
 from difftest.cli import main
-from difftest.profiles import get_profile
-from difftest.replay import replay_trace
-from difftest.tap import PointStatus, tap_document
-from difftest.trace_io import open_trace
+from difftest.engine import replay_trace
+from difftest.report.tap import PointStatus, tap_document
+from difftest.trace.io import open_trace
+from difftest.verdict.profiles import get_profile
 from reference_model.policies import get_policy
 
 ROOT = Path(__file__).resolve().parent.parent

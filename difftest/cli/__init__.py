@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from difftest import progress
+import difftest.progress as progress
 from difftest.cli.options import LazyGroup, default_policy_for, from_metadata, input_errors, parse_host_option
 from difftest.cli.vocabulary import EXIT_CODES_HELP, echo_json
 from difftest.engine import replay_trace
@@ -100,6 +100,9 @@ def replay(trace: str, policy_name: str | None, profile_name: str | None, host_f
 def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str, ...], profile_name: str | None,
            junit: str | None, jsonl: str | None, tap: str | None, as_json: bool, baseline: str | None, jobs: int) -> None:
     """Replay every trace under PATHS and summarise (exit 1 if anything diverges)."""
+    if out_dir == "-":
+        raise click.BadParameter("-o is the report's directory; for stdout use --jsonl -, --junit - or --tap -",
+                                 param_hint="'-o'")
     from difftest.report.corpus import ReportRequest, run_report
     from difftest.trace.outputs import to_stdout
 

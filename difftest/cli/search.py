@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import click
 
-from difftest import progress
+import difftest.progress as progress
 from difftest.cli.options import input_errors
 from difftest.cli.vocabulary import echo_json, info
 from difftest.search.fuzz import MIN_EVENTS, FuzzRun, ProgressFn, fuzz, render_summary

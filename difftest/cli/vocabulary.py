@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from difftest import progress
+import difftest.progress as progress
 from difftest.cli.crash import EXIT_INTERNAL_ERROR, report_crash
 
 EXIT_OK, EXIT_DIVERGENCE, EXIT_BAD_INPUT = 0, 1, 2

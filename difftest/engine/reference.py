@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from difftest import progress
+from difftest.progress import advance as advance_progress
 from difftest.trace.io import TraceFile, TraceRow
 from difftest.verdict.compare import CompareResult, CompareRow, new_compare_result, rule_for
 from difftest.verdict.diff import FieldDiff, diff_outcome, diff_outcomes
@@ -41,7 +41,7 @@ def replay_rows(rows: Iterable[TraceRow], machine: Machine, profile: Profile, re
             break
         result.rows += 1
         if not result.rows & 0xFFF:
-            progress.advance(0x1000)
+            advance_progress(0x1000)
         if row.snapshot is not None:
             rr = check_snapshot(row, machine, result)
         else:

@@ -2,7 +2,7 @@
 
 Exit codes: 0 no divergence, 1 divergence found, 2 bad input or usage, 3 internal error.  Bad
 input is reported as one line on stderr (file, event, column), never as a traceback; an internal
-error as one line naming the failure and the file holding the traceback (:mod:`.cli_common`).
+error as one line naming the failure and the file holding the traceback (:mod:`difftest.cli.vocabulary`).
 """
 
 from __future__ import annotations

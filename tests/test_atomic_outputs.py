@@ -56,8 +56,11 @@ def _kill_mid_write(kind: str, dest: Path, rows: int, version: int, min_bytes: i
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             mine = [p for p in _temps(dest.parent) if f".{proc.pid}." in p.name]
-            if mine and mine[0].exists() and mine[0].stat().st_size >= min_bytes:
-                break
+            try:
+                if mine and mine[0].stat().st_size >= min_bytes:
+                    break
+            except FileNotFoundError:  # renamed into place between the listing and the stat: look again
+                pass
             time.sleep(0.001)
         else:
             pytest.fail("the child never got into the middle of a write")

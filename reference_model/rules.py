@@ -4,7 +4,8 @@ Ids in the ``ARCH``, ``VMX``, ``KVM`` and ``PKVM`` families are SPEC.md's (§1-�
 its wording in short.  The ``X86`` family is ours: base-architecture behaviour that SPEC.md
 takes for granted (ordinary paging faults, mode switches, unknown MSRs) but that an outcome
 still has to cite so that no decision is anonymous.  ``HOST`` ids name behaviour of a specific
-real host that differs from upstream KVM (see sources/kvm_recorder.md).
+real host that differs from upstream KVM.  ``source_of`` says where each rule comes from, citing
+documents a user can open (SDM sections, lore Message-IDs, upstream files).
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ RULES: dict[str, str] = {
     "KVM26.HOST.OWN": "A host running with CR4.PKS=1 must get its own PKRS back at every VM exit; any other value "
                       "lets the guest set the host's supervisor access rights (ARCH.CHK.REG).",
     # --- hosts that differ from upstream KVM (sources/kvm_recorder.md §0) -----------------
+    # --- hosts that differ from upstream KVM (recorded with `difftest record kvm`) ----------
     "HOST.PVM.CPUID": "The PVM backend rewrites CPUID leaves 1 and 7 on KVM_SET_CPUID2 (PKS/PKU bits dropped).",
     "HOST.PVM.PKE": "The PVM backend accepts CR4.PKE although the guest CPUID has no PKU.",
     "HOST.PVM.RDPKRU": "The PVM backend fails to emulate RDPKRU: KVM_EXIT_INTERNAL_ERROR, not #UD.",
@@ -144,7 +146,7 @@ RULES: dict[str, str] = {
 }
 
 # Where the hypervisor rules come from: repository, file and function, read with the search tools.
-RULE_SOURCES: dict[str, str] = {
+_HYPERVISOR_SOURCES: dict[str, str] = {
     "PKVM.MSR.RAN": "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/pkvm.c, pkvm_set_msr() (WARN_ON(kvm_vcpu_has_run))",
     "PKVM.MSR.MTRR": (
         "intel-staging/pKVM-IA pkvm-v6.18, arch/x86/kvm/pkvm/pkvm.c, pkvm_set_msr() (MTRRphysBase_MSR(0)..MSR_MTRRfix4K_F8000, "
@@ -216,3 +218,50 @@ def describe(rule_id: str) -> str:
 def is_spec_rule(rule_id: str) -> bool:
     """True for ids defined by shared/SPEC.md, the ones rule coverage is measured against."""
     return rule_id.split(".", 1)[0] in SPEC_FAMILIES
+
+
+# Where each rule comes from, as documents a user can open (no project-internal paths): the SDM
+# chapter, the lore Message-ID of the patch or review mail, or an upstream file.  A rule without
+# its own entry cites its family's.
+KVM_V7_COVER = "<20220424101557.134102-1-lei4.wang@intel.com> (KVM PKS series v7, patches ...-2..9, on lore.kernel.org/kvm)"
+FAMILY_SOURCES: dict[str, str] = {
+    "ARCH": "Intel SDM Vol. 3A §4.6.2 (protection keys) and §4.7 (page-fault error code); cross-checked with "
+            "QEMU target/i386/tcg/system/excp_helper.c and Xen xen/arch/x86/mm/guest_walk.c",
+    "VMX": "Intel SDM Vol. 3C ch. 24-27 (VMCS fields, VM-entry/VM-exit controls and checks), as used by " + KVM_V7_COVER,
+    "KVM": KVM_V7_COVER + " and its review on kvm@vger.kernel.org",
+    "PKVM": "pKVM-IA (github.com/intel-staging/pKVM-IA) pvVMCS pull requests #45, #48 and #60 (Nov 2025 - Feb 2026), "
+            "arch/x86/kvm/pkvm/pkvm.c",
+    "X86": "Intel SDM Vol. 3A ch. 4 (paging) and Vol. 2 (MOV CR, RDMSR/WRMSR, WRPKRU): base x86 the PKS rules stand on",
+    "HOST": "measured on a Linux PVM host (github.com/virt-pvm/linux) with `difftest record kvm`",
+    "KVM26": "torvalds/linux v6.18 arch/x86/kvm (cpuid.c, vmx/vmx.c, vmx/nested.c, x86.c) and Paolo Bonzini "
+             "<CABgObfZc4FQa9sj=FK5Q-tQxr2yQ-9Ez69R5z=5_R0x5MS1d0A@mail.gmail.com> on the rebase",
+    "PVM": "virt-pvm/linux Documentation/virt/kvm/x86/pvm-spec.rst",
+    "XEN": "xen-project/xen xen/arch/x86 (hvm/hvm.c, msr.c, mm/guest_walk.c)",
+}
+RULE_SOURCES: dict[str, str] = {
+    **_HYPERVISOR_SOURCES,
+    "ARCH.INIT": "<90935936-4e5a-ad28-84b7-a38f6e642543@intel.com> (PKRS preserved on INIT; corrects an earlier cover letter)",
+    "ARCH.MSR.INDEP": "<a311a49b-ea77-99bf-0d0b-b613aed621a4@intel.com> (PKRS access depends only on CPUID)",
+    "ARCH.CHK.REG": "<YYl+k3VbEieh9X2H@google.com> (address type, not CPL, selects PKRU or PKRS)",
+    "VMX.EXIT.SAVE": "<Yo1GW/7OuRooi3nT@google.com> (v7 1/8 review: the save follows the entry-control capability)",
+    "KVM.CTL": "<CALMp9eQiyRxJ0jkvVi+fWMZcDQbvyCcuTwH1wrYV-u_E004Bhg@mail.gmail.com> (CPUID change while L2 is active) "
+               "and " + KVM_V7_COVER,
+    "KVM.CR4.ROLE": "<YQLkczVfCsFp4IxW@google.com> and <YBB0AT6xfObR7A5l@google.com> (a separate cr4_pks MMU role bit)",
+    "KVM.MMU.PKR": "<YkTLXGdu2I9i44ti@google.com> (read PKRU/PKRS only when the role enables them) and "
+                   "<f4e5dd40-f721-049f-de0f-3af59d48a003@redhat.com> (pkr_mask)",
+    "KVM.RESET": "<YYliC1kdT9ssX/f7@google.com> (reset writes 0 through the host-initiated path)",
+    "KVM.NESTED.ENTRY": "<YkTP7uztERLwynAN@google.com> (read the current PKRS when not from VM-entry)",
+    "KVM.NESTED.BITMAP": "<20200812150017.GB6602@linux.intel.com> (the nested bitmap merges L1's read and write wishes)",
+    "KVM.CACHE": "<YQLa4UErfNbdjv3l@google.com> (defer the VMREAD to permission_fault)",
+    "PKVM.MSR.PRE": "pKVM-IA pull request #48 review (5 Jan 2026), pkvm_set_msr() in arch/x86/kvm/pkvm/pkvm.c",
+    "X86.NA": "pks-difftest: an event a policy has no meaning for (e.g. a KVM ioctl on bare hardware)",
+}
+
+
+def source_of(rule_id: str) -> str:
+    """Where ``rule_id`` comes from: its own citation, else its family's, else empty (an id a trace made up)."""
+    if rule_id in RULE_SOURCES:
+        return RULE_SOURCES[rule_id]
+    if rule_id not in RULES:
+        return ""
+    return FAMILY_SOURCES.get(rule_id.split(".", 1)[0], "")

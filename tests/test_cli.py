@@ -337,7 +337,7 @@ def test_e2e_schema_command() -> None:
 
 
 SUBCOMMANDS = {(): {"compare", "fuzz", "generate", "import", "matrix", "policies", "profiles", "record", "replay", "report",
-                    "schema", "shrink"},
+                    "rules", "schema", "shrink"},
                ("record",): {"kvm", "qemu"}, ("import",): {"ftrace", "pkvm-vmexit-trace"}}
 
 
@@ -351,7 +351,9 @@ def test_help_lists_every_subcommand(group: tuple[str, ...]) -> None:
     for line in res.output.splitlines():
         if line.strip() == "Commands:":
             in_commands = True
-        elif in_commands and line.startswith("  ") and line.strip():
+        elif in_commands and not line.strip():
+            break  # the epilog (exit codes) follows the command list
+        elif in_commands and line.startswith("  "):
             listed.add(line.split()[0])
     assert listed == SUBCOMMANDS[group]
     for name in SUBCOMMANDS[group]:

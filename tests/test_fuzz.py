@@ -143,7 +143,7 @@ def test_cli_fuzz(tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = CliRunner().invoke(main, ["fuzz", "--policy", "kvm-v4", "--against", "kvm-v7", "--budget-seconds", "30",
                                   "--seed", "1", "--iterations", "200", "-o", str(out)])
-    assert r.exit_code == 1, r.output
+    assert r.exit_code == 0, r.output  # the job was done (issue 20: exit 1 is for divergences)
     files = sorted(out.glob("*.parquet"))
     assert files and min(load_draft(p).events for p in files) <= 10
     assert "KVM.HOST" in r.output and "distinct divergence(s) kept" in r.output

@@ -130,8 +130,9 @@ def test_coverage_section_lists_untouched(page: tuple[str, dict[str, object]]) -
     text, _ = page
     section = text[text.index('id="coverage"'):]
     assert "not touched by any trace" in section
-    assert re.search(r'<tr class="untouched"><td class="mono">PKVM\.COST</td>', section)
-    assert re.search(r'<tr class=""><td class="mono">ARCH\.RIGHTS</td>', section)
+    link = r'<a class="rule-link" href="#rule-{0}"[^>]*>{0}</a>'
+    assert re.search(r'<tr class="untouched"><td class="mono">' + link.format(r"PKVM\.COST") + "</td>", section)
+    assert re.search(r'<tr class=""><td class="mono">' + link.format(r"ARCH\.RIGHTS") + "</td>", section)
 
 
 def test_report_without_timelines_still_renders(tmp_path: Path) -> None:

@@ -121,7 +121,7 @@ def test_cli_shrink_exit_codes(tmp_path: Path) -> None:
     src = padded_b5().write(tmp_path / "b5.parquet")
     out = tmp_path / "min.parquet"
     r = CliRunner().invoke(main, ["shrink", str(src), "--policy", "kvm-v4", "--against", "kvm-v7", "-o", str(out)])
-    assert r.exit_code == 1, r.output
+    assert r.exit_code == 0, r.output  # the job was done (issue 20: exit 1 is for divergences)
     assert "KVM.HOST" in r.output and "t = TraceBuilder(" in r.output
     assert load_draft(out).events <= 5
     same = CliRunner().invoke(main, ["shrink", str(src), "--policy", "kvm-v7", "--against", "kvm-v7",

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from difftest.cli.vocabulary import run_guarded, with_common_options
 from difftest.errors import InputError
 from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 
@@ -32,8 +33,11 @@ def input_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except InputError as exc:
             _fail(str(exc))
-        except KeyError as exc:  # unknown policy or profile
-            _fail(str(exc.args[0]) if exc.args else "unknown name")
+        except KeyError as exc:  # unknown policy or profile; any other KeyError is a bug (exit 3)
+            text = str(exc.args[0]) if exc.args else ""
+            if not text.startswith("unknown "):
+                raise
+            _fail(text)
 
     return wrapper  # type: ignore[return-value]
 
@@ -69,7 +73,12 @@ class LazyGroup(click.Group):
             module, attr = self.lazy[cmd_name].split(":")
             command = getattr(importlib.import_module(module), attr)
             self.add_command(command, cmd_name)
-        return super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        return with_common_options(command) if command is not None else None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; an internal error exits 3 with one line (see :mod:`difftest.cli.vocabulary`)."""
+        return run_guarded(lambda: super(LazyGroup, self).invoke(ctx))
 
 
 def known_options(fn: F) -> F:

@@ -13,8 +13,11 @@ from difftest.capture.qemu.boot import DEFAULT_TIMEOUT, qemu_path
 from difftest.capture.qemu.build import BuildError, missing_tools
 from difftest.capture.qemu.recorder import TraceInput, record_one
 from difftest.capture.qemu.scenarios import SCENARIOS, scenario_rows
+from difftest.cli.vocabulary import echo_json, info
 from difftest.errors import InputError
-from difftest.trace.io import open_trace, write_trace
+from difftest.progress import task
+from difftest.trace.io import open_trace
+from difftest.trace.outputs import to_stdout, write_trace_output
 
 
 def _scenario_input(name: str) -> TraceInput:
@@ -25,9 +28,10 @@ def _scenario_input(name: str) -> TraceInput:
 @click.command("qemu")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="trace whose events to record")
 @click.option("--scenario", type=click.Choice(sorted(SCENARIOS)), help="a built-in scenario instead")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="recorded trace to write")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="recorded trace to write ('-' = stdout)")
 @click.option("--timeout", default=DEFAULT_TIMEOUT, show_default=True, help="seconds before QEMU is killed")
-def record_qemu(trace_path: str | None, scenario: str | None, output: str, timeout: float) -> None:
+@click.option("--json", "as_json", is_flag=True, help="print what was recorded (and what was not) as JSON")
+def record_qemu(trace_path: str | None, scenario: str | None, output: str, timeout: float, as_json: bool) -> None:
     """Run the events under qemu-system-x86_64 -accel tcg; QEMU's outcomes become the expectations.
 
     Events the guest cannot express or must not send are kept without expectations and listed
@@ -37,7 +41,7 @@ def record_qemu(trace_path: str | None, scenario: str | None, output: str, timeo
         raise click.UsageError("give exactly one of --trace FILE or --scenario NAME")
     try:
         with signals_raise():  # SIGTERM unwinds like Ctrl-C: QEMU is killed, temporary directories removed
-            _record(trace_path, scenario, output, timeout)
+            _record(trace_path, scenario, output, timeout, as_json)
     except InputError as exc:
         click.echo(f"difftest: error: {exc}", err=True)
         sys.exit(2)
@@ -50,7 +54,7 @@ def record_qemu(trace_path: str | None, scenario: str | None, output: str, timeo
         sys.exit(130)
 
 
-def _record(trace_path: str | None, scenario: str | None, output: str, timeout: float) -> None:
+def _record(trace_path: str | None, scenario: str | None, output: str, timeout: float, as_json: bool = False) -> None:
     missing = ([] if qemu_path() else ["qemu-system-x86_64"]) + missing_tools()
     if missing:
         raise InputError("record qemu", f"missing tool(s): {', '.join(missing)} (Debian: qemu-system-x86, binutils)")
@@ -59,12 +63,19 @@ def _record(trace_path: str | None, scenario: str | None, output: str, timeout: 
         trace = TraceInput(tf.name, list(tf.rows()), dict(tf.meta))
     else:
         trace = _scenario_input(scenario or "")
-    rec, boot = record_one(trace, timeout=timeout)
-    write_trace(output, rec.rows, rec.meta)
-    click.echo(f"{output}: {rec.recorded} rows recorded, {len(rec.not_recorded)} not recorded; QEMU "
-               f"{rec.meta['host.qemu_version']} -cpu {rec.meta['host.qemu_cpu']}, boot {boot.seconds:.2f} s")
-    for seq, what, reason in rec.not_recorded:
-        click.echo(f"  not recorded: seq {seq} {what}: {reason}")
+    with task("recording under QEMU TCG", unit="boots"):
+        rec, boot = record_one(trace, timeout=timeout)
+    dest = write_trace_output(output, rec.rows, rec.meta)
+    where, err = (str(dest) if dest else "stdout"), to_stdout(output)
+    if as_json and not err:
+        echo_json({"output": where, "recorded": rec.recorded, "qemu_version": rec.meta["host.qemu_version"],
+                   "qemu_cpu": rec.meta["host.qemu_cpu"], "boot_seconds": round(boot.seconds, 3),
+                   "not_recorded": [{"seq": seq, "what": what, "reason": reason} for seq, what, reason in rec.not_recorded]})
+        return
+    info(f"{where}: {rec.recorded} rows recorded, {len(rec.not_recorded)} not recorded; QEMU "
+         f"{rec.meta['host.qemu_version']} -cpu {rec.meta['host.qemu_cpu']}, boot {boot.seconds:.2f} s", err=err)
+    for seq, what, reason in rec.not_recorded:  # what a recording lacks is a result: shown even under -q
+        click.echo(f"  not recorded: seq {seq} {what}: {reason}", err=err)
     sys.stdout.flush()
 
 
@@ -72,23 +83,32 @@ def _record(trace_path: str | None, scenario: str | None, output: str, timeout: 
 @click.option("--scenario", "scenarios", multiple=True, help="scenario name (repeatable), or `all`")
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None,
               help="perform this trace's events instead and record what really happened")
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="output trace (.parquet)")
+@click.option("-o", "--output", "out", default=None, type=click.Path(dir_okay=False),
+              help="output trace (.parquet; '-' = stdout); required unless --list")
 @click.option("--no-trace", is_flag=True, help="do not capture kvm tracepoints")
 @click.option("--list", "list_only", is_flag=True, help="list the scenarios and exit")
-def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str, no_trace: bool, list_only: bool) -> None:
-    """Perform scenarios (or a trace) on /dev/kvm; each step's real outcome becomes its expectation."""
+@click.option("--json", "as_json", is_flag=True, help="print the scenario list, or what was recorded, as JSON")
+def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str | None, no_trace: bool, list_only: bool,
+               as_json: bool) -> None:
+    """Perform scenarios (or a trace) on /dev/kvm; each step's real outcome becomes its expectation (exit 0: recorded)."""
     if list_only:
+        if as_json:
+            echo_json([{"name": sc.name, "description": sc.description} for sc in KVM_SCENARIOS.values()])
+            return
         for sc in KVM_SCENARIOS.values():
             click.echo(f"{sc.name}: {sc.description}")
         return
+    if out is None:
+        raise click.UsageError("missing option '-o' / '--output' (the trace to write)")
     try:
         if bool(scenarios) == bool(trace_file):
             raise InputError("difftest record kvm", "give exactly one of --scenario NAME or --trace FILE")
-        if trace_file:
-            rec, meta = record_trace(trace_file)
-        else:
-            chosen = list(dict.fromkeys(select(scenarios)))
-            rec, meta = record_scenarios(chosen, trace=not no_trace)
+        with task("recording on /dev/kvm", unit="steps"):
+            if trace_file:
+                rec, meta = record_trace(trace_file)
+            else:
+                chosen = list(dict.fromkeys(select(scenarios)))
+                rec, meta = record_scenarios(chosen, trace=not no_trace)
         dest = write_recording(rec, meta, out)
     except InputError as exc:
         click.echo(f"difftest: error: {exc}", err=True)
@@ -96,4 +116,8 @@ def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str, no_
     except KeyboardInterrupt:
         click.echo("difftest: interrupted; VM, fds and tracefs instance released", err=True)
         sys.exit(130)
-    click.echo(f"wrote {dest} ({len(rec.rows)} rows; {rec.timing()})")
+    where = str(dest) if dest else "stdout"
+    if as_json and not to_stdout(out):
+        echo_json({"output": where, "rows": len(rec.rows), "timing": rec.timing()})
+    else:
+        info(f"wrote {where} ({len(rec.rows)} rows; {rec.timing()})", err=to_stdout(out))

@@ -1,4 +1,8 @@
-"""``difftest generate``, ``shrink`` and ``fuzz``: the command lines of :mod:`difftest.search`."""
+"""``difftest generate``, ``shrink`` and ``fuzz``: the command lines of :mod:`difftest.search`.
+
+All three exit 0 when they did their job (a kept divergence is a result, not a failure); their
+traces go to ``-o`` (``-`` = stdout, the messages then go to stderr).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,14 @@ from contextlib import contextmanager
 
 import click
 
+import difftest.progress as progress
 from difftest.cli.options import input_errors
+from difftest.cli.vocabulary import echo_json, info
 from difftest.search.fuzz import MIN_EVENTS, FuzzRun, ProgressFn, fuzz, render_summary
 from difftest.search.generate import DEFAULT_DOMAIN, DEFAULT_GENERATION_POLICY, DOMAINS, generate, load_draft
 from difftest.search.shrink import DEFAULT_MAX_CANDIDATES, Goal, shrink, to_python
 from difftest.trace.io import open_trace
+from difftest.trace.outputs import to_stdout, write_trace_output
 from difftest.variants import resolve_policy
 from difftest.verdict.profiles import get_profile
 from difftest.verdict.run_settings import settings_for
@@ -24,15 +31,25 @@ from difftest.verdict.run_settings import settings_for
 @click.option("--domain", type=click.Choice(DOMAINS), default=DEFAULT_DOMAIN, show_default=True)
 @click.option("--policy", "policy_name", default=DEFAULT_GENERATION_POLICY, show_default=True,
               help="policy (name or variant file) whose outcomes become the expectations")
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True)
-def generate_cmd(seed: int, events: int, domain: str, policy_name: str, output: str) -> None:
-    """Write a random trace that respects preconditions, with the policy's outcomes as expectations."""
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True,
+              help="the trace file to write ('-' = stdout)")
+@click.option("--json", "as_json", is_flag=True, help="print what was written as JSON")
+def generate_cmd(seed: int, events: int, domain: str, policy_name: str, output: str, as_json: bool) -> None:
+    """Write a random trace that respects preconditions, with the policy's outcomes as expectations (exit 0: written)."""
 
     @input_errors
     def run() -> None:
-        draft = generate(seed, events, domain, resolve_policy(policy_name))
-        path = draft.write(output)
-        click.echo(f"{path}: {draft.events} events ({domain} domain, seed {seed}, expectations from {policy_name})")
+        policy = resolve_policy(policy_name)
+        with progress.task(f"generating ({domain})", total=events, unit="events"):
+            draft = generate(seed, events, domain, policy)
+        path = write_trace_output(output, draft.numbered(), draft.meta)
+        where = str(path) if path else "stdout"
+        if as_json and not to_stdout(output):
+            echo_json({"output": where, "events": draft.events, "rows": len(draft.rows), "domain": domain, "seed": seed,
+                       "policy": policy_name})
+        else:
+            info(f"{where}: {draft.events} events ({domain} domain, seed {seed}, expectations from {policy_name})",
+                 err=to_stdout(output))
 
     run()
 
@@ -46,44 +63,59 @@ def generate_cmd(seed: int, events: int, domain: str, policy_name: str, output: 
 @click.option("--profile", "profile_name", default=None,
               help="comparison profile (default: the trace's metadata 'profile', else strict)")
 @click.option("--max-candidates", type=click.IntRange(min=1), default=DEFAULT_MAX_CANDIDATES, show_default=True)
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True)
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True,
+              help="the shrunk trace to write ('-' = stdout)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON (no builder code)")
 def shrink_cmd(trace: str, policy_a: str | None, policy_b: str | None, profile_name: str | None, max_candidates: int,
-               output: str) -> None:
-    """Shrink TRACE while its first divergence keeps its rule id and event kind (exit 1: kept, 0: none).
+               output: str, as_json: bool) -> None:
+    """Shrink TRACE while its first divergence keeps its rule id and event kind (exit 0: done, whether or not it diverged).
 
     Policy, profile and host default to the trace's metadata, as in ``replay``, so the divergence
     kept is the one ``replay`` shows.
     """
+    err = to_stdout(output)  # the trace goes to stdout: messages to stderr
 
     @input_errors
     def run() -> int:
         settings = settings_for(open_trace(trace), policy_a, profile_name)  # the same defaults as replay
-        click.echo(settings.describe())
+        if not as_json:
+            click.echo(settings.describe(), err=err)
         goal = Goal(settings.policy, resolve_policy(policy_b) if policy_b else None, settings.profile)
         draft = load_draft(trace)
         if goal.first(draft) is None:
-            click.echo(f"{trace}: no divergence ({goal.describe()}); nothing to shrink")
+            if as_json:
+                echo_json({"trace": trace, "diverged": False, "goal": goal.describe()})
+            else:
+                click.echo(f"{trace}: no divergence ({goal.describe()}); nothing to shrink", err=err)
             return 0
-        res = shrink(draft, goal, max_candidates)
-        res.draft.write(output)
-        click.echo(f"{output}: {res.original_events} -> {res.draft.events} events; first divergence {res.kind} "
-                   f"(event {res.index}); {res.tried} candidates tried" + (" (cap reached)" if res.capped else ""))
-        click.echo("")
-        click.echo(to_python(res.draft, output), nl=False)
-        return 1
+        with progress.task("shrinking", total=max_candidates, unit="candidates"):
+            res = shrink(draft, goal, max_candidates)
+        path = write_trace_output(output, res.draft.numbered(), res.draft.meta)
+        where = str(path) if path else "stdout"
+        if as_json and not err:
+            echo_json({"trace": trace, "diverged": True, "goal": goal.describe(), "output": where,
+                       "original_events": res.original_events, "events": res.draft.events, "first_divergence":
+                       {"kind": str(res.kind), "index": res.index}, "tried": res.tried, "capped": res.capped})
+            return 0
+        click.echo(f"{where}: {res.original_events} -> {res.draft.events} events; first divergence {res.kind} "
+                   f"(event {res.index}); {res.tried} candidates tried" + (" (cap reached)" if res.capped else ""), err=err)
+        if not progress.is_quiet() and not err:
+            click.echo("")
+            click.echo(to_python(res.draft, output), nl=False)
+        return 0
 
     sys.exit(run())
 
 
 @contextmanager
 def progress_display(budget_seconds: float, iterations: int | None) -> Iterator[ProgressFn]:
-    """A rich progress bar on stderr; silent when stderr is not a terminal."""
+    """A rich progress bar on stderr; silent when stderr is not a terminal, and under --quiet."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     with Progress(TextColumn("fuzz"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, disable=not console.is_terminal, transient=True) as bar:
+                  console=console, disable=not console.is_terminal or progress.is_quiet(), transient=True) as bar:
         total = float(iterations) if iterations is not None else budget_seconds
         task = bar.add_task("", total=total)
 
@@ -106,20 +138,32 @@ def progress_display(budget_seconds: float, iterations: int | None) -> Iterator[
               help="run exactly this many traces (ignores the budget; fully repeatable)")
 @click.option("--profile", "profile_name", default=None,
               help="comparison profile (default: strict; generated traces hold no recording quirks to mask)")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True)
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="a directory: each kept (shrunk) divergence is written there as a trace")
+@click.option("--json", "as_json", is_flag=True, help="print the findings as JSON instead of the table")
 def fuzz_cmd(policy_a: str, policy_b: str, budget_seconds: float, seed: int, max_events: int, iterations: int | None,
-             profile_name: str | None, out_dir: str) -> None:
-    """Generate traces, compare A with B, shrink and keep each new kind of divergence in DIR (exit 1: some kept)."""
+             profile_name: str | None, out_dir: str, as_json: bool) -> None:
+    """Generate traces, compare A with B, shrink and keep each new kind of divergence in DIR (exit 0: done)."""
 
     @input_errors
     def run() -> int:
         a, b, prof = resolve_policy(policy_a), resolve_policy(policy_b), get_profile(profile_name or "strict")
-        click.echo(f"using policy {a.name} against {b.name} (options), profile {prof.name} "
-                   f"({'option' if profile_name else 'default'}), host: each generated trace's own (its metadata)")
+        if not as_json:
+            click.echo(f"using policy {a.name} against {b.name} (options), profile {prof.name} "
+                       f"({'option' if profile_name else 'default'}), host: each generated trace's own (its metadata)")
         with progress_display(budget_seconds, iterations) as update:
             result = fuzz(a, b, out_dir, budget_seconds=budget_seconds, seed=seed, max_events=max_events,
                           iterations=iterations, profile=prof, on_progress=update)
-        click.echo(render_summary(result))
-        return 1 if result.findings else 0
+        if as_json:
+            echo_json({"policy_a": result.policy_a, "policy_b": result.policy_b, "seed": result.seed,
+                       "iterations": result.iterations, "seconds": round(result.seconds, 3), "differing": result.differing,
+                       "findings": [{"rule": f.kind.rule, "kind": f.kind.kind, "events": f.events,
+                                     "original_events": f.original_events, "iteration": f.iteration, "domain": f.domain,
+                                     "trace": str(f.path)} for f in result.findings]})
+        elif progress.is_quiet():
+            click.echo(render_summary(result).splitlines()[-1])
+        else:
+            click.echo(render_summary(result))
+        return 0  # the job was done; what it found is in DIR and the summary
 
     sys.exit(run())

@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
+from difftest.progress import advance as advance_progress
 from difftest.trace.io import TraceFile, TraceRow
 from difftest.verdict.compare import CompareResult, CompareRow, new_compare_result, rule_for
 from difftest.verdict.diff import FieldDiff, diff_outcome, diff_outcomes
@@ -39,6 +40,8 @@ def replay_rows(rows: Iterable[TraceRow], machine: Machine, profile: Profile, re
         if stop_at_first and result.divergence_count:
             break
         result.rows += 1
+        if not result.rows & 0xFFF:
+            advance_progress(0x1000)
         if row.snapshot is not None:
             rr = check_snapshot(row, machine, result)
         else:

@@ -2,14 +2,13 @@
 
 Traces are independent, so ``--jobs N`` spreads them over N worker processes (one task per trace,
 all its policies in the worker, results put back in trace order so the output does not depend on
-N).  A progress bar is drawn only when stdout is a terminal.  Bad input anywhere (a trace, a
+N).  Progress (traces done) is drawn on stderr when it is a terminal, unless --quiet.  Bad input anywhere (a trace, a
 policy name, the baseline) stops the run with :class:`InputError` before any output is written.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
@@ -19,8 +18,10 @@ from typing import Any
 
 from difftest.engine import replay_trace
 from difftest.errors import InputError
+from difftest.progress import task as progress_task
 from difftest.report.text import render_headline, render_replay, render_summary
 from difftest.trace.io import find_traces, open_trace, write_text_atomic
+from difftest.trace.outputs import write_text_output
 from difftest.variants import resolve_policy
 from difftest.verdict.corpus import CorpusRun
 from difftest.verdict.known_outcomes import NO_KNOWN_OUTCOMES, KnownOutcomes
@@ -57,6 +58,7 @@ class _Task:
     policies: tuple[str, ...]
     profile: str | None  # None: each trace's metadata 'profile', else strict
     timelines: bool
+    events_progress: bool = False  # one process: also count events (a long trace moves its own bar)
 
 
 def _run_task(task: _Task) -> tuple[int, list[tuple[ReplayResult, Timeline | None]] | tuple[Any, ...]]:
@@ -75,42 +77,35 @@ def _run_task(task: _Task) -> tuple[int, list[tuple[ReplayResult, Timeline | Non
                 prof = get_profile(prof_name)
             except KeyError as exc:
                 raise InputError(task.path, f"metadata 'pksdt.profile': {exc.args[0]}") from None
-            res = replay_trace(tf, policy, prof, rec)  # each replay streams the file afresh
+            with progress_task(f"{tf.name} [{policy.name}]", total=tf.num_rows, unit="events") if task.events_progress \
+                    else nullcontext():
+                res = replay_trace(tf, policy, prof, rec)  # each replay streams the file afresh
             out.append((res, rec.timeline if rec else None))
         return task.index, out
     except InputError as exc:  # InputError does not survive pickling with its fields: send them
         return task.index, ("error", exc.path, exc.message, exc.row, exc.seq, exc.column, exc.line)
 
 
-def _progress(total: int, enabled: bool | None) -> Any:
-    show = sys.stdout.isatty() if enabled is None else enabled
-    if not show:
-        return nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
-
-
 def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | None, *, jobs: int = 1,
                timelines: bool = False, progress: bool | None = None) -> CorpusRun:
-    """Replay every trace; ``progress`` None = a bar only when stdout is a terminal."""
+    """Replay every trace; ``progress`` False = never a bar (None: on stderr when it is a terminal)."""
     t0 = time.perf_counter()
     for name in policies:  # unknown names fail here, once, before any work
         resolve_policy(name)
     if profile:
         get_profile(profile)
-    tasks = [_Task(i, str(p), tuple(policies), profile, timelines) for i, p in enumerate(traces)]
-    jobs = max(1, min(jobs, len(tasks)))
+    jobs = max(1, min(jobs, len(traces)))
+    tasks = [_Task(i, str(p), tuple(policies), profile, timelines, jobs == 1 and progress is not False)
+             for i, p in enumerate(traces)]
     done: dict[int, list[tuple[ReplayResult, Timeline | None]]] = {}
-    with _progress(len(tasks), progress) as bar:
-        task_id = bar.add_task("replay", total=len(tasks)) if bar is not None else None
+    with progress_task("replaying", total=len(tasks), unit="traces") if progress is not False else nullcontext() as bar:
         for index, out in _results(tasks, jobs):
             if isinstance(out, tuple):
                 _, path, message, row, seq, column, line = out
                 raise InputError(path, message, row=row, seq=seq, column=column, line=line)
             done[index] = out
             if bar is not None:
-                bar.advance(task_id)
+                bar.advance()
     run = CorpusRun([], {}, 0.0, jobs)
     for index in sorted(done):
         for res, tl in done[index]:
@@ -187,6 +182,8 @@ class ReportRequest:
     progress: bool | None = None
     known_files: Sequence[str] = ()  # --known FILE: declarations beyond the discovered known-outcomes.toml
     known: bool = True  # False: --no-known, judge every run by its divergences alone
+    tap: str | None = None  # TAP13 file ('-' = stdout)
+    statuses: Any = None  # verdicts for TAP beyond each result's own status (see difftest.report.tap)
 
 
 @dataclass
@@ -196,6 +193,7 @@ class ReportOutcome:
     run: CorpusRun
     baseline: BaselineDiff | None = None
     written: list[Path] = field(default_factory=list)
+    detail: str = ""  # the text report of every failing run (report.txt's second part; `report -v`)
 
 
 def run_report(req: ReportRequest) -> ReportOutcome:
@@ -224,12 +222,14 @@ def run_report(req: ReportRequest) -> ReportOutcome:
     text = top + "\n\n" + render_summary(results, lines=False)
     outcome = ReportOutcome(text, code, run, diff)
     rows = jsonl_rows(results) if req.out_dir or req.jsonl else ""  # only for the files that hold it
+    shown = [r for r in results if r.status is not Status.PASS and r.first]
+    outcome.detail = "\n\n".join(render_replay(r, verbose=True) for r in shown)  # -v
     if req.out_dir:
         from difftest.report.failure_groups import group_runs
         from difftest.report.html import render_report, timeline_runs  # Jinja only when a page is asked for
 
         out = Path(req.out_dir)
-        detail = "\n\n".join(render_replay(r) for r in results if r.status is not Status.PASS and r.first)
+        detail = "\n\n".join(render_replay(r) for r in shown)
         by_name = {pol.name: pol for pol in map(resolve_policy, req.policies)}
         notes = record_timelines(run, timeline_runs(group_runs(results)), by_name)
         html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)",
@@ -240,8 +240,14 @@ def run_report(req: ReportRequest) -> ReportOutcome:
             write_text_atomic(out / "results.jsonl", rows),
             write_text_atomic(out / "index.html", html),
         ]
+    extra = []
     if req.junit:
-        outcome.written.append(write_text_atomic(req.junit, junit_xml(results)))
+        extra.append(write_text_output(req.junit, junit_xml(results)))
     if req.jsonl:
-        outcome.written.append(write_text_atomic(req.jsonl, rows))
+        extra.append(write_text_output(req.jsonl, rows))
+    if req.tap:
+        from difftest.report.tap import tap_document
+
+        extra.append(write_text_output(req.tap, tap_document(results, req.statuses)))
+    outcome.written += [p for p in extra if p is not None]
     return outcome

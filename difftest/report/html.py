@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 
 from difftest.trace.io import write_text_atomic
 from difftest.verdict.compare import CompareResult
@@ -34,7 +35,7 @@ from difftest.verdict.results import ReplayResult, RowResult
 from difftest.verdict.run_status import ORDER, Status, render_counts
 from difftest.verdict.timeline import Timeline
 from reference_model.policies import Policy
-from reference_model.rules import describe
+from reference_model.rules import RULES, describe, source_of
 
 from .baseline import BaselineDiff
 from .coverage import Coverage
@@ -79,10 +80,42 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["describe_rule"] = describe
+    env.filters["rule_link"] = rule_link
     env.filters["thousands"] = lambda n: f"{n:,}"
     env.filters["id"] = id
     env.globals["fmt"] = fmt
     return env
+
+
+def rule_link(rule_id: str) -> markupsafe.Markup:
+    """A rule id as a link to its entry in the page's rule list (text as tooltip); unknown ids stay plain."""
+    if rule_id not in RULES:
+        return markupsafe.Markup("<span>{}</span>").format(rule_id)
+    return markupsafe.Markup('<a class="rule-link" href="#rule-{0}" title="{1}">{0}</a>').format(rule_id, describe(rule_id))
+
+
+@dataclass(frozen=True)
+class RuleEntry:
+    """One rule of the page's rule list: id (the link target), text and where it comes from."""
+
+    rule: str
+    text: str
+    source: str
+
+
+def rules_cited(ids: Any) -> list[RuleEntry]:
+    """The catalogue entries of ``ids`` (catalogue order), for the rule list every rule link points to."""
+    wanted = set(ids)
+    return [RuleEntry(r, RULES[r], source_of(r)) for r in RULES if r in wanted]
+
+
+def _result_rules(results: Sequence[ReplayResult]) -> set[str]:
+    ids: set[str] = set()
+    for r in results:
+        ids.update(r.rule_hits)
+        for rr in (*r.context, *r.divergences):
+            ids.update(rr.rules)
+    return ids
 
 
 @dataclass
@@ -263,6 +296,7 @@ def render_report(run: CorpusRun, coverage: Coverage, baseline: BaselineDiff | N
         pass_rows=[r for r in rows if r.res.status is Status.PASS], details=views, rules=rules,
         statuses=[s.value for s in ORDER], matrix=matrix, coverage=coverage, baseline=baseline, jobs=run.jobs,
         script=FILTER_SCRIPT, script_hash=FILTER_SCRIPT_HASH, max_details=MAX_DETAILS, per_group=DETAILS_PER_GROUP,
+        rule_list=rules_cited(_result_rules(run.results) | {c.rule for c in coverage.rules}),
     )
 
 
@@ -371,6 +405,9 @@ def render_compare_page(results: Sequence[CompareResult], *, title: str = "pks-d
     return environment().get_template("compare.html.j2").render(
         title=title, a=a, b=b, sections=sections, differ=sum(1 for r in results if r.differ),
         events=sum(r.events for r in results), differences=sum(r.difference_count for r in results),
+        rule_list=rules_cited(_result_rules([x for r in results for x in (r.replay_a, r.replay_b)])
+                              | {x for r in results for row in (*r.context, *r.differences)
+                                 for x in (*row.a.rules, *row.b.rules)}),
     )
 
 

@@ -57,7 +57,7 @@ def render_replay(res: ReplayResult, verbose: bool = False) -> str:
             for r in later[: None if verbose else 10]:
                 out.append(_row_line(r, "~"))
             if not verbose and len(later) > 10:
-                out.append(f"    ... {len(later) - 10} more (use --verbose)")
+                out.append(f"    ... {len(later) - 10} more (-v lists them all)")
     if res.counters:
         out.append("  counters: " + ", ".join(f"{k}={v}" for k, v in sorted(res.counters.items())))
     return "\n".join(out)

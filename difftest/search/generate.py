@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from difftest.progress import advance as advance_progress
 from difftest.trace.builder import TraceBuilder
 from difftest.trace.io import Expect, Snapshot, TraceRow, write_trace
 from difftest.trace.schema import SNAPSHOT_KIND
@@ -382,6 +383,7 @@ class Generator:
             before = self.count
             self.pick(menu())
             stuck = stuck + 1 if self.count == before else 0
+            advance_progress(self.count - before)
         return Draft([{k: v for k, v in r.items() if v is not None} for r in self.tb.rows()], self.tb.metadata())
 
     # -- menus --------------------------------------------------------------------------

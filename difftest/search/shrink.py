@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from difftest.engine.reference import compare_rows, replay_rows
+from difftest.progress import advance as advance_progress
 from difftest.trace.io import TraceRow
 from difftest.trace.schema import SNAPSHOT_KIND
 from difftest.verdict.profiles import Profile, get_profile
@@ -212,6 +213,7 @@ class Shrinker:
         if len(cut.rows) < len(draft.rows):
             self.seen.add(self.rows.fingerprint(cut))
             self.tried += 1
+            advance_progress(1, unit="candidates")
             if self.holds(cut):
                 self.adopt(cut)
                 self.accepted += 1
@@ -254,6 +256,7 @@ class Shrinker:
                 return False
             self.seen.add(fp)
             self.tried += 1
+            advance_progress(1, unit="candidates")
             if self.holds(cand):
                 self.adopt(cand)
                 self.accepted += 1

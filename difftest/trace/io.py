@@ -228,8 +228,21 @@ def open_trace(path: str | os.PathLike[str]) -> TraceFile:
     p = Path(path)
     if not p.is_file():
         raise InputError(str(p), "no such file" if not p.exists() else "not a regular file")
+    return open_parquet(p, p)
+
+
+def open_trace_table(table: pa.Table, label: str) -> TraceFile:
+    """Open a trace held in memory (a TraceBuilder's table) with every check a file gets; ``label``
+    stands where a path would in messages and results."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="none", row_group_size=ROW_GROUP_ROWS)
+    return open_parquet(Path(label), pa.BufferReader(sink.getvalue()))
+
+
+def open_parquet(p: Path, source: Any) -> TraceFile:
+    """Open ``source`` (a path or an Arrow buffer reader), reporting problems against ``p``."""
     try:
-        pf = pq.ParquetFile(p)
+        pf = pq.ParquetFile(source)
         schema = pf.schema_arrow
     except (OSError, pa.ArrowException, ValueError) as exc:
         raise InputError(str(p), f"not a readable Parquet file ({_short(exc)})") from None

@@ -164,3 +164,17 @@ def render_markdown() -> str:
     lines += ["## File metadata (key/value, prefix `pksdt.`)", "", "| key | meaning |", "|---|---|"]
     lines += [f"| `{META_PREFIX}{k}` | {v} |" for k, v in META_KEYS.items()]
     return "\n".join(lines) + "\n"
+
+
+def schema_json() -> dict[str, object]:
+    """The schema as data (``difftest schema --json``): the same facts :func:`render_markdown` prints."""
+    return {
+        "version": SCHEMA_VERSION,
+        "columns": [{"name": c.name, "type": "dictionary<string>" if pa.types.is_dictionary(c.type) else str(c.type),
+                     "required": c.required, "doc": c.doc, "choices": list(c.choices) if c.choices else None,
+                     "max": c.max_value} for c in COLUMNS],
+        "kinds": {**{kind: {"reads": list(reads), "doc": doc} for kind, (reads, doc) in KINDS.items()},
+                  SNAPSHOT_KIND: {"reads": ["path!", "exp_value!"], "doc": "state check after the previous event"}},
+        "results": list(RESULTS),
+        "metadata": {f"{META_PREFIX}{k}": v for k, v in META_KEYS.items()},
+    }

@@ -54,21 +54,21 @@ def _is_access(ev: Event) -> bool:
 QEMU_MASKS = (
     Mask("qemu-cpl3-no-pk", "ARCH.PFEC.CPL3",
          "QEMU checks U/S before keys: a CPL3 access to a supervisor page reports 0x05/0x07 without PK "
-         "(pks_semantics R9, QEMU deviation 1)",
+         "(QEMU 7.2 target/i386/tcg/sysemu/excp_helper.c; recorded with `difftest record qemu`)",
          lambda ev, out: _is_access(ev) and ev.cpl == 3 and out.result == "pf" and bool((out.pfec or 0) & PF_U),
          pfec_bits=PF_PK, missing_only=True),
     Mask("qemu-rsvd-no-p", "ARCH.PFEC.TERMINAL",
-         "QEMU reports reserved-bit faults as 0x08 without P (pks_semantics R9, QEMU deviation 3)",
+         "QEMU reports reserved-bit faults as 0x08 without P (QEMU 7.2 target/i386/tcg/sysemu/excp_helper.c)",
          lambda ev, out: _is_access(ev) and out.result == "pf" and bool((out.pfec or 0) & PF_RSVD),
          pfec_bits=PF_P, missing_only=True),
     Mask("qemu-rmw-no-w", "ARCH.PFEC.PK",
          "QEMU issues the load of a read-modify-write separately and reports W=0 when the load faults "
          "(AD, not present, RSVD, U/S); a fault on the store (WD, R/W) keeps W=1 "
-         "(pks_semantics R9, QEMU deviation 4; recordings, issue 6)",
+         "(QEMU 7.2 TCG; recorded with `difftest record qemu`)",
          lambda ev, out: _is_access(ev) and ev.access == "rmw" and out.result == "pf",
          pfec_bits=PF_W, missing_only=True),
     Mask("qemu-pkrs-no-cpuid-gate", "ARCH.MSR.CPUID",
-         "QEMU does not #GP on RDMSR/WRMSR 0x6E1 without CPUID.PKS (pks_semantics R3, QEMU deviation 5)",
+         "QEMU does not #GP on RDMSR/WRMSR 0x6E1 without CPUID.PKS (QEMU 7.2 target/i386/tcg/sysemu/misc_helper.c)",
          lambda ev, out: ev.kind in ("rdmsr", "wrmsr") and ev.msr == MSR_IA32_PKRS and "ARCH.MSR.CPUID" in out.rules
          and out.result == "gp",
          fields=("result", "value")),
@@ -84,13 +84,13 @@ def _cpuid_leaf7(ev: Event, out: Outcome) -> bool:
 PVM_MASKS = (
     Mask("pvm-cpuid-rewrite", "ARCH.CPUID",
          "kvm_pvm rewrites CPUID leaf 7 after KVM_SET_CPUID2; ECX is the backend's, not the table's "
-         "(sources/kvm_recorder.md §1.3)", _cpuid_leaf7, fields=("value",)),
+         "(measured with `difftest record kvm` on a github.com/virt-pvm/linux host)", _cpuid_leaf7, fields=("value",)),
 )
 
 PROFILES: dict[str, Profile] = {
     "strict": Profile("strict", "compare every expected field exactly"),
-    "qemu": Profile("qemu", "mask the documented QEMU 7.2 TCG deviations (SPEC §7)", QEMU_MASKS),
-    "pvm": Profile("pvm", "mask the PVM backend's CPUID leaf-7 rewrite (sources/kvm_recorder.md §1.3)", PVM_MASKS),
+    "qemu": Profile("qemu", "mask the documented QEMU 7.2 TCG deviations (target/i386/tcg/system/excp_helper.c)", QEMU_MASKS),
+    "pvm": Profile("pvm", "mask the PVM backend's CPUID leaf-7 rewrite (github.com/virt-pvm/linux)", PVM_MASKS),
 }
 
 

@@ -164,6 +164,13 @@ class ReplayResult:
     def first(self) -> RowResult | None:
         return self.divergences[0] if self.divergences else None
 
+    def summary(self) -> str:
+        """One line: trace, policy, profile and the verdict."""
+        verdict = "passed" if self.passed else f"{self.divergence_count} divergence(s)"
+        first = self.first
+        where = f", first at event {first.index} {first.primary_rule or ''}".rstrip() if first else ""
+        return f"{self.trace_name} under {self.policy} ({self.profile}): {verdict}{where}"
+
     def to_json(self) -> dict[str, Any]:
         first = self.first
         return {

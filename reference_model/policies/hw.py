@@ -10,6 +10,6 @@ from .registry import Policy, register
 POLICY = register(Policy(
     name="hw",
     description="the bare CPU: architectural PKS/PKU rules only",
-    source="SPEC §1; sources/pks_semantics.md R1-R11",
+    source="Intel SDM Vol. 3A §4.6.2; QEMU target/i386/tcg/system/excp_helper.c; Xen xen/arch/x86/mm/guest_walk.c",
     machine=lambda knobs, host: HwMachine(host),
 ))

@@ -13,7 +13,7 @@ from .registry import register
 
 POLICY = register(KVM_V5.derive(
     "kvm-v4",
-    "KVM PKS series v4 (2021), reviewed in seed 001",
+    "KVM PKS series v4 (2021)",
     "v4 0/5 20210205083706.14146-1-chenyi.qiang@intel.com; review YQLa4UErfNbdjv3l@google.com",
     ctl_policy="cr4",
     intercept_policy="cr4",

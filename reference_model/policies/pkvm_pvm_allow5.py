@@ -20,7 +20,8 @@ from .registry import Policy, register
 POLICY = register(Policy(
     name="pkvm-pvm-allow5",
     description="proposal (not merged): a protected VM; before it runs, host may write the 5 SYSCALL MSRs only",
-    source="proposal in seed 004 (pKVM-IA pvvmcs part 2 review), not merged",
+    source="proposal in the pKVM-IA pvVMCS part 2 review (github.com/intel-staging/pKVM-IA pull request #48, "
+           "Dec 2025), not merged",
     machine=PkvmMachine,
     knobs={**KVM_V7.knobs, "pkvm": "pvm", "pkvm_msr_pre": "allow5"},
     family="PKVM",

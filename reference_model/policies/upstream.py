@@ -11,6 +11,6 @@ from .registry import register
 POLICY = register(KVM_V7.derive(
     "upstream",
     "KVM without PKS support: cap=0, 0x6E1 unknown",
-    "sources/kvm_recorder.md §0-§2",
+    "upstream Linux arch/x86/kvm (no PKS: 0x6E1 unknown, CR4.PKS reserved); `difftest record kvm`",
     pks_support=False,
 ))

@@ -12,7 +12,7 @@ from .upstream import POLICY as UPSTREAM
 POLICY = register(UPSTREAM.derive(
     "upstream-pvm",
     "upstream KVM on the PVM backend: leaf 7 rewritten, CR4.PKE without PKU, RDPKRU internal error",
-    "sources/kvm_recorder.md §0/§6; traces/real/",
+    "github.com/virt-pvm/linux (PVM backend); recordings in the bundled traces/real/ corpus",
     cpuid7_ecx_keep=0xFFFF_FFFF & ~((1 << 31) | (1 << 3)),
     cr4_pke_needs_pku=False,
     rdpkru_internal_error=True,

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from difftest.errors import InputError
+from difftest.progress import advance as advance_progress
 
 from .exit_reasons import KVM_EXIT_BY_NAME, SVM_BY_NAME, VECTOR_BY_NAME, VMX_BY_NAME
 
@@ -141,6 +142,7 @@ def bounded_lines(fh: TextIO) -> Iterator[str]:
         if len(line) > MAX_LINE and not line.endswith("\n"):
             while (rest := fh.readline(MAX_LINE)) and not rest.endswith("\n"):
                 pass
+        advance_progress(len(line), unit="bytes")
         yield line
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from difftest.errors import InputError
-from difftest.trace.io import open_trace, write_text_atomic, write_trace
+from difftest.progress import advance as advance_progress
+from difftest.trace.io import open_trace, write_text_atomic
 from difftest.trace.schema import SNAPSHOT_KIND
 from reference_model.events import Event
 from reference_model.policies import POLICIES
@@ -146,6 +147,7 @@ def record_scenarios(scenarios: list[Scenario], *, trace: bool = True) -> tuple[
             for n, ev in enumerate(sc.build(sup_ecx)):
                 ev.vcpu = index
                 obs, lines = s.step(ev)
+                advance_progress(1, unit="steps")
                 rec.trace_lines += lines
                 rec.add(ev, obs, [f"scenario {sc.name}"] if n == 0 else [])
                 rec.rows[-1]["note"] = "; ".join(filter(None, [rec.rows[-1].get("note"), *_summarise(lines)])) or None
@@ -192,6 +194,7 @@ def record_trace(path: str) -> tuple[Recording, dict[str, str]]:
         for row in rows:
             if row.event is not None:
                 obs, lines = s.step(row.event)
+                advance_progress(1, unit="steps")
                 rec.trace_lines += lines
                 rec.add(row.event, obs, _summarise(lines))
             elif row.snapshot is not None:
@@ -226,9 +229,12 @@ def _observe_snapshot(ex: RealVcpuExecutor, path: str) -> int | None:
     return None
 
 
-def write_recording(rec: Recording, meta: dict[str, str], out: str) -> Path:
-    dest = write_trace(out, rec.rows, meta)
-    if rec.trace_lines:
+def write_recording(rec: Recording, meta: dict[str, str], out: str) -> Path | None:
+    """The trace (``-``: to stdout, then the tracepoint capture is not kept) and its ``.ftrace.txt`` capture."""
+    from difftest.trace.outputs import write_trace_output
+
+    dest = write_trace_output(out, rec.rows, meta)
+    if rec.trace_lines and dest is not None:
         write_text_atomic(str(dest) + ".ftrace.txt", "\n".join(rec.trace_lines) + "\n")
     return dest
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from difftest.engine.fast.replay import SMALL, BatchRows, FastReplay, Lane, PageIds, _matches
 from difftest.engine.fast.transitions import MAX_STATES, EventKeys, TransitionCache, event_key
+from difftest.progress import advance as advance_progress
 from difftest.trace.io import TraceFile, TraceRow
 from difftest.verdict.compare import CompareResult, CompareRow, new_compare_result, rule_for
 from difftest.verdict.diff import FieldDiff, diff_outcome, diff_outcomes
@@ -60,6 +61,7 @@ class FastCompare(FastReplay):
             self.keyed_state: dict[int, StateDiff] = {}
             self.batch(BatchRows(batch, start))
             start += batch.num_rows
+            advance_progress(batch.num_rows)
         for lane in self.lanes:
             lane.result.counters.update(lane.memo.counters)
         return self.res

@@ -49,6 +49,7 @@ import numpy as np
 import pyarrow as pa
 
 from difftest.engine.fast.transitions import KEY_BITS, EventKeys, TransitionCache, event_key, vcpus_of
+from difftest.progress import advance as advance_progress
 from difftest.trace.arrow_columns import index_array, int_values, valid_mask
 from difftest.trace.io import _EVENT_COLUMNS, _LIST_COLUMNS, Expect, Snapshot, TraceFile, TraceRow, column_values
 from difftest.trace.schema import SNAPSHOT_KIND
@@ -774,6 +775,7 @@ class FastReplay:
         for batch in batches:
             self.batch(BatchRows(batch, start))
             start += batch.num_rows
+            advance_progress(batch.num_rows)
         self.result.counters.update(self.lane.memo.counters)
         return self.result
 

@@ -36,6 +36,7 @@ from .registers import (
     CR4_SMEP,
     EFER_LMA,
     EFER_LME,
+    EXIT_REASON_INIT_SIGNAL,
     MSR_EXIT_FILTER,
     MSR_EXIT_INVAL,
     MSR_EXIT_UNKNOWN,
@@ -96,6 +97,11 @@ class GuestCpu(Cpu):
 
     def after_cr_write(self, old_cr4: int) -> None:
         self.owner.vmx_set_cr4(self, old_cr4)
+        self.owner.update_mmu(self)
+
+    def after_efer_write(self) -> None:
+        """vmx_set_efer and kvm_mmu_reset_context: only CR0/CR4 writes (and their callers,
+        ept_update_paging_mode_cr0) run vmx_set_cr4 (sources/kvm_pks_series.md §3.4)."""
         self.owner.update_mmu(self)
 
     def pkrs_for_access(self) -> int:
@@ -226,7 +232,7 @@ class KvmVcpu:
             "run": self.run,
             "host_pkrs": self.set_host_pkrs,
             "reset": lambda ev: self.vcpu_reset(init=False),
-            "init": lambda ev: self.vcpu_reset(init=True),
+            "init": self.init_signal,
             "pvm_start": self.pvm_start,
         }
 
@@ -330,6 +336,8 @@ class KvmVcpu:
             return self.host_handlers[kind](ev)
         if kind == "vm_exit":
             return self.vm_exit(ev)
+        if kind == "rsm":
+            return self.rsm(ev)
         level = ev.level if ev.level in ("l1", "l2") else "l1"
         if level == "l2" and not self.guest_mode:
             return Outcome("unsupported", rules=("X86.NA",))
@@ -658,6 +666,8 @@ class KvmVcpu:
         """kvm_vcpu_reset (KVM.RESET): RESET writes 0 with the cap; INIT preserves (v4/v5 differ)."""
         if self.guest_mode:
             self.leave_nested()
+        self.in_smm = self.smm_from_l2 = False
+        self.l1.smram = None
         old = self.l1.cr4
         self.l1._power_on_registers()
         if not init:
@@ -742,7 +752,7 @@ class KvmVcpu:
         if level == "l1":
             return {"vmwrite": self.l1_vmwrite, "vmread": self.l1_vmread, "vmlaunch": self.l1_vmlaunch,
                     "vmresume": self.l1_vmlaunch, "set_msr_bitmap": self.l1_set_msr_bitmap,
-                    "rsm": self.rsm, "smi": self.smi}.get(kind)
+                    "smi": self.smi}.get(kind)
         return {"nested_exit": self.l2_nested_exit, "smi": self.smi}.get(kind)
 
     def l1_set_msr_bitmap(self, ev: Event) -> Outcome:
@@ -860,31 +870,63 @@ class KvmVcpu:
         return self.hw_entry() or Outcome("ok", rules=("KVM.NESTED.EXIT", "VMX.EXIT.SAVE", "VMX.EXIT.LOAD"))
 
     def smi(self, ev: Event) -> Outcome:
-        """SMI: with L2 active KVM forces a nested exit first (B18; the SDM changes no state)."""
+        """SMI, emulated by KVM (enter_smm): with L2 active, vmx_enter_smm first forces a nested exit
+        (B18; the SDM changes no state), then L1's CR0/CR4/EFER are saved and cleared (X86.SMM)."""
+        if self.in_smm:
+            return Outcome("ok", rules=("X86.SMM",))  # blocked in SMM, latched
+        self.hw_exit()
+        rules: tuple[str, ...] = ("X86.SMM",)
         if self.guest_mode:
-            self.hw_exit()
             self.nested_vmexit()
             self.sync_vmcs02_to_vmcs12_rare()
             self.smm_from_l2 = True
-            failed = self.hw_entry()
-            if failed is not None:
-                return failed
+            rules = ("X86.SMM", "KVM.NESTED.EXIT")
+        self.l1.enter_smm()
         self.in_smm = True
-        return Outcome("ok", rules=("KVM.NESTED.EXIT",))
+        return self.hw_entry() or Outcome("ok", rules=rules)
 
     def rsm(self, ev: Event) -> Outcome:
-        """RSM: back to L2 through the entry path with run_pending set (prepare_vmcs02_rare reloads)."""
-        self.in_smm = False
-        if not self.smm_from_l2:
-            return Outcome("ok", rules=())
-        self.smm_from_l2 = False
+        """RSM at the level that took the SMI: restore L1's registers, then vmx_leave_smm re-enters L2.
+
+        Upstream vmx_leave_smm calls nested_vmx_enter_non_root_mode(vcpu, false) and only then sets
+        nested_run_pending (Maxim Levitsky, 20220207155447.840194-5-mlevitsk@redhat.com): the entry
+        runs with run_pending clear, so prepare_vmcs02 gives L2 vmcs01_guest_pkrs, L1's PKRS at RSM.
+        """
+        if not self.in_smm:
+            return Outcome("ud", rules=("X86.SMM",))
+        if (ev.level if ev.level in ("l1", "l2") else "l1") != ("l2" if self.smm_from_l2 else "l1"):
+            return Outcome("unsupported", rules=("X86.NA",))
+        failed = self.enter()
+        if failed is not None:
+            return failed
+        self.vm.count("exit.kvm")
         self.hw_exit()
-        self.vmcs12_dirty = True
-        self.enter_non_root(from_vmentry=False, run_pending=True)
-        return self.hw_entry() or Outcome("ok", rules=("KVM.NESTED.ENTRY",))
+        self.l1.leave_smm()
+        self.in_smm = False
+        rules: tuple[str, ...] = ("X86.SMM",)
+        if self.smm_from_l2:
+            self.smm_from_l2 = False
+            self.vmcs12_dirty = True
+            self.enter_non_root(from_vmentry=False, run_pending=False)
+            self.run_pending = True
+            rules = ("X86.SMM", "KVM.NESTED.ENTRY")
+        return self.hw_entry() or Outcome("ok", rules=rules)
+
+    def init_signal(self, ev: Event) -> Outcome:
+        """INIT: with L2 active it is a nested VM exit to L1 (vmx_check_nested_events: reason 3,
+        vmcs12's host state loaded), not a reset; otherwise kvm_vcpu_reset(init_event=true)."""
+        if self.in_smm:
+            return Outcome("ok", rules=("X86.SMM",))  # INIT is blocked in SMM (kvm_apic_init_sipi_allowed)
+        if self.guest_mode:
+            self.nested_vmexit()
+            return Outcome("vmexit", exit_reason=EXIT_REASON_INIT_SIGNAL,
+                           rules=("KVM.NESTED.EXIT", "VMX.EXIT.LOAD", "X86.INIT.VMX"))
+        return self.vcpu_reset(init=True)
 
     def get_nested_state(self, ev: Event) -> Outcome:
-        if self.need_sync_rare:
+        """KVM_GET_NESTED_STATE: vmx_get_nested_state syncs vmcs02 into vmcs12 first while L2 is
+        active (sync_vmcs02_to_vmcs12 and its rare half, with the version's PKRS gate)."""
+        if self.need_sync_rare or self.guest_mode:
             self.sync_vmcs02_to_vmcs12_rare()
         self.vm.nested_blobs[self.index] = NestedBlob(self.vmcs12.copy(), self.guest_mode, self.run_pending)
         return Outcome("ok", rules=("KVM.NESTED.ENTRY",))

@@ -82,12 +82,53 @@ RULES: dict[str, str] = {
     "X86.MSR.STORE": "A plain MSR read returns the last value written.",
     "X86.PKRU": "WRPKRU/RDPKRU need CR4.PKE=1 (else #UD); WRPKRU needs ECX=EDX=0.",
     "X86.INIT": "INIT/RESET put CR0/CR3/CR4/EFER back to their power-up values and flush the TLB.",
+    "X86.INIT.VMX": "INIT in VMX non-root operation is a VM exit (basic reason 3, host state loaded), not a reset.",
+    "X86.SMM": "SMM entry saves CR0/CR3/CR4/EFER, clears CR0.PE/EM/TS/PG, CR4, EFER (PKS off); RSM restores "
+               "them at the level that took the SMI; PKRS is not saved.",
     # --- hosts that differ from upstream KVM (sources/kvm_recorder.md §0) -----------------
     "HOST.PVM.CPUID": "The PVM backend rewrites CPUID leaves 1 and 7 on KVM_SET_CPUID2 (PKS/PKU bits dropped).",
     "HOST.PVM.PKE": "The PVM backend accepts CR4.PKE although the guest CPUID has no PKU.",
     "HOST.PVM.RDPKRU": "The PVM backend fails to emulate RDPKRU: KVM_EXIT_INTERNAL_ERROR, not #UD.",
     "X86.NA": "The event has no meaning for this policy (e.g. a KVM ioctl replayed on bare hardware).",
 }
+
+# Specificity, as data: rule -> the more general rules it is a special case of.  Where several rules
+# decided one outcome, a report names the most specific (``most_specific``): e.g. a CPL3 access to a
+# supervisor address that faults is ARCH.PFEC.CPL3's case before it is ARCH.PFEC.PK's or X86.PAGE.US's.
+REFINES: dict[str, tuple[str, ...]] = {
+    "ARCH.PFEC.CPL3": ("ARCH.PFEC.PK", "X86.PAGE.US"),
+    "ARCH.PFEC.PK": ("ARCH.RIGHTS", "ARCH.KEY", "ARCH.CHK.REG", "ARCH.ADDR"),
+    "ARCH.PFEC.TERMINAL": ("X86.PAGE.NP",),
+    "KVM.CR4.RSVD": ("ARCH.CR4.RSVD", "X86.CR4.RSVD"),
+    "KVM.CR4.ROLE": ("KVM.MMU.PKR",),
+    "X86.INIT.VMX": ("X86.INIT", "VMX.EXIT.LOAD", "VMX.EXIT.SAVE", "KVM.NESTED.EXIT"),
+    "X86.SMM": ("X86.PAGING.OFF",),
+}
+
+
+def _general(rule_id: str) -> set[str]:
+    """Every rule ``rule_id`` refines, transitively."""
+    out: set[str] = set()
+    todo = list(REFINES.get(rule_id, ()))
+    while todo:
+        r = todo.pop()
+        if r not in out:
+            out.add(r)
+            todo.extend(REFINES.get(r, ()))
+    return out
+
+
+def most_specific(rules: tuple[str, ...] | list[str]) -> str | None:
+    """The rule a report should name among ``rules`` (the ones that decided an outcome, in the order
+    they were hit): the last one that no other rule in ``rules`` refines (``REFINES``)."""
+    covered: set[str] = set()
+    for r in rules:
+        covered |= _general(r)
+    for r in reversed(rules):
+        if r not in covered:
+            return r
+    return rules[-1] if rules else None
+
 
 SPEC_FAMILIES = ("ARCH", "VMX", "KVM", "PKVM")
 

@@ -929,6 +929,53 @@ def test_x86_init_flushes_the_tlb() -> None:
     assert_pf(out, P | PK, SUP, "ARCH.RIGHTS")  # ARCH.INIT kept PKRS
 
 
+def test_x86_smm_clears_paging_and_cr4_and_rsm_restores() -> None:
+    """X86.SMM: SMM entry clears CR0.PE/PG, CR4 and EFER (SDM Table 34-4), so PKS is off in SMM;
+    PKRS is not in the state-save area and keeps its value; RSM restores the registers."""
+    c = cpu()
+    c.ok("wrmsr", msr=PKRS, value=ad(1))
+    assert_pf(c("access", addr=SUP, access="read"), P | PK, SUP, "ARCH.RIGHTS")
+    assert_ok(c("smi"), "X86.SMM")
+    assert (c.snap("cr0") & (CR0_PE | CR0_PG), c.snap("cr4"), c.snap("efer")) == (0, 0, 0)
+    assert c.snap("pkrs") == ad(1)
+    assert c("access", addr=SUP, access="read").result == "ok"  # no paging, no key check
+    c.ok("wrmsr", msr=PKRS, value=0)  # the SMM handler may write PKRS (ARCH.MSR.INDEP)
+    assert_ok(c("rsm"), "X86.SMM")
+    assert (c.snap("cr0"), c.snap("cr4"), c.snap("efer")) == (
+        CR0_ET | CR0_PE | CR0_PG | CR0_WP, CR4_PAE | CR4_PKS, EFER_LME | EFER_LMA)
+    assert c.snap("pkrs") == 0  # what the handler left, not restored
+    assert c("access", addr=SUP, access="read").result == "ok"
+
+
+def test_x86_smm_rsm_outside_smm_is_ud() -> None:
+    """X86.SMM: RSM outside SMM is #UD."""
+    out = cpu()("rsm")
+    assert out.result == "ud" and has_rule(out, "X86.SMM")
+
+
+def l2_running(exit_load: bool) -> Cpu:
+    """L1 in IA-32e paging has launched L2 (vmcs12 host PKRS 0x30, exit control as given)."""
+    c = cpu()
+    c.ok("wrmsr", msr=PKRS, value=ad(1))
+    if exit_load:
+        c.ok("vmwrite", field=0x400C, value=1 << 29)  # VM-exit controls: load IA32_PKRS
+        c.ok("vmwrite", field=0x2C06, value=0x30)  # host IA32_PKRS
+    c.ok("vmlaunch")
+    return c
+
+
+def test_x86_init_vmx_nonroot_init_is_a_vm_exit() -> None:
+    """X86.INIT.VMX: INIT in VMX non-root operation is a VM exit with basic reason 3 (SDM 25.2) that
+    loads host state; it is not a reset: L1's registers are untouched and PKRS comes from the host field."""
+    c = l2_running(exit_load=True)
+    out = c.m.step(Event("init", level="host"))
+    assert (out.result, out.exit_reason) == ("vmexit", 3) and has_rule(out, "X86.INIT.VMX")
+    assert c.snap("nested.guest_mode") == 0
+    assert c.snap("cr0") & CR0_PG and c.snap("cr4") & CR4_PKS  # no reset
+    assert c.snap("pkrs") == 0x30  # VMX.EXIT.LOAD
+    assert c("init").rules[0] == "ARCH.INIT"  # in VMX root it is INIT again
+
+
 @pytest.mark.parametrize(("kind", "level"), [("get_msrs", "host"), ("set_sregs", "host"), ("pvm_start", "l1"),
                                              ("map", "l2")])
 def test_x86_na_policy_hw_has_no_kvm(kind: str, level: str) -> None:

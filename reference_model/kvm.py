@@ -926,10 +926,12 @@ class KvmVcpu:
     def get_nested_state(self, ev: Event) -> Outcome:
         """KVM_GET_NESTED_STATE: vmx_get_nested_state syncs vmcs02 into vmcs12 first while L2 is
         active (sync_vmcs02_to_vmcs12 and its rare half, with the version's PKRS gate)."""
+        rules: tuple[str, ...] = ("KVM.NESTED.ENTRY",)
         if self.need_sync_rare or self.guest_mode:
             self.sync_vmcs02_to_vmcs12_rare()
+            rules = ("KVM.NESTED.ENTRY", "KVM.NESTED.EXIT")  # the save of L2's PKRS is KVM.NESTED.EXIT's
         self.vm.nested_blobs[self.index] = NestedBlob(self.vmcs12.copy(), self.guest_mode, self.run_pending)
-        return Outcome("ok", rules=("KVM.NESTED.ENTRY",))
+        return Outcome("ok", rules=rules)
 
     def set_nested_state(self, ev: Event) -> Outcome:
         """KVM_SET_NESTED_STATE: the not-from-VM-entry path of KVM.NESTED.ENTRY (B14)."""

@@ -537,6 +537,32 @@ def d1() -> TraceBuilder:
     return t.get_msrs(PKRS).expect("ok", values=(0,), count=1, rule="KVM.MSR.RD")
 
 
+def d2() -> TraceBuilder:
+    t = new("D2-one-control-no-cap", "A host with only the entry control must not advertise PKS",
+            policy="kvm-v5", host=HOST_ENTRY_CTL_ONLY,
+            source=(f"{SERIES} §12 D2 [D], §2.4 (cap requires both load controls in RFC v1-v5); issue 16 (the "
+                    "rebase: a host with one of the two controls must not advertise PKS)"),
+            notes=("v6 and v7 (and v7R, which pairs the controls but keeps the cap) set the cap from host CPUID "
+                   "alone: 0x6E1 is listed and CR4.PKS is allowed although the controls cannot be used."))
+    t.cpuid(pks=True)
+    t.event("get_msr_index_list").expect_value(0, rule="KVM.MSR.LIST")
+    long_mode_l1(t, cpuid=False)
+    return t.cr4(pks=True).expect_gp(rule="KVM.CR4.RSVD")
+
+
+def d6() -> TraceBuilder:
+    t = new("D6-vmcs12-layout", "vmcs12 places host_ia32_pkrs at 998 and guest_ia32_pkrs at 1006; L1 may use the "
+            "load-PKRS controls whatever its CPUID",
+            source=f"{SERIES} §12 D6, §7.1 (offsets), §7.2 (v5-v7: no CPUID-based toggle of the nested controls)",
+            notes=("RFC v1-v4 use 320/328, so their nested-state blobs do not restore on v5-v7.  RFC v1-v4 also "
+                   "hide the controls from an L1 whose CPUID lacks PKS."))
+    t.cpuid(vmx=True)
+    t.snapshot("vcpu0.vmcs12.offset.guest_ia32_pkrs", 1006, rule="KVM.VMCS12.LAYOUT")
+    t.snapshot("vcpu0.vmcs12.offset.host_ia32_pkrs", 998, rule="KVM.VMCS12.LAYOUT")
+    t.snapshot("vcpu0.vmx.entry_ctls_high.load_pkrs", 1, rule="KVM.NESTED.CAPS")
+    return t.snapshot("vcpu0.vmx.exit_ctls_high.load_pkrs", 1, rule="KVM.NESTED.CAPS")
+
+
 def d3() -> TraceBuilder:
     t = new("D3-copy-stale-after-nested-exit", "After a nested exit that loads host_ia32_pkrs, L1 reads that value",
             source=f"{SERIES} §12 D3 [D], §7.5; Sean YQLa4UErfNbdjv3l@google.com (\"unless of course it's running L2\")",
@@ -669,7 +695,7 @@ def pk7() -> TraceBuilder:
 
 SCENARIOS: tuple[Callable[[], TraceBuilder], ...] = (
     b1, b2, b3, b4a, b4b, b5, b5_host_change, b6, b6_efer, b7, b8, b9, b10, b10_mirror, b11a, b11b, b11c,
-    b12_init, b12_reset, init_in_l2, b13, b14, b14_order, b15, b16, b17, b18, b18_handler, d1, d3, d5, p1, p2, p3,
+    b12_init, b12_reset, init_in_l2, b13, b14, b14_order, b15, b16, b17, b18, b18_handler, d1, d2, d3, d5, d6, p1, p2, p3,
     pk1, pk2, pk3, pk4, pk5, pk6, pk7,
 )
 

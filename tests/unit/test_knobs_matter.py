@@ -1,0 +1,94 @@
+"""Every KVM knob changes the outcome of some trace of the bundled corpus (issue 16).
+
+A knob that no trace can tell apart from its other values is either dead (read nowhere, as
+``value_check_first`` was) or untested; both are defects.  For each knob and each value it can
+take, the test looks for a trace of traces/bugs/ or traces/real/ whose replay differs (some
+event's outcome or some snapshot's state) between a registered KVM policy and the same policy with
+only that knob changed.  The expectations in the traces play no part: only the two replays are
+compared, so the test cannot be satisfied by the model agreeing with itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from difftest.profiles import get_profile
+from difftest.replay import replay_trace
+from difftest.trace_io import TraceRow, open_trace
+from reference_model.kvm import KvmMachine
+from reference_model.kvm_knobs import CHOICES, V7_DEFAULTS, KvmKnobs
+from reference_model.machine import Machine
+from reference_model.policies import POLICIES, Policy
+
+ROOT = Path(__file__).resolve().parents[2]
+TRACES = [*sorted((ROOT / "traces" / "bugs").glob("*.parquet")), *sorted((ROOT / "traces" / "real").glob("*.parquet"))]
+KNOBS = [f.name for f in fields(KvmKnobs)]
+# Values a non-choice, non-bool knob is tried with besides the ones registered policies use.
+OTHER_VALUES: dict[str, tuple[Any, ...]] = {"cpuid7_ecx_keep": (0,)}
+
+
+@cache
+def kvm_policies() -> tuple[Policy, ...]:
+    """The registered policies whose machine reads the KVM knobs."""
+    return tuple(p for p in POLICIES.values() if isinstance(p.build(), KvmMachine))
+
+
+def values_of(knob: str) -> set[Any]:
+    """Every value worth trying: its choices, both booleans, and what any registered policy sets."""
+    default = getattr(KvmKnobs(), knob)
+    vals: set[Any] = {default, *OTHER_VALUES.get(knob, ())}
+    if isinstance(default, bool):
+        vals |= {True, False}
+    vals |= set(CHOICES.get(knob, ()))
+    vals |= {p.knobs[knob] for p in kvm_policies() if knob in p.knobs}
+    return vals
+
+
+_SEEN: dict[tuple[str, Path], tuple[tuple[int, str], ...]] = {}
+
+
+def observed(policy: Policy, trace: Path) -> tuple[tuple[int, str], ...]:
+    """What each row of ``trace`` gave under ``policy``: the outcome, or the snapshot's state."""
+    key = (policy.name, trace)
+    if key in _SEEN:
+        return _SEEN[key]
+    rows: list[tuple[int, str]] = []
+
+    def observe(row: TraceRow, rr: Any, _m: Machine) -> None:
+        rows.append((row.index, rr.describe_actual()))
+
+    replay_trace(open_trace(trace), policy, get_profile("strict"), observe)
+    _SEEN[key] = tuple(rows)
+    return _SEEN[key]
+
+
+def witness(knob: str) -> str | None:
+    """A (policy, value, trace) whose replay the knob changes, or None."""
+    # Policies that set the knob away from v7's value first: that is where it is most likely to matter.
+    bases = sorted(kvm_policies(), key=lambda p: {**V7_DEFAULTS, **p.knobs}[knob] == V7_DEFAULTS[knob])
+    for base in bases:
+        current = {**V7_DEFAULTS, **base.knobs}[knob]
+        for value in sorted(values_of(knob) - {current}, key=repr):
+            alt = Policy(f"{base.name}+{knob}={value!r}", "", "", base.machine, {**base.knobs, knob: value})
+            for trace in TRACES:
+                if observed(base, trace) != observed(alt, trace):
+                    return f"{base.name} with {knob}={value!r} on {trace.stem}"
+    return None
+
+
+def test_kvm_policies_are_found() -> None:
+    names = {p.name for p in kvm_policies()}
+    assert {"kvm-v4", "kvm-v7", "kvm-v7r", "upstream", "pkvm-pvm-compare"} <= names
+    assert all(issubclass(type(p.build()), KvmMachine) for p in kvm_policies())
+
+
+@pytest.mark.parametrize("knob", KNOBS)
+def test_every_knob_changes_some_trace(knob: str) -> None:
+    assert witness(knob) is not None, (
+        f"knob {knob} changes no outcome of any trace in traces/bugs or traces/real under any KVM policy: "
+        "it is dead or untested")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from reference_model.events import Event, Outcome
-from reference_model.registers import MSR_IA32_PKRS, PF_P, PF_PK, PF_RSVD, PF_U, PF_W
+from reference_model.registers import MSR_IA32_PKRS, PF_P, PF_PK, PF_RSVD, PF_W
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ QEMU_MASKS = (
     Mask("qemu-cpl3-no-pk", "ARCH.PFEC.CPL3",
          "QEMU checks U/S before keys: a CPL3 access to a supervisor page reports 0x05/0x07 without PK "
          "(pks_semantics R9, QEMU deviation 1)",
-         lambda ev, out: _is_access(ev) and ev.cpl == 3 and out.result == "pf" and bool((out.pfec or 0) & PF_U),
+         lambda ev, out: _is_access(ev) and out.result == "pf" and "ARCH.PFEC.CPL3" in out.rules,
          pfec_bits=PF_PK, missing_only=True),
     Mask("qemu-rsvd-no-p", "ARCH.PFEC.TERMINAL",
          "QEMU reports reserved-bit faults as 0x08 without P (pks_semantics R9, QEMU deviation 3)",
@@ -65,7 +65,7 @@ QEMU_MASKS = (
          "QEMU issues the load of a read-modify-write separately and reports W=0 when the load faults "
          "(AD, not present, RSVD, U/S); a fault on the store (WD, R/W) keeps W=1 "
          "(pks_semantics R9, QEMU deviation 4; recordings, issue 6)",
-         lambda ev, out: _is_access(ev) and ev.access == "rmw" and out.result == "pf",
+         lambda ev, out: _is_access(ev) and ev.access == "rmw" and out.result == "pf" and "X86.RMW.LOAD" in out.rules,
          pfec_bits=PF_W, missing_only=True),
     Mask("qemu-pkrs-no-cpuid-gate", "ARCH.MSR.CPUID",
          "QEMU does not #GP on RDMSR/WRMSR 0x6E1 without CPUID.PKS (pks_semantics R3, QEMU deviation 5)",

@@ -80,6 +80,7 @@ RULES: dict[str, str] = {
     "X86.MSR.UNKNOWN": "RDMSR/WRMSR of an MSR the CPU does not implement: #GP(0).",
     "X86.MSR.CANONICAL": "WRMSR of a non-canonical address to KERNEL_GS_BASE, LSTAR, CSTAR, SYSENTER_ESP/EIP: #GP(0).",
     "X86.MSR.STORE": "A plain MSR read returns the last value written.",
+    "X86.RMW.LOAD": "A faulting read-modify-write whose read alone faults (AD, P=0, RSVD, U/S, SMAP): the load half faults.",
     "X86.PKRU": "WRPKRU/RDPKRU need CR4.PKE=1 (else #UD); WRPKRU needs ECX=EDX=0.",
     "X86.INIT": "INIT/RESET put CR0/CR3/CR4/EFER back to their power-up values and flush the TLB.",
     "X86.INIT.VMX": "INIT in VMX non-root operation is a VM exit (basic reason 3, host state loaded), not a reset.",

@@ -929,6 +929,23 @@ def test_x86_init_flushes_the_tlb() -> None:
     assert_pf(out, P | PK, SUP, "ARCH.RIGHTS")  # ARCH.INIT kept PKRS
 
 
+def test_x86_rmw_load_marks_faults_of_the_load_half() -> None:
+    """X86.RMW.LOAD: a faulting RMW whose read alone faults (AD) cites it; a WD-only or read-only fault does not."""
+    c = cpu()
+    c.map(0x4000_2000, key=1, writable=False)
+    c.ok("wrmsr", msr=PKRS, value=ad(1))
+    out = c("access", addr=SUP, access="rmw")
+    assert_pf(out, P | W | PK, SUP, "X86.RMW.LOAD")
+    c.ok("wrmsr", msr=PKRS, value=wd(1))
+    out = c("access", addr=SUP, access="rmw")
+    assert_pf(out, P | W | PK, SUP, "ARCH.RIGHTS")
+    assert not has_rule(out, "X86.RMW.LOAD")
+    c.ok("wrmsr", msr=PKRS, value=0)
+    out = c("access", addr=0x4000_2000, access="rmw")
+    assert_pf(out, P | W, 0x4000_2000, "X86.PAGE.RW")
+    assert not has_rule(out, "X86.RMW.LOAD")
+
+
 def test_x86_smm_clears_paging_and_cr4_and_rsm_restores() -> None:
     """X86.SMM: SMM entry clears CR0.PE/PG, CR4 and EFER (SDM Table 34-4), so PKS is off in SMM;
     PKRS is not in the state-save area and keeps its value; RSM restores the registers."""

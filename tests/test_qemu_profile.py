@@ -10,9 +10,9 @@ R9, QEMU deviation 4's own text).
 
 from __future__ import annotations
 
-from difftest.diff import diff_outcome
-from difftest.profiles import get_profile
-from difftest.trace_io import Expect
+from difftest.trace.io import Expect
+from difftest.verdict.diff import diff_outcome
+from difftest.verdict.profiles import get_profile
 from reference_model import Event, Outcome, get_policy
 
 MASKS = {m.name: m for m in get_profile("qemu").masks}

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from difftest.profiles import get_profile
-from difftest.replay import replay_trace
-from difftest.trace_io import TraceRow, open_trace
+from difftest.engine import replay_trace
+from difftest.trace.io import TraceRow, open_trace
+from difftest.verdict.profiles import get_profile
 from reference_model.kvm import KvmMachine
 from reference_model.kvm_knobs import CHOICES, V7_DEFAULTS, KvmKnobs
 from reference_model.machine import Machine

@@ -6,8 +6,8 @@ rule texts, which rule a reviewer must be pointed at, and check the relation is 
 
 from __future__ import annotations
 
-from difftest.results import RowResult
-from difftest.trace_io import Expect
+from difftest.trace.io import Expect
+from difftest.verdict.results import RowResult
 from reference_model import Event, get_policy
 from reference_model.rules import REFINES, RULES, most_specific
 

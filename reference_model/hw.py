@@ -23,8 +23,10 @@ EXIT_REASON_MSR_WRITE = 32
 class HwVcpu:
     """One logical processor: L1's and L2's registers, L1's VMCS, the one physical PKRS."""
 
-    def __init__(self, machine: HwMachine) -> None:
+    def __init__(self, machine: HwMachine, index: int = 0) -> None:
         self.host = machine.host
+        self.index = index
+        self.wait_for_sipi = False  # an AP (index != 0) after INIT, until a SIPI (X86.SIPI)
         self.l1 = Cpu(machine.address_space("l1"))
         self.l2 = Cpu(machine.address_space("l2"))
         self.vmcs = Vmcs12()
@@ -42,8 +44,13 @@ class HwVcpu:
         if kind == "set_cpuid":
             self.l2.set_cpuid(ev)
             return self.l1.set_cpuid(ev)
-        if ev.level == "host" and kind not in ("reset", "init"):
+        if ev.level == "host" and kind not in ("reset", "init", "sipi"):
             return unsupported(kind)
+        if kind == "sipi":  # starts an AP waiting for SIPI; ignored otherwise (PKRS as INIT left it)
+            self.wait_for_sipi = False
+            return Outcome("ok", rules=("X86.SIPI",))
+        if self.wait_for_sipi and kind not in ("reset", "init"):
+            return Outcome("hang", rules=("X86.SIPI",))
         if kind == "init" and self.in_smm:
             return Outcome("ok", rules=("X86.SMM",))  # INIT is blocked (held pending) in SMM
         if kind == "init" and self.guest_mode:
@@ -54,6 +61,7 @@ class HwVcpu:
         if kind in ("reset", "init"):
             self.guest_mode = self.in_smm = self.smm_from_l2 = False
             self.l1.smram = None
+            self.wait_for_sipi = kind == "init" and self.index != 0  # the BSP runs on after INIT
             return self.l1.handlers[kind](ev)
         if kind == "rsm":
             return self.rsm(ev.level)
@@ -188,7 +196,7 @@ class HwMachine(Machine):
     def hw_vcpu(self, index: int) -> HwVcpu:
         v = self.hw_vcpus.get(index)
         if v is None:
-            v = self.hw_vcpus[index] = HwVcpu(self)
+            v = self.hw_vcpus[index] = HwVcpu(self, index)
         return v
 
     def step(self, ev: Event) -> Outcome:

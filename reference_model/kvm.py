@@ -60,6 +60,8 @@ EXIT_REASON_MSR_WRITE = 32
 # than a passed-through 0x6E1, KVM's own page walks, and RDPKRU on a host that emulates it.
 KVM_HANDLED = frozenset({"mov_cr0", "mov_cr4", "cpuid", "wrmsr", "rdmsr", "emu_access"})
 HOST_KINDS = kinds_where("host_handled")  # dispatched host-side whatever guest level is active
+# What a vCPU waiting for SIPI (X86.SIPI) still answers: the signals, and host ioctls other than KVM_RUN.
+WAKING_KINDS = (HOST_KINDS - {"run"}) | {"sipi"}
 
 
 @dataclass
@@ -205,6 +207,7 @@ class KvmVcpu:
         self.nested_exit_cap = False
         self.in_smm = False
         self.smm_from_l2 = False
+        self.wait_for_sipi = False  # kvm_apic_accept_events: an AP after INIT is INIT_RECEIVED
         self.pvm_ran = False
         self.update_nested_caps()
         self.update_mmu(self.l1)
@@ -230,6 +233,7 @@ class KvmVcpu:
             "host_pkrs": self.set_host_pkrs,
             "reset": lambda ev: self.vcpu_reset(init=False),
             "init": self.init_signal,
+            "sipi": self.sipi,
             "pvm_start": self.pvm_start,
         }
 
@@ -328,6 +332,8 @@ class KvmVcpu:
     # ------------------------------------------------------------------ dispatch
     def step(self, ev: Event) -> Outcome:
         kind = ev.kind
+        if self.wait_for_sipi and kind not in WAKING_KINDS:
+            return Outcome("hang", rules=("X86.SIPI",))  # INIT_RECEIVED: KVM_RUN blocks, nothing executes
         if kind in HOST_KINDS:
             self.leave_to_userspace()
             return self.host_handlers[kind](ev)
@@ -663,7 +669,7 @@ class KvmVcpu:
         """kvm_vcpu_reset (KVM.RESET): RESET writes 0 with the cap; INIT preserves (v4/v5 differ)."""
         if self.guest_mode:
             self.leave_nested()
-        self.in_smm = self.smm_from_l2 = False
+        self.in_smm = self.smm_from_l2 = self.wait_for_sipi = False
         self.l1.smram = None
         old = self.l1.cr4
         self.l1._power_on_registers()
@@ -917,7 +923,15 @@ class KvmVcpu:
             self.nested_vmexit()
             return Outcome("vmexit", exit_reason=EXIT_REASON_INIT_SIGNAL,
                            rules=("KVM.NESTED.EXIT", "VMX.EXIT.LOAD", "X86.INIT.VMX"))
-        return self.vcpu_reset(init=True)
+        out = self.vcpu_reset(init=True)
+        self.wait_for_sipi = self.index != 0  # the BSP (vCPU 0) runs on; an AP waits for SIPI
+        return out
+
+    def sipi(self, ev: Event) -> Outcome:
+        """SIPI: an AP waiting after INIT starts (kvm_vcpu_deliver_sipi_vector sets CS:IP; PKRS stays as
+        INIT left it, ARCH.INIT); to any other vCPU it is ignored."""
+        self.wait_for_sipi = False
+        return Outcome("ok", rules=("X86.SIPI",))
 
     def get_nested_state(self, ev: Event) -> Outcome:
         """KVM_GET_NESTED_STATE: vmx_get_nested_state syncs vmcs02 into vmcs12 first while L2 is

@@ -83,6 +83,8 @@ RULES: dict[str, str] = {
     "X86.RMW.LOAD": "A faulting read-modify-write whose read alone faults (AD, P=0, RSVD, U/S, SMAP): the load half faults.",
     "X86.PKRU": "WRPKRU/RDPKRU need CR4.PKE=1 (else #UD); WRPKRU needs ECX=EDX=0.",
     "X86.INIT": "INIT/RESET put CR0/CR3/CR4/EFER back to their power-up values and flush the TLB.",
+    "X86.SIPI": "After INIT an AP (vCPU other than 0) waits for SIPI: it runs no instruction (hang) until a SIPI; "
+                "a SIPI to a CPU not waiting is ignored.",
     "X86.INIT.VMX": "INIT in VMX non-root operation is a VM exit (basic reason 3, host state loaded), not a reset.",
     "X86.SMM": "SMM entry saves CR0/CR3/CR4/EFER, clears CR0.PE/EM/TS/PG, CR4, EFER (PKS off); RSM restores "
                "them at the level that took the SMI; PKRS is not saved.",

@@ -394,7 +394,7 @@ class Generator:
         return items
 
     def arch_menu(self) -> list[tuple[float, Callable[[], object]]]:
-        return [*self.guest_menu(), (0.3, lambda: self.emit("init", level="host")),
+        return [*self.guest_menu(), (0.3, self.init_sipi),
                 (0.3, lambda: self.emit("reset", level="host")), (0.5, self.cr0_toggle), (0.3, self.write_pdpte)]
 
     def host_menu(self) -> list[tuple[float, Callable[[], object]]]:
@@ -408,7 +408,7 @@ class Generator:
             (1, self.msr_filter),
             (0.5, lambda: self.emit("enable_user_msr", level="host", value=self.rng.choice((0, 1, 4, 5, 7)))),
             (0.3, lambda: self.emit("get_msr_index_list", level="host")),
-            (0.5, lambda: self.emit("init", level="host")),
+            (0.5, self.init_sipi),
             (0.4, self.reset),
             (0.3, lambda: self.emit("get_cpuid", level="host")),
             (0.3, lambda: self.emit("get_sregs", level="host", reg=self.rng.choice(("cr0", "cr4", "efer")))),
@@ -578,6 +578,14 @@ class Generator:
     def vmread(self) -> None:
         f = self.rng.choice((VMCS_GUEST_IA32_PKRS, VMCS_GUEST_IA32_PKRS, VMCS_HOST_IA32_PKRS, VMCS_VM_ENTRY_CONTROLS))
         self.emit("vmread", field=f)
+
+    def init_sipi(self) -> None:
+        """INIT, then the startup IPIs: INIT-SIPI-SIPI for an AP (X86.SIPI); one SIPI to the BSP, which ignores it."""
+        out = self.emit("init", level="host")
+        if out is None or out.result != "ok":
+            return
+        for _ in range(2 if self.cur != 0 else 1):
+            self.emit("sipi", level="host", value=0x9A)
 
     def reset(self) -> None:
         """RESET also leaves SMM (X86.SMM), so the generator forgets a pending RSM."""

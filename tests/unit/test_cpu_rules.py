@@ -929,6 +929,30 @@ def test_x86_init_flushes_the_tlb() -> None:
     assert_pf(out, P | PK, SUP, "ARCH.RIGHTS")  # ARCH.INIT kept PKRS
 
 
+def test_x86_sipi_starts_an_ap_after_init_and_pkrs_survives() -> None:
+    """X86.SIPI: after INIT an AP runs nothing (hang) until a SIPI; INIT kept its PKRS (ARCH.INIT); the BSP
+    runs on after INIT and ignores a SIPI."""
+    m = get_policy("hw").build()
+
+    def on(vcpu: int, kind: str, **f: object) -> Outcome:
+        return m.step(Event(kind, vcpu=vcpu, level="host" if kind in ("set_cpuid", "init", "sipi") else "l1",
+                            **f))  # type: ignore[arg-type]
+
+    for v in (0, 1):
+        assert on(v, "set_cpuid", cpuid_7_ecx=CPUID_PKS).result == "ok"
+        assert on(v, "wrmsr", msr=PKRS, value=ad(1)).result == "ok"
+        assert on(v, "init").result == "ok"
+    out = on(1, "rdmsr", msr=PKRS)
+    assert out.result == "hang" and has_rule(out, "X86.SIPI")
+    assert on(0, "rdmsr", msr=PKRS).value == ad(1)  # the BSP is not waiting
+    assert has_rule(on(0, "sipi", value=0x9A), "X86.SIPI")  # ignored
+    assert on(0, "rdmsr", msr=PKRS).value == ad(1)
+    assert_ok(on(1, "sipi", value=0x9A), "X86.SIPI")
+    assert on(1, "rdmsr", msr=PKRS).value == ad(1)  # ARCH.INIT: preserved across INIT-SIPI
+    assert on(1, "sipi", value=0x9A).result == "ok"  # the second SIPI of INIT-SIPI-SIPI is ignored
+    assert on(1, "rdmsr", msr=PKRS).value == ad(1)
+
+
 def test_x86_rmw_load_marks_faults_of_the_load_half() -> None:
     """X86.RMW.LOAD: a faulting RMW whose read alone faults (AD) cites it; a WD-only or read-only fault does not."""
     c = cpu()

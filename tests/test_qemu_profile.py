@@ -99,3 +99,22 @@ def test_rsvd_mask_hides_a_missing_p_only() -> None:
     ev = Event("access", addr=0x4000_1000, access="read")
     assert hidden("qemu-rsvd-no-p", ev, Outcome("pf", pfec=0x09, cr2=0x4000_1000), 0x08)
     assert not hidden("qemu-rsvd-no-p", ev, Outcome("pf", pfec=0x08, cr2=0x4000_1000), 0x09)
+
+
+def test_livelock_mask_hides_hang_for_a_reserved_cr4_write_only() -> None:
+    """QEMU deviation 5: a MOV CR4 setting PKS without CPUID.PKS never completes (recorded "hang")."""
+    m = get_policy("hw").build()
+    assert m.step(Event("set_cpuid", level="host", cpuid_7_ecx=0)).result == "ok"
+    reserved = Event("mov_cr4", value=CR4_PKS)
+    out = m.step(reserved)
+    assert out.result == "gp"
+    assert not bool(diff_outcome(Expect(result="hang"), out, reserved, QEMU)[0])
+    assert diff_outcome(Expect(result="hang"), out, reserved, get_profile("strict"))[0]
+    # what QEMU does not produce there still diverges: a completed write, or another fault
+    assert diff_outcome(Expect(result="ok"), out, reserved, QEMU)[0]
+    assert diff_outcome(Expect(result="ud"), out, reserved, QEMU)[0]
+    # a CR4 write the architecture accepts: a "hang" there is a real divergence
+    fine = Event("mov_cr4", value=CR4_PAE)
+    out = m.step(fine)
+    assert out.result == "ok"
+    assert diff_outcome(Expect(result="hang"), out, fine, QEMU)[0]

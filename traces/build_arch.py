@@ -484,6 +484,27 @@ def init() -> Scenario:
 
 
 @scenario
+def init_sipi_ap() -> Scenario:
+    t = TraceBuilder("ARCH.INIT-ap-init-sipi-sipi", "An AP keeps PKRS across INIT-SIPI-SIPI and runs nothing in between",
+                     policy="hw", source=(f"SPEC ARCH.INIT; {R_SEM} R4 (the QEMU AP probe: PKRS written before "
+                                          "INIT+SIPI, read after); SDM Vol. 3A 9.4 (MP initialization: an AP waits "
+                                          "for a SIPI after INIT; a SIPI to a CPU not waiting is ignored)"),
+                     notes="vCPU 1 is the AP; vCPU 0 (the BSP) keeps running after an INIT.")
+    t.on(vcpu=1)
+    t.cpuid(pks=True)
+    t.end_setup()
+    t.wrmsr(PKRS, 0xAAAA_AAA8).expect_ok(rule="ARCH.MSR.RSVD")
+    t.init().expect_ok(rule="ARCH.INIT")
+    t.rdmsr(PKRS).expect("hang", rule="ARCH.INIT").note("X86.SIPI: waiting for SIPI, the instruction never runs")
+    t.event("sipi", value=0x9A).expect_ok(rule="ARCH.INIT").note("X86.SIPI: the AP starts")
+    t.rdmsr(PKRS).expect_value(0xAAAA_AAA8, rule="ARCH.INIT")
+    t.event("sipi", value=0x9A).expect_ok(rule="ARCH.INIT").note("X86.SIPI: the second SIPI finds the AP running: ignored")
+    t.rdmsr(PKRS).expect_value(0xAAAA_AAA8, rule="ARCH.INIT")
+    t.snapshot("vcpu1.pkrs", 0xAAAA_AAA8, rule="ARCH.INIT")
+    return Scenario(t)
+
+
+@scenario
 def addr_upper() -> Scenario:
     s = new("ARCH.ADDR-upper-level-us0", "An address is user-mode only if U/S=1 at every level: leaf U/S=1 under "
             "a U/S=0 upper entry is a supervisor address, checked against PKRS", f"SPEC ARCH.ADDR; {R_SEM} R6")

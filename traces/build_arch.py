@@ -498,10 +498,11 @@ def init_sipi_ap() -> Scenario:
     t.rdmsr(PKRS).expect("hang", rule="ARCH.INIT").note("X86.SIPI: waiting for SIPI, the instruction never runs")
     t.event("sipi", value=0x9A).expect_ok(rule="ARCH.INIT").note("X86.SIPI: the AP starts")
     t.rdmsr(PKRS).expect_value(0xAAAA_AAA8, rule="ARCH.INIT")
+    s = Scenario(t).mark("rdmsr")
     t.event("sipi", value=0x9A).expect_ok(rule="ARCH.INIT").note("X86.SIPI: the second SIPI finds the AP running: ignored")
     t.rdmsr(PKRS).expect_value(0xAAAA_AAA8, rule="ARCH.INIT")
     t.snapshot("vcpu1.pkrs", 0xAAAA_AAA8, rule="ARCH.INIT")
-    return Scenario(t)
+    return s
 
 
 @scenario

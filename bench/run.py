@@ -176,7 +176,7 @@ def main() -> None:
                         f"(exit {code}, one core, peak RSS {rss_c:,.0f} MiB; median of {walls} s)"))
         numbers["compare_ratio"] = t_cmp / t_rep
 
-        if (REPO / "difftest" / "shrink.py").exists():
+        if (REPO / "difftest" / "search" / "shrink.py").exists():
             small = workload.write_divergent_trace(tmp / "divergent.parquet", shrink_events)
             t_sh, _, code = cli(["shrink", str(small), "--policy", "kvm-v7", "-o", str(tmp / "shrunk.parquet")],
                                 timeout=600)

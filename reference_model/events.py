@@ -127,6 +127,9 @@ EVENT_KINDS: dict[str, EventKind] = _kinds(
     # VMX at L0
     EventKind("vm_exit", ("reason",), "a hardware VM exit handled in the kernel, then re-entry", level="host"),
     EventKind("host_pkrs", ("value!",), "the host kernel's own PKRS changes (per-CPU pkrs_cache)", **_HOST, overwrites=True),
+    EventKind("vcpu_load", ("value!",), "the vCPU's thread runs on physical CPU `value` from now on (vcpu_load; the "
+              "vCPU loaded there is put first)", **_HOST),
+    EventKind("vcpu_put", (), "vcpu_put: the vCPU leaves its physical CPU (a VM exit first if it was in the guest)", **_HOST),
     # nested VMX (L1 instructions and transitions)
     EventKind("vmwrite", ("field!", "value!"), "L1 VMWRITE to vmcs12", nested=True, overwrites=True),
     EventKind("vmread", ("field!",), "L1 VMREAD from vmcs12; value = what was read", **_READ, nested=True, reads_value=True),

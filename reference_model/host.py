@@ -1,8 +1,9 @@
 """The physical host a policy runs on: which PKS-related features its CPU has.
 
 A trace states them in its metadata (``pksdt.cpu.features``, comma-separated); without that, a
-trace is taken to run on a PKS-capable Intel host with EPT, unrestricted guest and both VMX
-load-PKRS controls, the host every version of the series was written for.
+trace is taken to run on a PKS-capable Intel host with EPT, unrestricted guest, both VMX
+load-PKRS controls and a host kernel that uses PKS, the host every version of the series was
+written for (only the 2026 policies read ``host_pks``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ HOST_FEATURES: dict[str, str] = {
     "vmx_exit_load_pkrs": "the VM-exit control 'load IA32_PKRS' can be set (bit 29)",
     "ept": "EPT (two-dimensional paging) is enabled: KVM's tdp_enabled",
     "unrestricted_guest": "unrestricted guest is enabled (the guest may run with CR0.PG=0)",
+    "host_pks": "the host kernel uses PKS itself (X86_FEATURE_PKS kept, CR4.PKS=1, its own PKRS): the v7-era base "
+                "series; upstream kernels of 2026 never set CR4.PKS",
 }
 
 

@@ -231,6 +231,11 @@ class KvmVcpu:
             "set_nested_state": self.set_nested_state,
             "run": self.run,
             "host_pkrs": self.set_host_pkrs,
+            # before 2026 every vCPU has a CPU of its own (kvm2026.py models shared pCPUs): the
+            # exit and unload above are all a put does, and a vCPU can only be loaded on its own CPU
+            "vcpu_put": lambda ev: Outcome("ok", rules=("KVM26.PCPU",)),
+            "vcpu_load": lambda ev: Outcome("ok", rules=("KVM26.PCPU",)) if ev.value == self.index
+            else unsupported(ev.kind),
             "reset": lambda ev: self.vcpu_reset(init=False),
             "init": self.init_signal,
             "sipi": self.sipi,

@@ -59,6 +59,8 @@ MSR_IA32_TSC_DEADLINE = 0x6E0  # writing it arms or disarms the deadline timer: 
 MSR_IA32_VMX_ENTRY_CTLS = 0x484
 MSR_IA32_VMX_EXIT_CTLS = 0x483
 MSR_IA32_VMX_CR4_FIXED1 = 0x489
+MSR_IA32_VMX_TRUE_EXIT_CTLS = 0x48F
+MSR_IA32_VMX_TRUE_ENTRY_CTLS = 0x490
 # Plain read/write MSRs the model stores without side effects (X86.MSR.STORE).
 PLAIN_MSRS = frozenset({
     MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SYSCALL_MASK, MSR_KERNEL_GS_BASE,

@@ -88,6 +88,25 @@ RULES: dict[str, str] = {
     "X86.INIT.VMX": "INIT in VMX non-root operation is a VM exit (basic reason 3, host state loaded), not a reset.",
     "X86.SMM": "SMM entry saves CR0/CR3/CR4/EFER, clears CR0.PE/EM/TS/PG, CR4, EFER (PKS off); RSM restores "
                "them at the level that took the SMI; PKRS is not saved.",
+    # --- ours: KVM as of v6.18 (2026) and the rebased series (issue 16; reference_model/kvm2026.py) --
+    "KVM26.CAP.SOURCE": "PKS in KVM_GET_SUPPORTED_CPUID: F(PKS) needs raw CPUID and the host kernel's X86_FEATURE_PKS; "
+                        "PASSTHROUGH_F(PKS) raw CPUID only (cpuid.c kvm_set_cpu_caps; upstream 2026 lists no PKS).",
+    "KVM26.CPUID.FROZEN": "After the first KVM_RUN, KVM_SET_CPUID2 is EINVAL unless the table is identical, L2 active "
+                          "or not; an identical table re-runs the after-set-CPUID hooks (cpuid.c kvm_set_cpuid).",
+    "KVM26.CTL.PAIR": "Entry/exit controls are kept only in pairs (vmx.c setup_vmcs_config, vmcs_entry_exit_pairs); "
+                      "without both load-PKRS controls PKS is not advertised (vmx_set_cpu_caps, as for CET).",
+    "KVM26.NESTED.CAPS": "L1's load-PKRS controls come from the sanitized vmcs_config and kvm_cpu_cap_has(PKS) "
+                         "(nested.c nested_vmx_setup_entry_ctls/exit_ctls, as for CET); CPUID updates leave them.",
+    "KVM26.NESTED.CAPMSR": "Host KVM_GET_MSRS reads 0x483/0x484/0x48F/0x490; KVM_SET_MSRS: 0x483/0x484 EINVAL, "
+                           "0x48F/0x490 only a subset of vmcs_config.nested, EBUSY in VMX operation (vmx_set_vmx_msr).",
+    "KVM26.MSR.LIST": "0x6E1 is in KVM_GET_MSR_INDEX_LIST iff the host RDMSR works and kvm_cpu_cap_has(PKS), i.e. "
+                      "iff KVM_GET_SUPPORTED_CPUID has PKS (x86.c kvm_probe_msr_to_save).",
+    "KVM26.PCPU": "vCPUs time-share pCPUs; vcpu_load/vcpu_put never touch IA32_PKRS, so a pCPU keeps what the last "
+                  "VM exit or host write left (vmx.c vmx_vcpu_load_vmcs).",
+    "KVM26.EXIT.HOSTVAL": "The rebase's host PKRS after a VM exit: the host's own if it uses PKS, else 0 (v7's stub), "
+                          "all-ones, or the guest's (no exit-load control) (Paolo Bonzini, Nov 2025).",
+    "KVM26.HOST.OWN": "A host running with CR4.PKS=1 must get its own PKRS back at every VM exit; any other value "
+                      "lets the guest set the host's supervisor access rights (ARCH.CHK.REG).",
     # --- hosts that differ from upstream KVM (sources/kvm_recorder.md §0) -----------------
     "HOST.PVM.CPUID": "The PVM backend rewrites CPUID leaves 1 and 7 on KVM_SET_CPUID2 (PKS/PKU bits dropped).",
     "HOST.PVM.PKE": "The PVM backend accepts CR4.PKE although the guest CPUID has no PKU.",

@@ -19,7 +19,7 @@ from pathlib import Path
 from difftest.verdict.profiles import Profile, get_profile
 from reference_model.policies import Policy
 
-from .generate import DOMAINS, generate
+from .generate import COMMON_DOMAINS, DOMAINS, generate
 from .shrink import DivergenceKind, Goal, shrink
 
 SEED_STRIDE = 1_000_003  # iteration seeds: seed * SEED_STRIDE + i (distinct for every (seed, i) with i < stride)
@@ -55,10 +55,11 @@ class FuzzRun:
 ProgressFn = Callable[[FuzzRun], None]
 
 
-def iteration_plan(seed: int, i: int, max_events: int) -> tuple[int, str, int]:
+def iteration_plan(seed: int, i: int, max_events: int,
+                   domains: tuple[str, ...] = COMMON_DOMAINS) -> tuple[int, str, int]:
     """(trace seed, domain, number of events) of iteration ``i``: a pure function of its inputs."""
     trace_seed = seed * SEED_STRIDE + i
-    domain = DOMAINS[i % len(DOMAINS)]
+    domain = domains[i % len(domains)]
     events = MIN_EVENTS + (trace_seed * 7919) % max(1, max_events - MIN_EVENTS + 1)
     return trace_seed, domain, events
 
@@ -72,10 +73,12 @@ def fuzz(policy_a: Policy, policy_b: Policy, out_dir: str | Path, *, budget_seco
     goal = Goal(policy_a, policy_b, prof)
     run = FuzzRun(policy_a.name, policy_b.name, seed)
     kept: set[DivergenceKind] = set()
+    shared_pcpus = any(getattr(p.build(), "pcpus", None) is not None for p in (policy_a, policy_b))
+    domains = DOMAINS if shared_pcpus else COMMON_DOMAINS
     t0 = time.monotonic()
     i = 0
     while (iterations is None or i < iterations) and (iterations is not None or time.monotonic() - t0 < budget_seconds):
-        trace_seed, domain, events = iteration_plan(seed, i, max_events)
+        trace_seed, domain, events = iteration_plan(seed, i, max_events, domains)
         draft = generate(trace_seed, events, domain, policy_b)
         found = goal.first(draft)
         run.iterations += 1

@@ -57,7 +57,10 @@ from reference_model.registers import (
 )
 from reference_model.rules import most_specific
 
-DOMAINS = ("arch", "kvm", "nested", "pkvm")
+DOMAINS = ("arch", "kvm", "nested", "pkvm", "pcpu")
+# The domains every policy understands; "pcpu" (vCPUs time-sharing physical CPUs) only means more than
+# "kvm" under the 2026 policies, so fuzz adds it only when one of its policies models shared pCPUs.
+COMMON_DOMAINS = DOMAINS[:4]
 DEFAULT_DOMAIN = "kvm"
 DEFAULT_GENERATION_POLICY = "kvm-v7"
 
@@ -369,7 +372,8 @@ class Generator:
     def generate(self) -> Draft:
         self.add_vcpu(0)
         self.tb.end_setup()
-        menu = {"arch": self.arch_menu, "kvm": self.kvm_menu, "nested": self.nested_menu, "pkvm": self.pkvm_menu}[self.domain]
+        menu = {"arch": self.arch_menu, "kvm": self.kvm_menu, "nested": self.nested_menu, "pkvm": self.pkvm_menu,
+                "pcpu": self.pcpu_menu}[self.domain]
         stuck = 0
         while not self.full and stuck < 50:
             before = self.count
@@ -438,6 +442,21 @@ class Generator:
         return [*self.kvm_menu(), (2, lambda: self.emit("pvm_start", level="host")),
                 (2, self.pkvm_set_msr),
                 (1, lambda: self.emit("get_msrs", level="host", msrs=(self.rng.choice(PKVM_MSRS[:4]),)))]
+
+    def pcpu_menu(self) -> list[tuple[float, Callable[[], object]]]:
+        """KVM with vCPUs time-sharing physical CPUs (meaningful under the 2026 policies, KVM26.PCPU)."""
+        return [*self.kvm_menu(), (2, self.schedule)]
+
+    def schedule(self) -> None:
+        """Move a vCPU's thread onto pCPU 0 or 1 (vcpu_load), or take it off its pCPU (vcpu_put)."""
+        if len(self.vcpus) == 1:
+            self.add_vcpu(1)
+        v = self.rng.choice(sorted(self.vcpus))
+        shared = getattr(self.machine, "pcpus", None) is not None  # the policy models pCPUs shared by vCPUs
+        if self.rng.random() < 0.7:
+            self.emit("vcpu_load", vcpu=v, level="host", value=self.rng.randrange(2) if shared else v)
+        else:
+            self.emit("vcpu_put", vcpu=v, level="host")
 
     def pkvm_set_msr(self) -> None:
         """A host write of a plain MSR (PKVM.MSR.PRE before the pVM runs, PKVM.PROTECT after)."""

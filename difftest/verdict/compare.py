@@ -100,7 +100,7 @@ class CompareResult:
         }
 
 
-_KVM_FAMILIES = ("KVM.", "PKVM.")
+_KVM_FAMILIES = ("KVM.", "PKVM.", "KVM26.")
 
 
 def rule_for(a: RowResult, b: RowResult, state_rule: str | None) -> str | None:

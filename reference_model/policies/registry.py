@@ -46,7 +46,8 @@ POLICIES: dict[str, Policy] = {}
 
 VARIANT_MODULES = (
     "hw", "upstream", "upstream_pvm", "kvm_rfc_v1", "kvm_rfc_v2", "kvm_rfc_v3", "kvm_v4", "kvm_v5", "kvm_v6", "kvm_v7",
-    "kvm_v7r", "pkvm_npvm", "pkvm_pvm_compare", "pkvm_pvm_allow5", "pkvm_pvm_allow8",
+    "kvm_v7r", "upstream_2026", "kvm_rebase", "kvm_rebase_ones", "kvm_rebase_keep", "kvm_rebase_gated",
+    "pkvm_npvm", "pkvm_pvm_compare", "pkvm_pvm_allow5", "pkvm_pvm_allow8",
 )
 
 

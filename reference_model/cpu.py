@@ -17,9 +17,11 @@ from .registers import (
     CPUID7_ECX_OSPKE,
     CPUID7_ECX_PKS,
     CPUID7_ECX_PKU,
+    CR0_EM,
     CR0_PE,
     CR0_PG,
     CR0_RESET,
+    CR0_TS,
     CR0_WP,
     CR4_FLUSH_BITS,
     CR4_KNOWN,
@@ -69,6 +71,7 @@ class Cpu:
         self.pdpte_rsvd = False  # the in-memory PAE PDPTEs have a reserved bit set
         self.tlb: set[int] = set()  # page bases filled since the last flush
         self.stale: set[int] = set()  # filled before a CR4.PKS/PKE change or a remap, not flushed
+        self.smram: tuple[int, int, int, int] | None = None  # CR0, CR3, CR4, EFER saved by SMM entry
         self.bind_handlers()
 
     def bind_handlers(self) -> None:
@@ -168,7 +171,7 @@ class Cpu:
         if self.cr0 & CR0_PG and (value ^ self.efer) & EFER_LME:
             return gp("X86.MODE")
         self.efer = (value & EFER_WRITABLE) | (self.efer & EFER_LMA)
-        self.after_cr_write(self.cr4)
+        self.after_efer_write()
         return Outcome("ok", rules=("X86.MODE",))
 
     # -- control registers ---------------------------------------------------------------
@@ -209,7 +212,10 @@ class Cpu:
         return Outcome("ok", rules=("X86.PAE.PDPTE",))
 
     def after_cr_write(self, old_cr4: int) -> None:
-        """Hook after a successful CR0/CR4/EFER change (KVM runs vmx_set_cr4 and the MMU here)."""
+        """Hook after a successful CR0/CR4 change (KVM runs vmx_set_cr4 and the MMU here)."""
+
+    def after_efer_write(self) -> None:
+        """Hook after a successful EFER write (KVM resets the MMU context; vmx_set_cr4 does not run)."""
 
     def update_lma(self) -> None:
         """X86.MODE: EFER.LMA = EFER.LME and CR0.PG."""
@@ -311,6 +317,29 @@ class Cpu:
             elif out.result == "ok":
                 self.tlb.add(m.base)
         return out
+
+    # -- SMM ----------------------------------------------------------------------------
+    def enter_smm(self) -> None:
+        """SMM entry (SDM 34.5.1, Table 34-4): CR0.PE/EM/TS/PG = 0, CR4 = 0, EFER = 0, so PKS is off
+        in SMM; CR0, CR3, CR4 and EFER go to the SMRAM state-save area.  PKRS is not saved: it carries."""
+        self.smram = (self.cr0, self.cr3, self.cr4, self.efer)
+        old = self.cr4
+        self.cr0 &= ~(CR0_PE | CR0_EM | CR0_TS | CR0_PG)
+        self.cr4 = 0
+        self.efer = 0
+        self.flush_tlb()
+        self.after_cr_write(old)
+        self.after_efer_write()
+
+    def leave_smm(self) -> None:
+        """RSM restores what SMM entry saved (PKRS keeps the value the SMM handler left)."""
+        assert self.smram is not None
+        old = self.cr4
+        self.cr0, self.cr3, self.cr4, self.efer = self.smram
+        self.smram = None
+        self.flush_tlb()
+        self.after_cr_write(old)
+        self.after_efer_write()
 
     # -- lifecycle -----------------------------------------------------------------------
     def _power_on_registers(self) -> None:

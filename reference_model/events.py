@@ -35,6 +35,7 @@ RESULTS = (
     "vmexit",  # an L2 instruction caused a VM exit to L1: exit_reason = basic exit reason
     "internal_error",  # KVM_EXIT_INTERNAL_ERROR (emulation failure)
     "unsupported",  # the policy cannot execute this event (rule X86.NA)
+    "hang",  # the CPU never completes the instruction (a livelock, or a vCPU waiting for SIPI); a recorder's timeout
 )
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,9 @@ EVENT_KINDS: dict[str, EventKind] = _kinds(
     EventKind("run", (), "KVM_RUN: enter the guest", **_HOST),
     # vCPU lifecycle
     EventKind("reset", (), "RESET (power-up)", host_handled=True),
-    EventKind("init", (), "INIT", host_handled=True),
+    EventKind("init", (), "INIT (an AP then waits for SIPI; in VMX non-root it is a VM exit)", host_handled=True),
+    EventKind("sipi", ("value",), "SIPI (startup IPI, value = vector): starts an AP waiting for SIPI, else ignored",
+              host_handled=True, changes_pkrs=False),
     EventKind("smi", (), "SMI", nested=True),
     EventKind("rsm", (), "RSM (leave SMM)", nested=True),
     # guest instructions

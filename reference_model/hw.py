@@ -12,7 +12,7 @@ from .cpu import Cpu
 from .events import Event, Outcome, gp, unsupported
 from .host import DEFAULT_HOST, HostCpu
 from .machine import SNAPSHOT_PATH, Machine
-from .registers import MSR_IA32_PKRS
+from .registers import EXIT_REASON_INIT_SIGNAL, MSR_IA32_PKRS
 from .vmcs12 import VMX_ERROR_UNSUPPORTED_FIELD, Vmcs12
 from .vmx import LOW32
 
@@ -23,8 +23,10 @@ EXIT_REASON_MSR_WRITE = 32
 class HwVcpu:
     """One logical processor: L1's and L2's registers, L1's VMCS, the one physical PKRS."""
 
-    def __init__(self, machine: HwMachine) -> None:
+    def __init__(self, machine: HwMachine, index: int = 0) -> None:
         self.host = machine.host
+        self.index = index
+        self.wait_for_sipi = False  # an AP (index != 0) after INIT, until a SIPI (X86.SIPI)
         self.l1 = Cpu(machine.address_space("l1"))
         self.l2 = Cpu(machine.address_space("l2"))
         self.vmcs = Vmcs12()
@@ -42,11 +44,27 @@ class HwVcpu:
         if kind == "set_cpuid":
             self.l2.set_cpuid(ev)
             return self.l1.set_cpuid(ev)
-        if ev.level == "host" and kind not in ("reset", "init"):
+        if ev.level == "host" and kind not in ("reset", "init", "sipi"):
             return unsupported(kind)
+        if kind == "sipi":  # starts an AP waiting for SIPI; ignored otherwise (PKRS as INIT left it)
+            self.wait_for_sipi = False
+            return Outcome("ok", rules=("X86.SIPI",))
+        if self.wait_for_sipi and kind not in ("reset", "init"):
+            return Outcome("hang", rules=("X86.SIPI",))
+        if kind == "init" and self.in_smm:
+            return Outcome("ok", rules=("X86.SMM",))  # INIT is blocked (held pending) in SMM
+        if kind == "init" and self.guest_mode:
+            # In VMX non-root operation INIT is a VM exit, not a reset (SDM 25.2: exit reason 3).
+            self.vmexit()
+            return Outcome("vmexit", exit_reason=EXIT_REASON_INIT_SIGNAL,
+                           rules=("VMX.EXIT.SAVE", "VMX.EXIT.LOAD", "X86.INIT.VMX"))
         if kind in ("reset", "init"):
             self.guest_mode = self.in_smm = self.smm_from_l2 = False
+            self.l1.smram = None
+            self.wait_for_sipi = kind == "init" and self.index != 0  # the BSP runs on after INIT
             return self.l1.handlers[kind](ev)
+        if kind == "rsm":
+            return self.rsm(ev.level)
         if ev.level == "l2":
             if not self.guest_mode or self.in_smm:
                 return unsupported(kind)
@@ -71,10 +89,7 @@ class HwVcpu:
         if kind in ("vmlaunch", "vmresume"):
             return self.vmentry()
         if kind == "smi":
-            self.in_smm = True
-            return Outcome("ok", rules=())
-        if kind == "rsm":
-            return self.rsm()
+            return self.smi(from_l2=False)
         handler = self.l1.handlers.get(kind)
         return handler(ev) if handler else unsupported(kind)
 
@@ -107,13 +122,33 @@ class HwVcpu:
         self.l1.pkrs = self.vmcs.host_pkrs & LOW32 if self.vmcs.exit_load else self.l2.pkrs
         self.guest_mode = False
 
-    def rsm(self) -> Outcome:
-        """RSM: back to where the SMI came from; PKRS is not part of the SMRAM state, so it carries."""
+    def smi(self, from_l2: bool) -> Outcome:
+        """SMI (default treatment, SDM 34.14.1): no VM exit and no PKRS change; SMM runs on the l1
+        registers (saved in SMRAM and restored by RSM) with CR0.PG and CR4 cleared, so PKS is off."""
+        if self.in_smm:
+            return Outcome("ok", rules=("X86.SMM",))  # SMIs are blocked in SMM (latched)
+        if from_l2:
+            self.l1.pkrs = self.l2.pkrs  # entering SMM changes no PKRS state (B18's expectation)
+        self.l1.enter_smm()
+        self.in_smm = True
+        self.smm_from_l2 = from_l2
+        return Outcome("ok", rules=("X86.SMM",))
+
+    def rsm(self, level: str) -> Outcome:
+        """RSM, at the level that took the SMI: restore the saved registers and go back there.
+
+        PKRS is not part of the SMRAM state, so the value the SMM handler left carries to that level.
+        """
+        if not self.in_smm:
+            return Outcome("ud", rules=("X86.SMM",))
+        if level != ("l2" if self.smm_from_l2 else "l1"):
+            return unsupported("rsm")
+        self.l1.leave_smm()
         self.in_smm = False
         if self.smm_from_l2:
             self.smm_from_l2 = False
             self.l2.pkrs = self.l1.pkrs
-        return Outcome("ok", rules=())
+        return Outcome("ok", rules=("X86.SMM",))
 
     # -- L2: a guest on real VMX --------------------------------------------------------
     def l2_step(self, ev: Event) -> Outcome:
@@ -130,10 +165,7 @@ class HwVcpu:
             self.vmexit()
             return Outcome("ok", rules=("VMX.EXIT.SAVE", "VMX.EXIT.LOAD"))
         if kind == "smi":
-            self.in_smm = True
-            self.smm_from_l2 = True
-            self.l1.pkrs = self.l2.pkrs  # entering SMM changes no PKRS state (B18's expectation)
-            return Outcome("ok", rules=())
+            return self.smi(from_l2=True)
         handler = self.l2.handlers.get(kind)
         return handler(ev) if handler else unsupported(kind)
 
@@ -164,7 +196,7 @@ class HwMachine(Machine):
     def hw_vcpu(self, index: int) -> HwVcpu:
         v = self.hw_vcpus.get(index)
         if v is None:
-            v = self.hw_vcpus[index] = HwVcpu(self)
+            v = self.hw_vcpus[index] = HwVcpu(self, index)
         return v
 
     def step(self, ev: Event) -> Outcome:

@@ -37,6 +37,7 @@ from .registers import (
     CR4_SMEP,
     EFER_LMA,
     EFER_LME,
+    EXIT_REASON_INIT_SIGNAL,
     MSR_EXIT_FILTER,
     MSR_EXIT_INVAL,
     MSR_EXIT_UNKNOWN,
@@ -59,6 +60,8 @@ EXIT_REASON_MSR_WRITE = 32
 # than a passed-through 0x6E1, KVM's own page walks, and RDPKRU on a host that emulates it.
 KVM_HANDLED = frozenset({"mov_cr0", "mov_cr4", "cpuid", "wrmsr", "rdmsr", "emu_access"})
 HOST_KINDS = kinds_where("host_handled")  # dispatched host-side whatever guest level is active
+# What a vCPU waiting for SIPI (X86.SIPI) still answers: the signals, and host ioctls other than KVM_RUN.
+WAKING_KINDS = (HOST_KINDS - {"run"}) | {"sipi"}
 
 
 @dataclass
@@ -93,6 +96,11 @@ class GuestCpu(Cpu):
 
     def after_cr_write(self, old_cr4: int) -> None:
         self.owner.vmx_set_cr4(self, old_cr4)
+        self.owner.update_mmu(self)
+
+    def after_efer_write(self) -> None:
+        """vmx_set_efer and kvm_mmu_reset_context: only CR0/CR4 writes (and their callers,
+        ept_update_paging_mode_cr0) run vmx_set_cr4 (sources/kvm_pks_series.md §3.4)."""
         self.owner.update_mmu(self)
 
     def pkrs_for_access(self) -> int:
@@ -199,6 +207,7 @@ class KvmVcpu:
         self.nested_exit_cap = False
         self.in_smm = False
         self.smm_from_l2 = False
+        self.wait_for_sipi = False  # kvm_apic_accept_events: an AP after INIT is INIT_RECEIVED
         self.pvm_ran = False
         self.update_nested_caps()
         self.update_mmu(self.l1)
@@ -228,7 +237,8 @@ class KvmVcpu:
             "vcpu_load": lambda ev: Outcome("ok", rules=("KVM26.PCPU",)) if ev.value == self.index
             else unsupported(ev.kind),
             "reset": lambda ev: self.vcpu_reset(init=False),
-            "init": lambda ev: self.vcpu_reset(init=True),
+            "init": self.init_signal,
+            "sipi": self.sipi,
             "pvm_start": self.pvm_start,
             # Without pKVM the host performs the operation itself (kvm_x86_ops), always allowed; pkvm.py
             # overrides with is_guest_vcpu_accessible()
@@ -330,11 +340,15 @@ class KvmVcpu:
     # ------------------------------------------------------------------ dispatch
     def step(self, ev: Event) -> Outcome:
         kind = ev.kind
+        if self.wait_for_sipi and kind not in WAKING_KINDS:
+            return Outcome("hang", rules=("X86.SIPI",))  # INIT_RECEIVED: KVM_RUN blocks, nothing executes
         if kind in HOST_KINDS:
             self.leave_to_userspace()
             return self.host_handlers[kind](ev)
         if kind == "vm_exit":
             return self.vm_exit(ev)
+        if kind == "rsm":
+            return self.rsm(ev)
         level = ev.level if ev.level in ("l1", "l2") else "l1"
         if level == "l2" and not self.guest_mode:
             return Outcome("unsupported", rules=("X86.NA",))
@@ -663,6 +677,8 @@ class KvmVcpu:
         """kvm_vcpu_reset (KVM.RESET): RESET writes 0 with the cap; INIT preserves (v4/v5 differ)."""
         if self.guest_mode:
             self.leave_nested()
+        self.in_smm = self.smm_from_l2 = self.wait_for_sipi = False
+        self.l1.smram = None
         old = self.l1.cr4
         self.l1._power_on_registers()
         if not init:
@@ -747,7 +763,7 @@ class KvmVcpu:
         if level == "l1":
             return {"vmwrite": self.l1_vmwrite, "vmread": self.l1_vmread, "vmlaunch": self.l1_vmlaunch,
                     "vmresume": self.l1_vmlaunch, "set_msr_bitmap": self.l1_set_msr_bitmap,
-                    "rsm": self.rsm, "smi": self.smi}.get(kind)
+                    "smi": self.smi}.get(kind)
         return {"nested_exit": self.l2_nested_exit, "smi": self.smi}.get(kind)
 
     def l1_set_msr_bitmap(self, ev: Event) -> Outcome:
@@ -864,34 +880,76 @@ class KvmVcpu:
         return self.hw_entry() or Outcome("ok", rules=("KVM.NESTED.EXIT", "VMX.EXIT.SAVE", "VMX.EXIT.LOAD"))
 
     def smi(self, ev: Event) -> Outcome:
-        """SMI: with L2 active KVM forces a nested exit first (B18; the SDM changes no state)."""
+        """SMI, emulated by KVM (enter_smm): with L2 active, vmx_enter_smm first forces a nested exit
+        (B18; the SDM changes no state), then L1's CR0/CR4/EFER are saved and cleared (X86.SMM)."""
+        if self.in_smm:
+            return Outcome("ok", rules=("X86.SMM",))  # blocked in SMM, latched
+        self.hw_exit()
+        rules: tuple[str, ...] = ("X86.SMM",)
         if self.guest_mode:
-            self.hw_exit()
             self.nested_vmexit()
             self.sync_vmcs02_to_vmcs12_rare()
             self.smm_from_l2 = True
-            failed = self.hw_entry()
-            if failed is not None:
-                return failed
+            rules = ("X86.SMM", "KVM.NESTED.EXIT")
+        self.l1.enter_smm()
         self.in_smm = True
-        return Outcome("ok", rules=("KVM.NESTED.EXIT",))
+        return self.hw_entry() or Outcome("ok", rules=rules)
 
     def rsm(self, ev: Event) -> Outcome:
-        """RSM: back to L2 through the entry path with run_pending set (prepare_vmcs02_rare reloads)."""
-        self.in_smm = False
-        if not self.smm_from_l2:
-            return Outcome("ok", rules=())
-        self.smm_from_l2 = False
+        """RSM at the level that took the SMI: restore L1's registers, then vmx_leave_smm re-enters L2.
+
+        Upstream vmx_leave_smm calls nested_vmx_enter_non_root_mode(vcpu, false) and only then sets
+        nested_run_pending (Maxim Levitsky, 20220207155447.840194-5-mlevitsk@redhat.com): the entry
+        runs with run_pending clear, so prepare_vmcs02 gives L2 vmcs01_guest_pkrs, L1's PKRS at RSM.
+        """
+        if not self.in_smm:
+            return Outcome("ud", rules=("X86.SMM",))
+        if (ev.level if ev.level in ("l1", "l2") else "l1") != ("l2" if self.smm_from_l2 else "l1"):
+            return Outcome("unsupported", rules=("X86.NA",))
+        failed = self.enter()
+        if failed is not None:
+            return failed
+        self.vm.count("exit.kvm")
         self.hw_exit()
-        self.vmcs12_dirty = True
-        self.enter_non_root(from_vmentry=False, run_pending=True)
-        return self.hw_entry() or Outcome("ok", rules=("KVM.NESTED.ENTRY",))
+        self.l1.leave_smm()
+        self.in_smm = False
+        rules: tuple[str, ...] = ("X86.SMM",)
+        if self.smm_from_l2:
+            self.smm_from_l2 = False
+            self.vmcs12_dirty = True
+            self.enter_non_root(from_vmentry=False, run_pending=False)
+            self.run_pending = True
+            rules = ("X86.SMM", "KVM.NESTED.ENTRY")
+        return self.hw_entry() or Outcome("ok", rules=rules)
+
+    def init_signal(self, ev: Event) -> Outcome:
+        """INIT: with L2 active it is a nested VM exit to L1 (vmx_check_nested_events: reason 3,
+        vmcs12's host state loaded), not a reset; otherwise kvm_vcpu_reset(init_event=true)."""
+        if self.in_smm:
+            return Outcome("ok", rules=("X86.SMM",))  # INIT is blocked in SMM (kvm_apic_init_sipi_allowed)
+        if self.guest_mode:
+            self.nested_vmexit()
+            return Outcome("vmexit", exit_reason=EXIT_REASON_INIT_SIGNAL,
+                           rules=("KVM.NESTED.EXIT", "VMX.EXIT.LOAD", "X86.INIT.VMX"))
+        out = self.vcpu_reset(init=True)
+        self.wait_for_sipi = self.index != 0  # the BSP (vCPU 0) runs on; an AP waits for SIPI
+        return out
+
+    def sipi(self, ev: Event) -> Outcome:
+        """SIPI: an AP waiting after INIT starts (kvm_vcpu_deliver_sipi_vector sets CS:IP; PKRS stays as
+        INIT left it, ARCH.INIT); to any other vCPU it is ignored."""
+        self.wait_for_sipi = False
+        return Outcome("ok", rules=("X86.SIPI",))
 
     def get_nested_state(self, ev: Event) -> Outcome:
-        if self.need_sync_rare:
+        """KVM_GET_NESTED_STATE: vmx_get_nested_state syncs vmcs02 into vmcs12 first while L2 is
+        active (sync_vmcs02_to_vmcs12 and its rare half, with the version's PKRS gate)."""
+        rules: tuple[str, ...] = ("KVM.NESTED.ENTRY",)
+        if self.need_sync_rare or self.guest_mode:
             self.sync_vmcs02_to_vmcs12_rare()
+            rules = ("KVM.NESTED.ENTRY", "KVM.NESTED.EXIT")  # the save of L2's PKRS is KVM.NESTED.EXIT's
         self.vm.nested_blobs[self.index] = NestedBlob(self.vmcs12.copy(), self.guest_mode, self.run_pending)
-        return Outcome("ok", rules=("KVM.NESTED.ENTRY",))
+        return Outcome("ok", rules=rules)
 
     def set_nested_state(self, ev: Event) -> Outcome:
         """KVM_SET_NESTED_STATE: the not-from-VM-entry path of KVM.NESTED.ENTRY (B14)."""

@@ -29,7 +29,8 @@ class KvmKnobs:
     emu_pkrs_source: str = "gated"  # msr (v1-v3) | copy (v4) | blind (v5/v6, B13) | gated (v7: only if role.cr4_pks)
     pkru_gated_by_role: bool = True  # v7 reads PKRU only if role.cr4_pke (B13)
     # -- the MSR (KVM.MSR.*) ------------------------------------------------------------
-    value_check_first: bool = True  # v7R moves the 63:32 check after the capability checks
+    # (no knob for v7R moving the 63:32 check after the capability checks: every failure of
+    # vmx_set_msr returns 1, so the order changes no outcome; sources/kvm_pks_series.md §2.1)
     pkrs_copy: str = "lazy"  # none (v1-v3: VMREAD/VMWRITE only) | eager (v4: skip-if-equal, per-exit VMREAD) | lazy
     lazy_vmread_needs_cap: bool = False  # v5's vmx_cache_reg VMREADs only with cap (v6+ unconditionally, B13)
     intercept_policy: str = "cpuid"  # cpuid | cr4 (v4) | cpuid_sticky (v5, B11a)

@@ -127,7 +127,29 @@ def check_access(
     pkrs: int,
     pkru: int,
 ) -> Outcome:
-    """The architectural outcome of one access (SPEC §1), with the rules that decided it."""
+    """The architectural outcome of one access (SPEC §1), with the rules that decided it.
+
+    A faulting read-modify-write whose read alone would fault also cites X86.RMW.LOAD: the load
+    half decides the fault (AD, not present, RSVD, U/S, SMAP), not the store half (WD, R/W).
+    """
+    out = _check_access(mapping, addr, access, cpl, cr0, cr4, efer, pkrs, pkru)
+    if access == "rmw" and out.result == "pf" and _check_access(
+            mapping, addr, "read", cpl, cr0, cr4, efer, pkrs, pkru).result == "pf":
+        out.rules = (*out.rules, "X86.RMW.LOAD")
+    return out
+
+
+def _check_access(
+    mapping: Mapping | None,
+    addr: int,
+    access: str,
+    cpl: int,
+    cr0: int,
+    cr4: int,
+    efer: int,
+    pkrs: int,
+    pkru: int,
+) -> Outcome:
     if not cr0 & CR0_PG:
         return Outcome("ok", rules=("X86.PAGING.OFF", "ARCH.CR4.EFFECT"))
     fetch = access == "fetch"

@@ -101,8 +101,14 @@ RULES: dict[str, str] = {
     "X86.MSR.UNKNOWN": "RDMSR/WRMSR of an MSR the CPU does not implement: #GP(0).",
     "X86.MSR.CANONICAL": "WRMSR of a non-canonical address to KERNEL_GS_BASE, LSTAR, CSTAR, SYSENTER_ESP/EIP: #GP(0).",
     "X86.MSR.STORE": "A plain MSR read returns the last value written.",
+    "X86.RMW.LOAD": "A faulting read-modify-write whose read alone faults (AD, P=0, RSVD, U/S, SMAP): the load half faults.",
     "X86.PKRU": "WRPKRU/RDPKRU need CR4.PKE=1 (else #UD); WRPKRU needs ECX=EDX=0.",
     "X86.INIT": "INIT/RESET put CR0/CR3/CR4/EFER back to their power-up values and flush the TLB.",
+    "X86.SIPI": "After INIT an AP (vCPU other than 0) waits for SIPI: it runs no instruction (hang) until a SIPI; "
+                "a SIPI to a CPU not waiting is ignored.",
+    "X86.INIT.VMX": "INIT in VMX non-root operation is a VM exit (basic reason 3, host state loaded), not a reset.",
+    "X86.SMM": "SMM entry saves CR0/CR3/CR4/EFER, clears CR0.PE/EM/TS/PG, CR4, EFER (PKS off); RSM restores "
+               "them at the level that took the SMI; PKRS is not saved.",
     # --- ours: KVM as of v6.18 (2026) and the rebased series (issue 16; reference_model/kvm2026.py) --
     "KVM26.CAP.SOURCE": "PKS in KVM_GET_SUPPORTED_CPUID: F(PKS) needs raw CPUID and the host kernel's X86_FEATURE_PKS; "
                         "PASSTHROUGH_F(PKS) raw CPUID only (cpuid.c kvm_set_cpu_caps; upstream 2026 lists no PKS).",
@@ -204,6 +210,44 @@ _HYPERVISOR_SOURCES: dict[str, str] = {
         "Protection Key\")"
     ),
 }
+
+# Specificity, as data: rule -> the more general rules it is a special case of.  Where several rules
+# decided one outcome, a report names the most specific (``most_specific``): e.g. a CPL3 access to a
+# supervisor address that faults is ARCH.PFEC.CPL3's case before it is ARCH.PFEC.PK's or X86.PAGE.US's.
+REFINES: dict[str, tuple[str, ...]] = {
+    "ARCH.PFEC.CPL3": ("ARCH.PFEC.PK", "X86.PAGE.US"),
+    "ARCH.PFEC.PK": ("ARCH.RIGHTS", "ARCH.KEY", "ARCH.CHK.REG", "ARCH.ADDR"),
+    "ARCH.PFEC.TERMINAL": ("X86.PAGE.NP",),
+    "KVM.CR4.RSVD": ("ARCH.CR4.RSVD", "X86.CR4.RSVD"),
+    "KVM.CR4.ROLE": ("KVM.MMU.PKR",),
+    "X86.INIT.VMX": ("X86.INIT", "VMX.EXIT.LOAD", "VMX.EXIT.SAVE", "KVM.NESTED.EXIT"),
+    "X86.SMM": ("X86.PAGING.OFF",),
+}
+
+
+def _general(rule_id: str) -> set[str]:
+    """Every rule ``rule_id`` refines, transitively."""
+    out: set[str] = set()
+    todo = list(REFINES.get(rule_id, ()))
+    while todo:
+        r = todo.pop()
+        if r not in out:
+            out.add(r)
+            todo.extend(REFINES.get(r, ()))
+    return out
+
+
+def most_specific(rules: tuple[str, ...] | list[str]) -> str | None:
+    """The rule a report should name among ``rules`` (the ones that decided an outcome, in the order
+    they were hit): the last one that no other rule in ``rules`` refines (``REFINES``)."""
+    covered: set[str] = set()
+    for r in rules:
+        covered |= _general(r)
+    for r in reversed(rules):
+        if r not in covered:
+            return r
+    return rules[-1] if rules else None
+
 
 SPEC_FAMILIES = ("ARCH", "VMX", "KVM", "PKVM")
 # Each hypervisor's own documented rules: a departure from the architecture citing one is explained.

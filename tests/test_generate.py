@@ -71,6 +71,7 @@ def test_preconditions_hold(domain: str) -> None:
         paging: dict[int, bool] = {}
         mapped: set[tuple[str, int]] = set()
         vmcs12: dict[int, set[object]] = {}
+        smm_saved: dict[int, bool] = {}
         for r in rows:
             v, kind = r["vcpu"], r["kind"]
             assert kind in ("snapshot", "create_vcpu", "set_cpuid") or r is rows[0] or v in cpuid, f"vCPU {v} used before CPUID"
@@ -78,8 +79,14 @@ def test_preconditions_hold(domain: str) -> None:
                 cpuid[v] = r["cpuid_7_ecx"]
             elif kind == "mov_cr4" and r["value"] & CR4_PKS:
                 assert cpuid.get(v, 0) & CPUID7_ECX_PKS, f"seed {seed}: CR4.PKS before CPUID.PKS"
-            elif kind in ("reset", "init"):
+            elif kind in ("reset", "init") and r.get("exp_result") != "vmexit":  # INIT in L2: X86.INIT.VMX
                 paging[v] = False
+                smm_saved.pop(v, None)
+            elif kind == "smi" and r.get("exp_result") == "ok" and v not in smm_saved:
+                smm_saved[v] = paging.get(v, False)  # X86.SMM: paging is off in SMM
+                paging[v] = False
+            elif kind == "rsm" and r.get("exp_result") == "ok":
+                paging[v] = smm_saved.pop(v, False)
             elif kind in ("mov_cr0", "set_sregs") and r.get("level") != "l2":
                 cr0 = r.get("value", r.get("cr0"))
                 if cr0 is not None:

@@ -342,7 +342,8 @@ MUTANTS = (
         "V10-pae-no-lma-ad-sup-read": ("access", "ARCH.CR4.EFFECT"),
         "ARCH.CR4.EFFECT-modes": ("32bit-read", "ARCH.CR4.EFFECT"),
     }),
-    Mutant("init-clears-pkrs", _init_clears_pkrs, {"ARCH.INIT-preserves-pkrs": ("rdmsr", "ARCH.INIT")}),
+    Mutant("init-clears-pkrs", _init_clears_pkrs, {"ARCH.INIT-preserves-pkrs": ("rdmsr", "ARCH.INIT"),
+                                                    "ARCH.INIT-ap-init-sipi-sipi": ("bsp-rdmsr", "ARCH.INIT")}),
     Mutant("reset-keeps-pkrs", _reset_keeps_pkrs, {"ARCH.RESET-clears-pkrs": ("rdmsr", "ARCH.RESET")}),
     Mutant("pkrs-upper-half-truncated", _pkrs_upper_truncated,
            {"ARCH.MSR.RSVD-upper-half": ("bit32", "ARCH.MSR.RSVD")}),
@@ -360,6 +361,7 @@ MUTANTS = (
         "ARCH.MSR.INDEP-any-mode": ("real-rdmsr", "ARCH.MSR.INDEP"),
         "ARCH.CR4.EFFECT-modes": ("ia32e-read", "ARCH.CR4.EFFECT"),
         "ARCH.TLB-cr4-pks-flush": ("a-after-cr3", "ARCH.TLB"),
+        "ARCH.INIT-ap-init-sipi-sipi": ("bsp-rdmsr", "ARCH.INIT"),  # PKRS written in real mode
     }),
     # The only CR4.PKS change without a flush; its expectation (QEMU's stale 'ok') is then compared.
     Mutant("cr4-pks-change-flushes", _cr4_pks_flushes, {"ARCH.TLB-cr4-pks-flush": ("a-unflushed", "ARCH.TLB")}),

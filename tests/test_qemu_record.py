@@ -143,3 +143,27 @@ def test_whole_arch_corpus_replays_clean(tmp_path: Path) -> None:
             failed.append((p.name, [d.describe_event() for d in res.divergences]))
     assert failed == []
     assert recorded > len(ARCH)  # the corpus was really run, not skipped row by row
+
+
+def test_livelock_is_recorded_as_hang_and_masked(tmp_path: Path) -> None:
+    """MOV CR4.PKS without CPUID.PKS livelocks QEMU (pks_semantics R2, deviation 5): sent as the trace's last
+    event, the recorder's timeout records it as ``hang``; the qemu profile masks it, strict does not."""
+    from difftest.trace.builder import TraceBuilder
+
+    t = TraceBuilder("cr4-pks-livelock", "MOV CR4.PKS without CPUID.PKS", policy="hw", source="pks_semantics R2")
+    t.cpuid(pks=False)
+    t.long_mode()
+    t.end_setup()
+    t.cr4(pks=True, flush=False).expect_gp(rule="ARCH.CR4.RSVD")
+    rec, boot_result = record_one(TraceInput("cr4-pks-livelock", scenario_rows(t), t.metadata()),
+                                  timeout=5, cache=tmp_path / "cache")
+    assert boot_result.timed_out
+    last = rec.rows[-1]
+    assert last["kind"] == "mov_cr4" and last["exp_result"] == "hang", last
+    assert "never completed" in last["note"]
+    path = write_trace(tmp_path / "livelock.parquet", rec.rows, rec.meta)
+    masked = replay(path)
+    assert masked.divergence_count == 0 and masked.masked_by.get("qemu-cr4-reserved-livelock") == 1
+    strict = replay_trace(open_trace(path), get_policy("hw"), get_profile("strict"))
+    assert strict.divergence_count == 1 and strict.first is not None and strict.first.outcome is not None
+    assert strict.first.outcome.result == "gp"

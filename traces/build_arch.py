@@ -484,6 +484,33 @@ def init() -> Scenario:
 
 
 @scenario
+def init_sipi_ap() -> Scenario:
+    t = TraceBuilder("ARCH.INIT-ap-init-sipi-sipi", "PKRS survives INIT on the BSP and INIT-SIPI-SIPI on an AP, which "
+                     "runs nothing before its SIPI",
+                     policy="hw", source=(f"SPEC ARCH.INIT; {R_SEM} R4 (the QEMU AP probe: PKRS written before "
+                                          "INIT+SIPI, read after); SDM Vol. 3A 9.4 (MP initialization: after INIT the "
+                                          "BSP runs on and an AP waits for a SIPI; a SIPI to a CPU not waiting is "
+                                          "ignored)"),
+                     notes="vCPU 0 is the BSP, vCPU 1 the AP (QEMU records vCPU 0 only).")
+    t.cpuid(pks=True)
+    t.on(vcpu=1).cpuid(pks=True)
+    t.end_setup()
+    t.on(vcpu=0).wrmsr(PKRS, 0xAAAA_AAA8).expect_ok(rule="ARCH.MSR.RSVD")
+    t.on(vcpu=1).wrmsr(PKRS, 0xAAAA_AAA8).expect_ok(rule="ARCH.MSR.RSVD")
+    t.on(vcpu=0).init().expect_ok(rule="ARCH.INIT")
+    t.rdmsr(PKRS).expect_value(0xAAAA_AAA8, rule="ARCH.INIT").note("the BSP runs on after INIT")
+    s = Scenario(t).mark("bsp-rdmsr")
+    t.on(vcpu=1).init().expect_ok(rule="ARCH.INIT")
+    t.rdmsr(PKRS).expect("hang", rule="ARCH.INIT").note("X86.SIPI: waiting for SIPI, the instruction never runs")
+    t.event("sipi", value=0x9A).expect_ok(rule="ARCH.INIT").note("X86.SIPI: the AP starts")
+    t.rdmsr(PKRS).expect_value(0xAAAA_AAA8, rule="ARCH.INIT")
+    t.event("sipi", value=0x9A).expect_ok(rule="ARCH.INIT").note("X86.SIPI: the second SIPI finds the AP running: ignored")
+    t.rdmsr(PKRS).expect_value(0xAAAA_AAA8, rule="ARCH.INIT")
+    t.snapshot("vcpu1.pkrs", 0xAAAA_AAA8, rule="ARCH.INIT")
+    return s
+
+
+@scenario
 def addr_upper() -> Scenario:
     s = new("ARCH.ADDR-upper-level-us0", "An address is user-mode only if U/S=1 at every level: leaf U/S=1 under "
             "a U/S=0 upper entry is a supervisor address, checked against PKRS", f"SPEC ARCH.ADDR; {R_SEM} R6")

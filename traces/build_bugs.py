@@ -27,6 +27,9 @@ from reference_model.registers import (
     CR0_WP,
     CR4_PAE,
     CR4_PKS,
+    CR4_VMXE,
+    EFER_LMA,
+    EFER_LME,
     MSR_IA32_PKRS,
     MSR_IA32_XSS,
     MSR_STAR,
@@ -59,6 +62,7 @@ X = 0x4  # AD for key 1: the guest's value in most scenarios
 Y = 0x4  # L2's value in nested scenarios
 H1 = 0x30  # vmcs12.host_ia32_pkrs (AD|WD for key 2)
 G0 = 0x10  # vmcs12.guest_ia32_pkrs (AD for key 2)
+Z = 0x0C  # what an SMM handler writes to PKRS (AD|WD for key 1)
 SUP = 0x40000000  # a supervisor-mode address
 USR = 0x50000000  # a user-mode address
 
@@ -191,6 +195,25 @@ def b6() -> TraceBuilder:
     t.rdmsr(PKRS).expect_value(X, rule="KVM.CTL")
     t.snapshot("vcpu0.pkrs", X, rule="KVM.CTL")
     return t.snapshot("vcpu0.vmcs01.entry_ctls.load_pkrs", 1, rule="KVM.CTL")
+
+
+def b6_efer() -> TraceBuilder:
+    t = new("B6b-efer-write-pg0", "A WRMSR to EFER while paging is off must not switch the PKRS load controls",
+            source=(f"{SERIES} §3.4 (vmx_set_cr4 runs on CR0/CR4 writes and from ept_update_paging_mode_cr0), "
+                    "§1 (v4: controls on from vmcs_config); seed 001 (v4 review)"),
+            notes=("An independent check of the model (issue 16): it ran v4's vmx_set_cr4 toggle on EFER writes too, "
+                   "so the EFER.LME write with CR4.PKS=1, CR0.PG=0 took the disable path and the later CR0.PG=1 found "
+                   "nothing to toggle.  KVM's vmx_set_efer does not call vmx_set_cr4: v4 keeps its initial controls."),
+            host=HOST_NO_UG)
+    t.host_pkrs(A)
+    t.cpuid(pks=True).end_setup()
+    t.cr4(CR4_PAE | CR4_PKS).expect_ok(rule="KVM.CR4.RSVD").note("paging off: hw_cr4 masks PKS (no unrestricted guest)")
+    t.efer(lme=True).expect_ok(rule="X86.MODE")
+    t.cr0(CR0_ET | CR0_PE | CR0_PG | CR0_WP).expect_ok(rule="X86.MODE")
+    t.snapshot("vcpu0.efer", EFER_LME | EFER_LMA, rule="X86.MODE")
+    t.wrmsr(PKRS, X).expect_ok(rule="KVM.MSR.WR")
+    t.rdmsr(PKRS).expect_value(X, rule="KVM.CTL")
+    return t.snapshot("vcpu0.pkrs", X, rule="KVM.CTL")
 
 
 def b7() -> TraceBuilder:
@@ -352,6 +375,30 @@ def b14() -> TraceBuilder:
     return t.snapshot("vcpu1.pkrs", Y, rule="KVM.NESTED.ENTRY")
 
 
+def b14_order() -> TraceBuilder:
+    t = new("B14b-migrate-nested-state-first", "KVM_GET_NESTED_STATE with L2 active saves L2's PKRS; a restore "
+            "with KVM_SET_NESTED_STATE before KVM_SET_MSRS gives L2 its PKRS",
+            source=(f"{SERIES} §7.4, §7.5; upstream arch/x86/kvm/vmx/nested.c vmx_get_nested_state (is_guest_mode: "
+                    "sync_vmcs02_to_vmcs12 and sync_vmcs02_to_vmcs12_rare before copying vmcs12 out)"),
+            notes=("B14-nested-restore-stale-l1-pkrs is the other order (KVM_SET_MSRS first).  The model used to "
+                   "skip the sync unless a nested exit had happened, so the blob kept vmcs12's stale G0."))
+    long_mode_l1(t, pks=True, vmx=True)
+    set_pks(t, vmxe=True)
+    t.event("set_msr_bitmap", msr=PKRS, value=0)
+    t.vmwrite(VMCS_VM_ENTRY_CONTROLS, VM_ENTRY_LOAD_IA32_PKRS)
+    t.vmwrite(VMCS_GUEST_IA32_PKRS, G0)
+    t.vmlaunch().expect_ok(rule="KVM.NESTED.ENTRY")
+    t.on(level="l2").wrmsr(PKRS, Y).expect_ok(rule="KVM.NESTED.BITMAP")
+    t.get_nested_state().expect_ok(rule="KVM.NESTED.ENTRY")
+    t.snapshot("vcpu0.vmcs12.guest_ia32_pkrs", Y, rule="KVM.NESTED.EXIT",
+               note="vmx_get_nested_state syncs vmcs02 into vmcs12 while L2 is active")
+    t.on(vcpu=1, level="l1").cpuid(pks=True, vmx=True)
+    t.set_nested_state(src_vcpu=0, run_pending=False).expect_ok(rule="KVM.NESTED.ENTRY")
+    t.set_msrs({PKRS: Y}).expect("ok", count=1, rule="KVM.MSR.WR").note("host write with L2 active: vmcs02")
+    t.event("run")
+    return t.snapshot("vcpu1.pkrs", Y, rule="KVM.NESTED.ENTRY")
+
+
 def b15() -> TraceBuilder:
     t = new("B15-save-gated-on-cpuid", "Without the entry control in the CPU, a nested exit must not save PKRS to vmcs12",
             source=f"{SERIES} §11 B15, §7.5; Sean R26 YkTP7uztERLwynAN@google.com",
@@ -408,7 +455,9 @@ def b18() -> TraceBuilder:
             policy="hw",
             source=f"{SERIES} §11 B18, §7.4; Sean R30 Yobt1XwOfb5M6Dfa@google.com",
             notes=("Every KVM version (v7R too: Sean asked to leave it) forces an emulated nested exit that loads "
-                   "vmcs12.host_ia32_pkrs, so the SMM handler sees H1.  After RSM L2 resumes with Y [D]."))
+                   "vmcs12.host_ia32_pkrs, so the SMM handler sees H1.  RSM (at l2, the level that took the SMI) "
+                   "re-enters L2 before nested_run_pending is set (upstream vmx_leave_smm), so L2 resumes with L1's "
+                   "PKRS, H1, not Y: §11 B18's [D] note assumed the reload of vmcs12.guest_ia32_pkrs."))
     long_mode_l1(t, pks=True, vmx=True)
     set_pks(t, vmxe=True)
     t.event("set_msr_bitmap", msr=PKRS, value=0)
@@ -416,10 +465,63 @@ def b18() -> TraceBuilder:
     t.vmwrite(VMCS_HOST_IA32_PKRS, H1)
     t.vmlaunch().expect_ok(rule="KVM.NESTED.ENTRY")
     t.on(level="l2").wrmsr(PKRS, Y).expect_ok(rule="KVM.NESTED.BITMAP")
-    t.event("smi")
+    t.event("smi").expect_ok(rule="X86.SMM")
     t.snapshot("vcpu0.pkrs", Y, rule="KVM.NESTED.EXIT", note="SDM: entering SMM changes no state not saved in SMRAM")
-    t.event("rsm")
+    t.snapshot("vcpu0.cr4", 0, rule="X86.SMM", note="SDM 34.5.1: CR4 is 0 in SMM, so PKS is off")
+    t.event("rsm").expect_ok(rule="X86.SMM").note("RSM at the level that took the SMI")
     return t.snapshot("vcpu0.pkrs", Y, rule="KVM.NESTED.ENTRY")
+
+
+def b18_handler() -> TraceBuilder:
+    t = new("B18b-smm-handler-writes-pkrs", "After RSM, L2 runs with the PKRS the SMM handler left (PKRS is not in SMRAM)",
+            policy="hw",
+            source=(f"{SERIES} §11 B18, §7.4; upstream vmx_leave_smm: nested_vmx_enter_non_root_mode(vcpu, false), then "
+                    "nested_run_pending = 1 (Maxim Levitsky 20220207155447.840194-5-mlevitsk@redhat.com)"),
+            notes=("L2's PKRS equals vmcs12.host_ia32_pkrs, so the forced nested exit of B18 is invisible at SMM entry.  "
+                   "Upstream re-enters L2 with nested_run_pending still 0, so prepare_vmcs02 gives vmcs02 "
+                   "vmcs01_guest_pkrs, L1's PKRS at RSM: the handler's Z.  v7 and v7R capture it (!from_vmentry, "
+                   "!nested_run_pending); RFC v1-v6 skip the capture when vmcs12 has LOAD_PKRS (the B14 cause) and "
+                   "give L2 the stale vmcs01_guest_pkrs.  The model used to set run_pending before the re-entry and "
+                   "reloaded vmcs12.guest_ia32_pkrs (H1), as the [D] note of §11 B18 assumed."))
+    long_mode_l1(t, pks=True, vmx=True)
+    set_pks(t, vmxe=True)
+    t.event("set_msr_bitmap", msr=PKRS, value=0)
+    t.vmwrite(VMCS_VM_ENTRY_CONTROLS, VM_ENTRY_LOAD_IA32_PKRS)
+    t.vmwrite(VMCS_GUEST_IA32_PKRS, G0)
+    t.vmwrite(VMCS_VM_EXIT_CONTROLS, VM_EXIT_LOAD_IA32_PKRS)
+    t.vmwrite(VMCS_HOST_IA32_PKRS, H1)
+    t.vmlaunch().expect_ok(rule="KVM.NESTED.ENTRY")
+    t.on(level="l2").wrmsr(PKRS, H1).expect_ok(rule="KVM.NESTED.BITMAP")
+    t.event("smi").expect_ok(rule="X86.SMM")
+    t.snapshot("vcpu0.pkrs", H1, rule="KVM.NESTED.EXIT")
+    t.on(level="l1").wrmsr(PKRS, Z).expect_ok(rule="ARCH.MSR.INDEP").note("the SMM handler, CR0.PG=0 CR4=0")
+    t.on(level="l2").event("rsm").expect_ok(rule="X86.SMM")
+    t.snapshot("vcpu0.pkrs", Z, rule="KVM.NESTED.ENTRY", note="RSM restores no PKRS: L2 resumes with Z")
+    return t.snapshot("vcpu0.l2.cr4", 0, rule="X86.SMM").note("L2's own CR4 (never set here) is restored")
+
+
+def init_in_l2() -> TraceBuilder:
+    t = new("B12-init-in-l2-vm-exit", "INIT while L2 runs is a VM exit to L1 (reason 3) that loads vmcs12's host PKRS",
+            policy="hw",
+            source=("SDM Vol. 3C 25.2 (INIT in VMX non-root operation causes a VM exit, basic reason 3); upstream "
+                    "arch/x86/kvm/vmx/nested.c vmx_check_nested_events (pending INIT with L2 active: "
+                    "nested_vmx_vmexit(EXIT_REASON_INIT_SIGNAL)); "
+                    f"{SERIES} §7.5 (load_vmcs12_host_state writes host_ia32_pkrs)"),
+            notes=("The model used to reset the vCPU (kvm_vcpu_reset) whatever the level.  INIT in VMX root "
+                   "operation (blocked while VMXON) is not modelled: the model has no VMXON state."))
+    long_mode_l1(t, pks=True, vmx=True)
+    set_pks(t, vmxe=True)
+    t.wrmsr(PKRS, X).expect_ok(rule="KVM.MSR.WR")
+    t.event("set_msr_bitmap", msr=PKRS, value=0)
+    t.vmwrite(VMCS_VM_EXIT_CONTROLS, VM_EXIT_LOAD_IA32_PKRS)
+    t.vmwrite(VMCS_HOST_IA32_PKRS, H1)
+    t.vmlaunch().expect_ok(rule="KVM.NESTED.ENTRY")
+    t.on(level="l2").wrmsr(PKRS, Y).expect_ok(rule="KVM.NESTED.BITMAP")
+    t.event("init", level="host").expect("vmexit", exit_reason=3, rule="X86.INIT.VMX")
+    t.snapshot("vcpu0.nested.guest_mode", 0, rule="X86.INIT.VMX")
+    t.snapshot("vcpu0.cr4", CR4_PAE | CR4_PKS | CR4_VMXE, rule="X86.INIT.VMX", note="not a reset")
+    t.on(level="l1").rdmsr(PKRS).expect_value(H1, rule="VMX.EXIT.LOAD")
+    return t.snapshot("vcpu0.pkrs", H1, rule="VMX.EXIT.LOAD")
 
 
 # --- §12 derived observations and policy-only differences -------------------------------------
@@ -433,6 +535,32 @@ def d1() -> TraceBuilder:
     t.host_pkrs(A)
     long_mode_l1(t)
     return t.get_msrs(PKRS).expect("ok", values=(0,), count=1, rule="KVM.MSR.RD")
+
+
+def d2() -> TraceBuilder:
+    t = new("D2-one-control-no-cap", "A host with only the entry control must not advertise PKS",
+            policy="kvm-v5", host=HOST_ENTRY_CTL_ONLY,
+            source=(f"{SERIES} §12 D2 [D], §2.4 (cap requires both load controls in RFC v1-v5); issue 16 (the "
+                    "rebase: a host with one of the two controls must not advertise PKS)"),
+            notes=("v6 and v7 (and v7R, which pairs the controls but keeps the cap) set the cap from host CPUID "
+                   "alone: 0x6E1 is listed and CR4.PKS is allowed although the controls cannot be used."))
+    t.cpuid(pks=True)
+    t.event("get_msr_index_list").expect_value(0, rule="KVM.MSR.LIST")
+    long_mode_l1(t, cpuid=False)
+    return t.cr4(pks=True).expect_gp(rule="KVM.CR4.RSVD")
+
+
+def d6() -> TraceBuilder:
+    t = new("D6-vmcs12-layout", "vmcs12 places host_ia32_pkrs at 998 and guest_ia32_pkrs at 1006; L1 may use the "
+            "load-PKRS controls whatever its CPUID",
+            source=f"{SERIES} §12 D6, §7.1 (offsets), §7.2 (v5-v7: no CPUID-based toggle of the nested controls)",
+            notes=("RFC v1-v4 use 320/328, so their nested-state blobs do not restore on v5-v7.  RFC v1-v4 also "
+                   "hide the controls from an L1 whose CPUID lacks PKS."))
+    t.cpuid(vmx=True)
+    t.snapshot("vcpu0.vmcs12.offset.guest_ia32_pkrs", 1006, rule="KVM.VMCS12.LAYOUT")
+    t.snapshot("vcpu0.vmcs12.offset.host_ia32_pkrs", 998, rule="KVM.VMCS12.LAYOUT")
+    t.snapshot("vcpu0.vmx.entry_ctls_high.load_pkrs", 1, rule="KVM.NESTED.CAPS")
+    return t.snapshot("vcpu0.vmx.exit_ctls_high.load_pkrs", 1, rule="KVM.NESTED.CAPS")
 
 
 def d3() -> TraceBuilder:
@@ -566,8 +694,8 @@ def pk7() -> TraceBuilder:
 
 
 SCENARIOS: tuple[Callable[[], TraceBuilder], ...] = (
-    b1, b2, b3, b4a, b4b, b5, b5_host_change, b6, b7, b8, b9, b10, b10_mirror, b11a, b11b, b11c,
-    b12_init, b12_reset, b13, b14, b15, b16, b17, b18, d1, d3, d5, p1, p2, p3,
+    b1, b2, b3, b4a, b4b, b5, b5_host_change, b6, b6_efer, b7, b8, b9, b10, b10_mirror, b11a, b11b, b11c,
+    b12_init, b12_reset, init_in_l2, b13, b14, b14_order, b15, b16, b17, b18, b18_handler, d1, d2, d3, d5, d6, p1, p2, p3,
     pk1, pk2, pk3, pk4, pk5, pk6, pk7,
 )
 

@@ -56,6 +56,7 @@ from reference_model.registers import (
     VMCS_VM_ENTRY_CONTROLS,
     VMCS_VM_EXIT_CONTROLS,
 )
+from reference_model.rules import most_specific
 
 DOMAINS = ("arch", "kvm", "nested", "pkvm", "pcpu")
 # The domains every policy understands; "pcpu" (vCPUs time-sharing physical CPUs) only means more than
@@ -245,6 +246,7 @@ class _VcpuState:
 
     prepared: bool = False  # vmcs12 controls, fields and L1's MSR bitmap written
     in_smm: bool = False
+    smm_level: str = "l1"  # the level that took the SMI: RSM is executed there
 
 
 class Generator:
@@ -305,12 +307,12 @@ class Generator:
             return default
 
     def snapshot(self, path: str) -> None:
-        """A snapshot row with P's value (only for state P models), citing the rule P's last event cited last."""
+        """A snapshot row with P's value (only for state P models), citing the most specific rule of P's last event."""
         try:
             value = self.machine.snapshot(path)
         except KeyError:
             return
-        rule = self.last.rules[-1] if self.last is not None and self.last.rules else None
+        rule = most_specific(self.last.rules) if self.last is not None and self.last.rules else None
         self.tb.on(vcpu=self.cur).snapshot(path, value, rule=rule)
 
     def guest_mode(self, v: int) -> bool:
@@ -403,7 +405,7 @@ class Generator:
         return items
 
     def arch_menu(self) -> list[tuple[float, Callable[[], object]]]:
-        return [*self.guest_menu(), (0.3, lambda: self.emit("init", level="host")),
+        return [*self.guest_menu(), (0.3, self.init_sipi),
                 (0.3, lambda: self.emit("reset", level="host")), (0.5, self.cr0_toggle), (0.3, self.write_pdpte)]
 
     def host_menu(self) -> list[tuple[float, Callable[[], object]]]:
@@ -417,8 +419,8 @@ class Generator:
             (1, self.msr_filter),
             (0.5, lambda: self.emit("enable_user_msr", level="host", value=self.rng.choice((0, 1, 4, 5, 7)))),
             (0.3, lambda: self.emit("get_msr_index_list", level="host")),
-            (0.5, lambda: self.emit("init", level="host")),
-            (0.4, lambda: self.emit("reset", level="host")),
+            (0.5, self.init_sipi),
+            (0.4, self.reset),
             (0.3, lambda: self.emit("get_cpuid", level="host")),
             (0.3, lambda: self.emit("get_sregs", level="host", reg=self.rng.choice(("cr0", "cr4", "efer")))),
             (0.7, self.cr0_toggle),
@@ -603,13 +605,29 @@ class Generator:
         f = self.rng.choice((VMCS_GUEST_IA32_PKRS, VMCS_GUEST_IA32_PKRS, VMCS_HOST_IA32_PKRS, VMCS_VM_ENTRY_CONTROLS))
         self.emit("vmread", field=f)
 
+    def init_sipi(self) -> None:
+        """INIT, then the startup IPIs: INIT-SIPI-SIPI for an AP (X86.SIPI); one SIPI to the BSP, which ignores it."""
+        out = self.emit("init", level="host")
+        if out is None or out.result != "ok":
+            return
+        for _ in range(2 if self.cur != 0 else 1):
+            self.emit("sipi", level="host", value=0x9A)
+
+    def reset(self) -> None:
+        """RESET also leaves SMM (X86.SMM), so the generator forgets a pending RSM."""
+        out = self.emit("reset", level="host")
+        if out is not None and out.result == "ok":
+            self.vcpus[self.cur].in_smm = False
+
     def smi(self) -> None:
+        level = self.level(self.cur)
         out = self.emit("smi")
         if out is not None and out.result == "ok":
             self.vcpus[self.cur].in_smm = True
+            self.vcpus[self.cur].smm_level = level
 
     def rsm(self) -> None:
-        out = self.emit("rsm")
+        out = self.emit("rsm", level=self.vcpus[self.cur].smm_level)
         if out is not None and out.result == "ok":
             self.vcpus[self.cur].in_smm = False
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from difftest.trace.io import Expect, Snapshot
 from reference_model.events import Event, Outcome
-from reference_model.rules import describe
+from reference_model.rules import describe, most_specific
 
 from .diff import FieldDiff, fmt
 from .known_outcomes import KnownOutcome
@@ -50,13 +50,14 @@ class RowResult:
 
     @property
     def primary_rule(self) -> str | None:
-        """The rule a reviewer should read first: the trace's citation, else the model's last."""
+        """The rule a reviewer should read first: the trace's citation, else the most specific one the
+        model hit (reference_model.rules.REFINES)."""
         if self.expect and self.expect.rule:
             return self.expect.rule
         if self.snapshot is not None and self.snapshot.rule:
             return self.snapshot.rule
         if self.outcome and self.outcome.rules:
-            return self.outcome.rules[-1]
+            return most_specific(self.outcome.rules)
         return None
 
     def describe_event(self) -> str:

@@ -3,7 +3,8 @@
 Source: ``Yo1YKoUOPOLpZnqn@google.com`` (keep both load controls always on, clear an unpaired
 control with adjust_vm_entry_exit_pair: fixes B16, B17), ``Yobt1XwOfb5M6Dfa@google.com`` (use
 !nested_run_pending when capturing L1's PKRS), and the value check moved after the capability
-checks with kvm_write_pkrs (sources/kvm_pks_series.md §10, column v7R).
+checks with kvm_write_pkrs (sources/kvm_pks_series.md §10, column v7R), which is not a knob: both
+checks fail with the same return value, so the order has no functional effect (§2.1).
 """
 
 from .kvm_v7 import POLICY as KVM_V7
@@ -17,5 +18,4 @@ POLICY = register(KVM_V7.derive(
     ctl_initial_on=True,
     pair_controls=True,
     capture_l1_pkrs="not_run_pending",
-    value_check_first=False,
 ))

@@ -929,6 +929,94 @@ def test_x86_init_flushes_the_tlb() -> None:
     assert_pf(out, P | PK, SUP, "ARCH.RIGHTS")  # ARCH.INIT kept PKRS
 
 
+def test_x86_sipi_starts_an_ap_after_init_and_pkrs_survives() -> None:
+    """X86.SIPI: after INIT an AP runs nothing (hang) until a SIPI; INIT kept its PKRS (ARCH.INIT); the BSP
+    runs on after INIT and ignores a SIPI."""
+    m = get_policy("hw").build()
+
+    def on(vcpu: int, kind: str, **f: object) -> Outcome:
+        return m.step(Event(kind, vcpu=vcpu, level="host" if kind in ("set_cpuid", "init", "sipi") else "l1",
+                            **f))  # type: ignore[arg-type]
+
+    for v in (0, 1):
+        assert on(v, "set_cpuid", cpuid_7_ecx=CPUID_PKS).result == "ok"
+        assert on(v, "wrmsr", msr=PKRS, value=ad(1)).result == "ok"
+        assert on(v, "init").result == "ok"
+    out = on(1, "rdmsr", msr=PKRS)
+    assert out.result == "hang" and has_rule(out, "X86.SIPI")
+    assert on(0, "rdmsr", msr=PKRS).value == ad(1)  # the BSP is not waiting
+    assert has_rule(on(0, "sipi", value=0x9A), "X86.SIPI")  # ignored
+    assert on(0, "rdmsr", msr=PKRS).value == ad(1)
+    assert_ok(on(1, "sipi", value=0x9A), "X86.SIPI")
+    assert on(1, "rdmsr", msr=PKRS).value == ad(1)  # ARCH.INIT: preserved across INIT-SIPI
+    assert on(1, "sipi", value=0x9A).result == "ok"  # the second SIPI of INIT-SIPI-SIPI is ignored
+    assert on(1, "rdmsr", msr=PKRS).value == ad(1)
+
+
+def test_x86_rmw_load_marks_faults_of_the_load_half() -> None:
+    """X86.RMW.LOAD: a faulting RMW whose read alone faults (AD) cites it; a WD-only or read-only fault does not."""
+    c = cpu()
+    c.map(0x4000_2000, key=1, writable=False)
+    c.ok("wrmsr", msr=PKRS, value=ad(1))
+    out = c("access", addr=SUP, access="rmw")
+    assert_pf(out, P | W | PK, SUP, "X86.RMW.LOAD")
+    c.ok("wrmsr", msr=PKRS, value=wd(1))
+    out = c("access", addr=SUP, access="rmw")
+    assert_pf(out, P | W | PK, SUP, "ARCH.RIGHTS")
+    assert not has_rule(out, "X86.RMW.LOAD")
+    c.ok("wrmsr", msr=PKRS, value=0)
+    out = c("access", addr=0x4000_2000, access="rmw")
+    assert_pf(out, P | W, 0x4000_2000, "X86.PAGE.RW")
+    assert not has_rule(out, "X86.RMW.LOAD")
+
+
+def test_x86_smm_clears_paging_and_cr4_and_rsm_restores() -> None:
+    """X86.SMM: SMM entry clears CR0.PE/PG, CR4 and EFER (SDM Table 34-4), so PKS is off in SMM;
+    PKRS is not in the state-save area and keeps its value; RSM restores the registers."""
+    c = cpu()
+    c.ok("wrmsr", msr=PKRS, value=ad(1))
+    assert_pf(c("access", addr=SUP, access="read"), P | PK, SUP, "ARCH.RIGHTS")
+    assert_ok(c("smi"), "X86.SMM")
+    assert (c.snap("cr0") & (CR0_PE | CR0_PG), c.snap("cr4"), c.snap("efer")) == (0, 0, 0)
+    assert c.snap("pkrs") == ad(1)
+    assert c("access", addr=SUP, access="read").result == "ok"  # no paging, no key check
+    c.ok("wrmsr", msr=PKRS, value=0)  # the SMM handler may write PKRS (ARCH.MSR.INDEP)
+    assert_ok(c("rsm"), "X86.SMM")
+    assert (c.snap("cr0"), c.snap("cr4"), c.snap("efer")) == (
+        CR0_ET | CR0_PE | CR0_PG | CR0_WP, CR4_PAE | CR4_PKS, EFER_LME | EFER_LMA)
+    assert c.snap("pkrs") == 0  # what the handler left, not restored
+    assert c("access", addr=SUP, access="read").result == "ok"
+
+
+def test_x86_smm_rsm_outside_smm_is_ud() -> None:
+    """X86.SMM: RSM outside SMM is #UD."""
+    out = cpu()("rsm")
+    assert out.result == "ud" and has_rule(out, "X86.SMM")
+
+
+def l2_running(exit_load: bool) -> Cpu:
+    """L1 in IA-32e paging has launched L2 (vmcs12 host PKRS 0x30, exit control as given)."""
+    c = cpu()
+    c.ok("wrmsr", msr=PKRS, value=ad(1))
+    if exit_load:
+        c.ok("vmwrite", field=0x400C, value=1 << 29)  # VM-exit controls: load IA32_PKRS
+        c.ok("vmwrite", field=0x2C06, value=0x30)  # host IA32_PKRS
+    c.ok("vmlaunch")
+    return c
+
+
+def test_x86_init_vmx_nonroot_init_is_a_vm_exit() -> None:
+    """X86.INIT.VMX: INIT in VMX non-root operation is a VM exit with basic reason 3 (SDM 25.2) that
+    loads host state; it is not a reset: L1's registers are untouched and PKRS comes from the host field."""
+    c = l2_running(exit_load=True)
+    out = c.m.step(Event("init", level="host"))
+    assert (out.result, out.exit_reason) == ("vmexit", 3) and has_rule(out, "X86.INIT.VMX")
+    assert c.snap("nested.guest_mode") == 0
+    assert c.snap("cr0") & CR0_PG and c.snap("cr4") & CR4_PKS  # no reset
+    assert c.snap("pkrs") == 0x30  # VMX.EXIT.LOAD
+    assert c("init").rules[0] == "ARCH.INIT"  # in VMX root it is INIT again
+
+
 @pytest.mark.parametrize(("kind", "level"), [("get_msrs", "host"), ("set_sregs", "host"), ("pvm_start", "l1"),
                                              ("map", "l2")])
 def test_x86_na_policy_hw_has_no_kvm(kind: str, level: str) -> None:

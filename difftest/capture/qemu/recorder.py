@@ -63,6 +63,7 @@ class _Output:
     probes: dict[int, _Probe] = field(default_factory=dict)
     phases: set[int] = field(default_factory=set)
     stop: str | None = None
+    timed_out: bool = False  # QEMU was killed by the timeout with no fault or reboot reported
 
 
 _LINE = re.compile(r"^@([0-9a-f]+) ([0-9a-f]+) ([0-9a-f]+) ([0-9a-f]+) ([0-9a-f]+)$")
@@ -86,6 +87,7 @@ def parse_output(boot_result: BootResult) -> _Output:
         elif line == "D":
             done = True
     if not done and out.stop is None:
+        out.timed_out = boot_result.timed_out
         out.stop = ("QEMU timed out" if boot_result.timed_out else f"QEMU exited with {boot_result.exit_code}") + \
             " before the guest finished"
     return out
@@ -118,6 +120,7 @@ def _decode(unit: Unit, out: _Output, phase_base: int) -> tuple[list[dict[str, A
     rows: list[dict[str, Any]] = []
     skipped: list[tuple[int, str, str]] = []
     distrust: str | None = None
+    hung = False  # the instruction QEMU never completed has been recorded
 
     def what(plan: RowPlan) -> str:
         r = plan.row
@@ -138,6 +141,12 @@ def _decode(unit: Unit, out: _Output, phase_base: int) -> tuple[list[dict[str, A
                     exp = {"exp_result": "ok"}
                 else:
                     reason = f"the guest did not come back from it ({out.stop})"
+            elif plan.probe not in out.probes and out.timed_out and not hung and plan.decode in ("result", "value"):
+                # The first probe that never reported, with no fault or reboot seen: the guest was executing
+                # this instruction when the timeout fired (e.g. QEMU's livelock on a reserved CR4 bit).
+                hung = True
+                exp = {"exp_result": "hang"}
+                d["note"] = _join(d.get("note"), "QEMU timed out: the guest never completed this instruction")
             elif plan.probe not in out.probes:
                 reason = f"the guest stopped before this event: {out.stop}"
             else:

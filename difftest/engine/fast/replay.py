@@ -411,7 +411,7 @@ def guest_cpu(machine: Machine, vcpu: int, level: int) -> Cpu | None:
     mt = type(machine)
     if mt in _KVM_MACHINES:
         v = machine.kvm_vcpus.get(vcpu)  # type: ignore[attr-defined]
-        if v is None or type(v) not in _KVM_VCPUS or not v.in_guest:
+        if v is None or type(v) not in _KVM_VCPUS or not v.in_guest or v.wait_for_sipi:
             return None
         if level == 2:
             cpu = v.l2 if v.guest_mode else None
@@ -419,7 +419,7 @@ def guest_cpu(machine: Machine, vcpu: int, level: int) -> Cpu | None:
             cpu = v.l1 if not v.guest_mode or v.in_smm else None
     elif mt is HwMachine:
         hv = machine.hw_vcpus.get(vcpu)  # type: ignore[attr-defined]
-        if hv is None or type(hv) is not HwVcpu:
+        if hv is None or type(hv) is not HwVcpu or hv.wait_for_sipi:
             return None
         if level == 2:
             cpu = hv.l2 if hv.guest_mode and not hv.in_smm else None

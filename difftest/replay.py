@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from reference_model.machine import Machine
 from reference_model.policies import Policy
 
+from .capture_gaps import highlight_observer, is_capture, with_capture_gaps
 from .diff import FieldDiff, diff_outcome
 from .profiles import Profile
 from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult, attach_notes
@@ -113,12 +114,17 @@ def replay_trace(trace: TraceFile, policy: Policy, profile: Profile,
     from .fast_replay import can_use, fast_replay_trace
 
     t0 = time.perf_counter()
+    profile = with_capture_gaps(profile, trace.meta)
+    highlights: list[RowResult] = []
+    if observer is None and is_capture(trace.meta):  # small files: the row path keeps what the report shows
+        observer = highlight_observer(highlights)
     if can_use(trace, observer):
         result = fast_replay_trace(trace, policy, profile)
     else:
         result = ReplayResult(str(trace.path), trace.name, policy.name, profile.name, meta=dict(trace.meta))
         replay_rows(trace.rows(with_notes=False), policy.build(trace.host()), profile, result, observer)
-    shown = [*result.context, *result.divergences]
+    result.highlights = highlights
+    shown = [*result.context, *result.divergences, *highlights]
     attach_notes(shown, trace.notes_for(r.index for r in shown))
     result.seconds = time.perf_counter() - t0
     return result

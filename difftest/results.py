@@ -133,6 +133,8 @@ class ReplayResult:
     counters: Counter[str] = field(default_factory=Counter)
     rule_hits: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    # Rows of a real capture shown whatever else happens: faulting emulated accesses, masked rows.
+    highlights: list[RowResult] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -146,6 +148,7 @@ class ReplayResult:
         first = self.first
         return {
             "trace": self.trace,
+            "highlights": [r.to_json() for r in self.highlights],
             "name": self.trace_name,
             "policy": self.policy,
             "profile": self.profile,

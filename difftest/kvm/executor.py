@@ -10,6 +10,7 @@ this host cannot perform are observed as ``None`` results with a note, never gue
 from __future__ import annotations
 
 import errno
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -247,6 +248,21 @@ class RealVcpuExecutor:
 
     def do_mov_cr3(self, ev: Event) -> Observation:
         return self._guest(ev.vcpu, gp.command("mov_cr3", value=ev.value or 0), ev.cpl)
+
+    def do_map(self, ev: Event) -> Observation:
+        """Write a 2 MiB leaf into the long-mode PD; every such page aliases guest-physical 0 (memory is 2 MiB)."""
+        if ev.page_size != "2m" or (ev.addr or 0) >= 1 << 30:
+            return Observation(None, notes=["the recorder maps 2 MiB pages below 1 GiB only"])
+        if ev.rsvd or ev.user_upper is False:
+            return Observation(None, notes=["the recorder cannot set reserved bits or clear upper U/S"])
+        pde = gp.pde_2m(0, bool(ev.present), ev.writable is not False, bool(ev.user), bool(ev.nx), ev.key or 0)
+        self.vm.write(gp.PD + 8 * ((ev.addr or 0) >> 21), struct.pack("<Q", pde))
+        return Observation("ok")
+
+    def do_emu_access(self, ev: Event) -> Observation:
+        if ev.access not in ("read", "write"):
+            return Observation(None, notes=[f"the recorder performs read and write accesses only, not {ev.access}"])
+        return self._guest(ev.vcpu, gp.command("load" if ev.access == "read" else "store", value=ev.addr or 0), ev.cpl)
 
     def do_cpuid(self, ev: Event) -> Observation:
         cmd = gp.command("cpuid", ev.cpuid_leaf or 0, subleaf=ev.cpuid_subleaf or 0)

@@ -145,6 +145,7 @@ def record_scenarios(scenarios: list[Scenario], *, trace: bool = True) -> tuple[
             s.executor.reply = sc.reply
             if s.tracer:
                 s.tracer.marker(f"BEGIN {sc.name}")
+                s.tracer.marker(f"pksdt vcpu {index}")  # lines carry no vCPU id on every backend
             for n, ev in enumerate(sc.build(sup_ecx)):
                 ev.vcpu = index
                 obs, lines = s.step(ev)

@@ -53,7 +53,7 @@ from reference_model.registers import (
 from ..capture_gaps import RUN_DEPENDENT_MSRS, SETUP_KEY, format_setup_unknown
 from ..errors import InputError
 from ..trace_io import write_trace
-from .exit_reasons import KVM_EXIT_BY_NAME, SVM_BY_NAME, VMX_BY_NAME
+from .exit_reasons import EXCEPTION_VECTORS, KVM_EXIT_BY_NAME, SVM_BY_NAME, VMX_BY_NAME
 from .tracepoints import (
     CLASSIFIED,
     COMPARED,
@@ -64,7 +64,7 @@ from .tracepoints import (
 )
 
 LINE = re.compile(
-    r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]\s+(?:(?P<flags>[.a-zA-Z0-9]{4,5})\s+)?"
+    r"^\s*(?:(?P<buffer>[\w.-]+):\s+)?(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]\s+(?:(?P<flags>[.a-zA-Z0-9]{4,5})\s+)?"
     r"(?P<ts>\d+\.\d+):\s+(?P<event>\w+):\s*(?P<msg>.*)$"  # msg: trailing blanks stripped in code (a lazy
 )                                                                 # match before \s*$ is quadratic in blank runs)
 MAX_LINE = 65_536  # characters; a tracepoint line is a few hundred, anything longer is not one
@@ -81,13 +81,17 @@ MSG = {
                            rf"(?: requests 0x{_HEX})?$"),
     "kvm_entry": re.compile(rf"^vcpu (?P<vcpu>\d+), rip 0x(?P<rip>{_HEX})(?: intr_info 0x{_HEX} error_code 0x{_HEX})?"
                             r"(?:\[immediate exit\])?$"),
-    "kvm_inj_exception": re.compile(rf"^#(?P<vec>[A-Z]{{2}})(?: \((?P<err>0x{_HEX})\))?(?P<re> \[reinjected\])?$"),
+    # tracefs: "#GP (0x0)"; trace-cmd report (libtraceevent cannot parse this print fmt): raw fields, decimal
+    "kvm_inj_exception": re.compile(rf"^(?:#(?P<vec>[A-Z]{{2}})(?: \((?P<err>0x{_HEX})\))?(?P<re> \[reinjected\])?"
+                                    r"|\[FAILED TO PARSE\] exception=(?P<vecnum>\d{1,3}) has_error=(?P<has>[01]) "
+                                    r"error_code=(?P<errnum>\d{1,10}|0x[0-9a-f]{1,8}) reinjected=(?P<renum>[01]))$"),
     "kvm_userspace_exit": re.compile(r"^reason (?P<name>[A-Z0-9_]+|restart|error) \((?P<num>-?\d+)\)$"),
     "kvm_nested_vmenter": re.compile(rf"^rip: 0x{_HEX} (?:vmcs|vmcb): 0x{_HEX} nested_rip: 0x{_HEX}.*$"),
     "kvm_nested_vmexit": re.compile(rf"^vcpu (?P<vcpu>\d+) reason (?P<reason>[\w-]+)(?: FAILED_VMENTRY)? rip 0x{_HEX}.*$"),
     "kvm_nested_vmexit_inject": re.compile(r"^reason: (?P<reason>[\w-]+)(?: FAILED_VMENTRY)? ext_inf1: 0x[0-9a-f]+.*$"),
-    "kvm_emulate_insn": re.compile(rf"^(?P<cs>{_HEX}):(?P<rip>{_HEX}):(?P<bytes>(?:[0-9a-f]{{2}} ?)*)"
-                                   r"\((?P<mode>real|vm16|prot16|prot32|prot64)\)(?P<failed> failed)?$"),
+    # tracefs: "0:101c:0f 30 (prot64) failed"; trace-cmd report's kvm plugin: "0:101c: 0f 30 FAIL"
+    "kvm_emulate_insn": re.compile(rf"^(?P<cs>{_HEX}):(?P<rip>{_HEX}):(?P<bytes>(?: ?[0-9a-f]{{2}})*) ?"
+                                   r"(?:\((?P<mode>real|vm16|prot16|prot32|prot64)\))?(?P<failed> failed| FAIL)?$"),
     "kvm_cpuid": re.compile(rf"^func (?P<func>{_HEX}) idx (?P<idx>{_HEX}) rax (?P<rax>{_HEX}) rbx (?P<rbx>{_HEX}) "
                             rf"rcx (?P<rcx>{_HEX}) rdx (?P<rdx>{_HEX}), cpuid entry (?:found|not found)(?:, used max basic)?$"),
     "kvm_mmu_pagetable_walk": re.compile(rf"^addr (?P<addr>{_HEX}) pferr (?P<pferr>{_HEX})(?: [A-Z|]*)?$"),
@@ -422,7 +426,7 @@ class Converter:
             self.userspace_exit(p, t)
         elif ev == "kvm_emulate_insn" and m is not None:
             name = _decode_insn(m.group("bytes"))
-            t.insn = f"{name} ({m.group('bytes').strip()}) at {m.group('cs')}:{m.group('rip')} {m.group('mode')}" + (
+            t.insn = f"{name} ({m.group('bytes').strip()}) at {m.group('cs')}:{m.group('rip')} {m.group('mode') or ''}" + (
                 " failed" if m.group("failed") else "")
             t.failed_rdpkru = p if name == "rdpkru" and m.group("failed") else None
             self.use(p, "context", CONTEXT[ev])
@@ -445,6 +449,11 @@ class Converter:
     def injection(self, p: Parsed, t: Thread) -> None:
         assert p.m is not None
         vec, err, re_inj = p.m.group("vec"), p.m.group("err"), p.m.group("re")
+        if vec is None:  # trace-cmd report's raw fields
+            vec = EXCEPTION_VECTORS.get(int(p.m.group("vecnum")), p.m.group("vecnum"))
+            raw = p.m.group("errnum")
+            err = hex(int(raw, 0)) if p.m.group("has") == "1" else None
+            re_inj = p.m.group("renum") == "1" or None
         cr = t.pending_cr
         t.pending_cr = None
         if vec == "GP" and not re_inj and cr is not None:

@@ -18,9 +18,8 @@ Only traces whose metadata says they were imported from or recorded on a real ke
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from reference_model.events import Event
 from reference_model.machine import Machine

@@ -53,7 +53,7 @@ def render_replay(res: ReplayResult, verbose: bool = False) -> str:
                 out.append(_row_line(r, "~"))
             if not verbose and len(later) > 10:
                 out.append(f"    ... {len(later) - 10} more (use --verbose)")
-    faults = [r for r in res.highlights if r.status != "masked" or r.event is not None and r.event.kind == "emu_access"]
+    faults = [r for r in res.highlights if r.status != "masked" or (r.event is not None and r.event.kind == "emu_access")]
     if faults:
         out.append("  emulated accesses that fault (expected = the kernel's PFEC, got = the model's):")
         for r in faults[: None if verbose else 20]:

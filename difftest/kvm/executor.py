@@ -24,6 +24,8 @@ MSR_IA32_PKRS = 0x6E1
 EFER_LME, EFER_LMA, CR0_PG = 1 << 8, 1 << 10, 1 << 31
 VECTOR_RESULT = {13: "gp", 6: "ud", 14: "pf"}
 MAX_EXITS_PER_STEP = 64
+DEATH_EXITS = {8: "KVM_EXIT_SHUTDOWN: triple fault", 9: "KVM_EXIT_FAIL_ENTRY", 0: "KVM_EXIT_UNKNOWN",
+               6: "KVM_EXIT_MMIO: access outside guest memory"}
 
 
 @dataclass
@@ -85,6 +87,7 @@ class RealVcpuExecutor:
             self.vm.close()
             raise
         self.long_mode: dict[int, bool] = {}
+        self.died: str | None = None  # set when a vCPU stops for good (triple fault, failed entry, KVM_RUN error)
 
     def close(self) -> None:
         self.vm.close()
@@ -298,6 +301,7 @@ class RealVcpuExecutor:
                 if res.errno == errno.EINTR:
                     continue
                 obs.notes.append(f"KVM_RUN failed with {res.errname}")
+                self.died = f"vCPU {index}: KVM_RUN failed with {res.errname}"
                 return obs
             reason = page.exit_reason
             if reason == k.EXIT_HLT:
@@ -332,7 +336,9 @@ class RealVcpuExecutor:
                 obs.result = "internal_error"
                 obs.notes.append(f"KVM_EXIT_INTERNAL_ERROR suberror={sub} data={[hex(w) for w in words[:4]]}")
                 return obs
-            obs.notes.append(f"unexpected exit reason {reason}")
+            name = DEATH_EXITS.get(reason)
+            obs.notes.append(f"unexpected exit reason {reason}" + (f" ({name})" if name else ""))
+            self.died = f"vCPU {index}: " + (name or f"unexpected exit reason {reason}")
             return obs
         else:
             obs.notes.append(f"no halt after {MAX_EXITS_PER_STEP} exits")

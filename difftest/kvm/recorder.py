@@ -9,6 +9,7 @@ piece of VM-wide state they rely on, so the file replays as one trace.
 
 from __future__ import annotations
 
+import errno
 import os
 import statistics
 import sys
@@ -28,6 +29,7 @@ from ..errors import InputError
 from ..schema import SNAPSHOT_KIND
 from ..trace_io import open_trace, write_text_atomic, write_trace
 from . import host_facts
+from .cleanup import Resources
 from .executor import Observation, RealVcpuExecutor
 from .guest_asm import assembler_missing
 from .scenarios import SCENARIOS, Scenario
@@ -44,6 +46,24 @@ class Recording:
     step_seconds: list[float] = field(default_factory=list)
     vm_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    died_at: int | None = None  # the row at which the guest died
+    died_why: str = ""
+
+    def not_recorded(self, ev: Event, why: str) -> None:
+        """A row the recorder did not perform: inputs only, no expectation, the reason in its note."""
+        row: dict[str, Any] = {"seq": len(self.rows), "kind": ev.kind, "vcpu": ev.vcpu, "level": ev.level}
+        for name, v in ev.inputs().items():
+            if name not in ("vcpu", "level"):
+                row[name] = v
+        row["note"] = f"not recorded: {why}"
+        self.rows.append(row)
+
+    def check_death(self, s: Session) -> None:
+        if self.died_at is None and s.executor.died is not None:
+            self.died_at = len(self.rows) - 1
+            self.died_why = s.executor.died
+            self.rows[-1]["note"] = "; ".join(filter(None, [self.rows[-1].get("note"),
+                                                           f"the guest died here: {self.died_why}"]))
 
     def add(self, ev: Event, obs: Observation, extra: Iterable[str] = ()) -> None:
         row: dict[str, Any] = {"seq": len(self.rows), "kind": ev.kind, "vcpu": ev.vcpu, "level": ev.level}
@@ -83,31 +103,46 @@ def _summarise(lines: list[str]) -> list[str]:
     return [f"trace: {' | '.join(picked)}"] if picked else []
 
 
+# What the last session could not release (the CLI reports it instead of claiming a cleanup).
+LAST_FAILURES: list[str] = []
+
+
+def _close_tracer(tracer: TraceInstance) -> None:
+    failures = tracer.close()
+    if failures:
+        raise OSError(errno.EBUSY, "; ".join(failures))
+
+
 class Session:
-    """One VM, the tracefs instance, and the host facts, for the duration of a recording."""
+    """One VM, the tracefs instance, and the host facts, for the duration of a recording.
+
+    Everything it holds is acquired through :class:`~.cleanup.Resources`: a SIGINT or SIGTERM
+    can land anywhere and what was acquired is released, and ``failures`` says what was not.
+    """
 
     def __init__(self, trace: bool) -> None:
         self.want_trace = trace
+        self._res = Resources()
+        self.tracer: TraceInstance | None = None
+        self.trace_note = ""
+        self.stale: list[str] = []
 
     def __enter__(self) -> Session:
-        self._stack: list[Any] = []
         try:
-            self.kvm = Kvm()
-            self._stack.append(self.kvm)
+            self.kvm = self._res.acquire("/dev/kvm fd", Kvm, Kvm.close)
             self.facts = host_facts.collect(self.kvm)
-            self.tracer: TraceInstance | None = None
-            self.trace_note = ""
             why = tracefs_unusable() if self.want_trace else "tracing off (--no-trace)"
             if why is None:
-                self.tracer = TraceInstance()
-                self.tracer.__enter__()
-                self._stack.append(self.tracer)
+                self.tracer = self._res.acquire("tracefs", TraceInstance, _close_tracer)
+                self.tracer.open()
+                self.stale = self.tracer.stale
+                for line in self.stale:
+                    print(f"difftest: {line}", file=sys.stderr, flush=True)
                 self.trace_note = "kvm events enabled: " + ",".join(self.tracer.enabled)
             else:
                 self.trace_note = f"no kvm tracepoints captured: {why}"
             t0 = time.perf_counter()
-            self.executor = RealVcpuExecutor(self.kvm)
-            self._stack.append(self.executor)
+            self.executor = self._res.acquire("VM", lambda: RealVcpuExecutor(self.kvm), RealVcpuExecutor.close)
             self.vm_seconds = time.perf_counter() - t0
         except BaseException:
             self.close()
@@ -117,9 +152,10 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
-        while self._stack:
-            self._stack.pop().close()
+    def close(self) -> list[str]:
+        failures = self._res.release_all()
+        LAST_FAILURES[:] = failures
+        return failures
 
     def step(self, ev: Event) -> tuple[Observation, list[str]]:
         obs = self.executor.step(ev)
@@ -148,10 +184,14 @@ def record_scenarios(scenarios: list[Scenario], *, trace: bool = True) -> tuple[
                 s.tracer.marker(f"pksdt vcpu {index}")  # lines carry no vCPU id on every backend
             for n, ev in enumerate(sc.build(sup_ecx)):
                 ev.vcpu = index
+                if rec.died_at is not None:
+                    rec.not_recorded(ev, f"the guest died at row {rec.died_at} ({rec.died_why})")
+                    continue
                 obs, lines = s.step(ev)
                 rec.trace_lines += lines
                 rec.add(ev, obs, [f"scenario {sc.name}"] if n == 0 else [])
                 rec.rows[-1]["note"] = "; ".join(filter(None, [rec.rows[-1].get("note"), *_summarise(lines)])) or None
+                rec.check_death(s)
             if s.tracer:
                 s.tracer.marker(f"END {sc.name}")
                 rec.trace_lines += s.tracer.drain()
@@ -180,6 +220,9 @@ def _metadata(s: Session, rec: Recording) -> dict[str, str]:
         meta["profile"] = "pvm"  # the backend's CPUID rewrite is masked, named and counted
     meta["source"] = "difftest record kvm: every expectation is what this host's KVM did"
     meta["notes"] = f"{s.trace_note}. Timing: {rec.timing()}."
+    if rec.died_at is not None:
+        meta["notes"] += (f" The guest died at row {rec.died_at} ({rec.died_why}); "
+                          f"{len(rec.rows) - rec.died_at - 1} later rows were not recorded.")
     return meta
 
 
@@ -192,11 +235,20 @@ def record_trace(path: str) -> tuple[Recording, dict[str, str]]:
     dropped = Counter[str]()
     with signals_raise(), Session(True) as s:
         rec.vm_seconds = s.vm_seconds
+        last_vcpu = None
         for row in rows:
-            if row.event is not None:
+            if row.event is not None and rec.died_at is not None:
+                rec.not_recorded(row.event, f"the guest died at row {rec.died_at} ({rec.died_why})")
+            elif row.event is not None:
+                if s.tracer and row.event.vcpu != last_vcpu:
+                    s.tracer.marker(f"pksdt vcpu {row.event.vcpu}")
+                    last_vcpu = row.event.vcpu
                 obs, lines = s.step(row.event)
                 rec.trace_lines += lines
                 rec.add(row.event, obs, _summarise(lines))
+                rec.check_death(s)
+            elif row.snapshot is not None and rec.died_at is not None:
+                dropped[row.snapshot.path + " (after the guest died)"] += 1
             elif row.snapshot is not None:
                 value = _observe_snapshot(s.executor, row.snapshot.path)
                 if value is None:
@@ -246,32 +298,60 @@ def select(names: Iterable[str]) -> Iterator[Scenario]:
             raise InputError(name, f"unknown scenario; known: all, {', '.join(SCENARIOS)}")
 
 
+def check_output(out: str) -> None:
+    """Fail before recording if ``out`` cannot be written (a missing folder, a folder, no permission)."""
+    dest = Path(out)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if dest.is_dir():
+        raise InputError(out, "output is a directory")
+    if not parent.is_dir():
+        raise InputError(out, f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(out, f"output folder {parent} is not writable")
+    if dest.exists() and not os.access(dest, os.W_OK):
+        raise InputError(out, "output exists and is not writable")
+
+
 @click.command("kvm")
 @click.option("--scenario", "scenarios", multiple=True, help="scenario name (repeatable), or `all`")
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None,
               help="perform this trace's events instead and record what really happened")
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="output trace (.parquet)")
+@click.option("-o", "--output", "out", default=None, type=click.Path(dir_okay=False),
+              help="output trace (.parquet); required unless --list")
 @click.option("--no-trace", is_flag=True, help="do not capture kvm tracepoints")
 @click.option("--list", "list_only", is_flag=True, help="list the scenarios and exit")
-def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str, no_trace: bool, list_only: bool) -> None:
+def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str | None, no_trace: bool,
+               list_only: bool) -> None:
     """Perform scenarios (or a trace) on /dev/kvm; each step's real outcome becomes its expectation."""
     if list_only:
         for sc in SCENARIOS.values():
             click.echo(f"{sc.name}: {sc.description}")
         return
     try:
-        if bool(scenarios) == bool(trace_file):
-            raise InputError("difftest record kvm", "give exactly one of --scenario NAME or --trace FILE")
-        if trace_file:
-            rec, meta = record_trace(trace_file)
-        else:
-            chosen = list(dict.fromkeys(select(scenarios)))
-            rec, meta = record_scenarios(chosen, trace=not no_trace)
-        dest = write_recording(rec, meta, out)
-    except InputError as exc:
-        click.echo(f"difftest: error: {exc}", err=True)
-        sys.exit(2)
+        try:
+            if out is None:
+                raise InputError("difftest record kvm", "give the output trace with -o FILE")
+            if bool(scenarios) == bool(trace_file):
+                raise InputError("difftest record kvm", "give exactly one of --scenario NAME or --trace FILE")
+            check_output(out)
+            if trace_file:
+                rec, meta = record_trace(trace_file)
+            else:
+                chosen = list(dict.fromkeys(select(scenarios)))
+                rec, meta = record_scenarios(chosen, trace=not no_trace)
+            dest = write_recording(rec, meta, out)
+        except InputError as exc:
+            click.echo(f"difftest: error: {exc}", err=True)
+            sys.exit(2)
     except KeyboardInterrupt:
+        failures = LAST_FAILURES[:]
+        if failures:
+            click.echo("difftest: interrupted; NOT released: " + "; ".join(failures), err=True)
+            sys.exit(3)
         click.echo("difftest: interrupted; VM, fds and tracefs instance released", err=True)
         sys.exit(130)
+    if rec.died_at is not None:
+        click.echo(f"difftest: the guest died at row {rec.died_at} ({rec.died_why}); wrote {dest} with "
+                   f"{len(rec.rows) - rec.died_at - 1} later rows marked not recorded", err=True)
+        sys.exit(1)
     click.echo(f"wrote {dest} ({len(rec.rows)} rows; {rec.timing()})")

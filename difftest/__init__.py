@@ -1,8 +1,22 @@
 """pks-difftest: rows to events, drive the model, compare, report."""
 
-from .builder import TraceBuilder, pfec
-from .errors import InputError
-from .replay import replay_trace
-from .trace_io import open_trace, write_trace
+import sys as _sys
+
+
+def _interrupted_hook(exc_type, exc, tb):  # type: ignore[no-untyped-def]
+    """Ctrl-C before a command installs its own handling (e.g. while modules load): one line, no traceback."""
+    if issubclass(exc_type, KeyboardInterrupt):
+        _sys.stderr.write("difftest: interrupted\n")
+        return
+    _sys.__excepthook__(exc_type, exc, tb)
+
+
+if _sys.excepthook is _sys.__excepthook__:
+    _sys.excepthook = _interrupted_hook
+
+from .builder import TraceBuilder, pfec  # noqa: E402 (the hook above must be in place first)
+from .errors import InputError  # noqa: E402 (the hook above must be in place first)
+from .replay import replay_trace  # noqa: E402 (the hook above must be in place first)
+from .trace_io import open_trace, write_trace  # noqa: E402 (the hook above must be in place first)
 
 __all__ = ["InputError", "TraceBuilder", "open_trace", "pfec", "replay_trace", "write_trace"]

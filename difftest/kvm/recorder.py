@@ -316,8 +316,8 @@ def check_output(out: str) -> None:
 @click.option("--scenario", "scenarios", multiple=True, help="scenario name (repeatable), or `all`")
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None,
               help="perform this trace's events instead and record what really happened")
-@click.option("-o", "--output", "out", default=None, type=click.Path(dir_okay=False),
-              help="output trace (.parquet); required unless --list")
+@click.option("-o", "--output", "out", default=None,
+              help="output trace (.parquet); required unless --list (checked before anything is recorded)")
 @click.option("--no-trace", is_flag=True, help="do not capture kvm tracepoints")
 @click.option("--list", "list_only", is_flag=True, help="list the scenarios and exit")
 def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str | None, no_trace: bool,

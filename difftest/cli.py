@@ -108,6 +108,14 @@ class LazyGroup(click.Group):
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Ctrl-C that no command handled (e.g. while a command's module loads): one line and 130, not click's 1."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("difftest: interrupted", err=True)
+            ctx.exit(130)
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
              lazy={"generate": "difftest.generate:generate_cmd", "shrink": "difftest.shrink:shrink_cmd",

@@ -190,8 +190,16 @@ def _run_env(tag: str, **extra: str) -> dict[str, str]:
 
 @needs_tracefs
 def test_sigint_at_50_moments_leaves_no_instance_mount_fd_or_process(tmp_path: Path) -> None:
-    """SIGINT at 50 evenly spaced moments of `record kvm --scenario all` (start-up included)."""
+    """SIGINT at 50 evenly spaced moments of `record kvm --scenario all`, from the end of the interpreter's
+    own start-up (a SIGINT inside Python's site import is Python's to report: none of our code has run,
+    nothing is held) to the end of the recording: module loading, VM and tracefs set-up included."""
     scen = ["--scenario", "all"]
+    starts = []
+    for _ in range(3):
+        t0 = time.monotonic()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        starts.append(time.monotonic() - t0)
+    interpreter = 1.5 * max(starts)
     t0 = time.monotonic()
     ref = subprocess.run([*RECORD, *scen, "-o", str(tmp_path / "ref.parquet")], capture_output=True, text=True,
                          env=_run_env("ref"), timeout=120)
@@ -204,7 +212,8 @@ def test_sigint_at_50_moments_leaves_no_instance_mount_fd_or_process(tmp_path: P
         proc = subprocess.Popen([*RECORD, *scen, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True, env=_run_env(tag))
         try:
-            time.sleep(span * (i + 0.5) / 50)
+            at = interpreter + (span - interpreter) * (i + 0.5) / 50
+            time.sleep(at)
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=60)
         finally:
@@ -212,7 +221,7 @@ def test_sigint_at_50_moments_leaves_no_instance_mount_fd_or_process(tmp_path: P
                 proc.kill()
                 proc.wait()
         outcomes[proc.returncode] = outcomes.get(proc.returncode, 0) + 1
-        moment = f"moment {i} ({span * (i + 0.5) / 50:.3f} s): rc {proc.returncode}, stderr {err!r}"
+        moment = f"moment {i} ({at:.3f} s of {span:.3f}): rc {proc.returncode}, stderr {err!r}"
         assert proc.returncode in (0, 130, -signal.SIGINT), moment
         assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, moment
         assert _mine(proc.pid) == [], moment
@@ -221,10 +230,10 @@ def test_sigint_at_50_moments_leaves_no_instance_mount_fd_or_process(tmp_path: P
         while _tagged(tag) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _tagged(tag) == [], moment
-        if proc.returncode == 0:  # finished before the signal: a whole trace
-            assert len(list(open_trace(out).rows())) > 0
-        else:
+        if proc.returncode == 130:  # interrupted: nothing half-written
             assert not out.exists(), moment
+        elif out.exists():  # finished before the signal (rc 0), or the signal came during interpreter exit
+            assert len(list(open_trace(out).rows())) > 300, moment
     assert outcomes.get(130, 0) >= 25, outcomes  # most moments really interrupted a recording
 
 

@@ -184,6 +184,11 @@ def _mounts_of(pid: int) -> list[Path]:
     return [m for m in our_mounts() if m.name.startswith(f"pksdt-tracefs-{pid}-")]
 
 
+def _sigint_default() -> None:
+    """In the child: SIGINT as a terminal delivers it (a background shell job would inherit SIG_IGN)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run_env(tag: str, **extra: str) -> dict[str, str]:
     return {**os.environ, "PKSDT_TEST_TAG": tag, **extra}
 
@@ -210,7 +215,7 @@ def test_sigint_at_50_moments_leaves_no_instance_mount_fd_or_process(tmp_path: P
         tag = f"sigint-{os.getpid()}-{i}"
         out = tmp_path / f"o{i}.parquet"
         proc = subprocess.Popen([*RECORD, *scen, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True, env=_run_env(tag))
+                                text=True, env=_run_env(tag), preexec_fn=_sigint_default)
         try:
             at = interpreter + (span - interpreter) * (i + 0.5) / 50
             time.sleep(at)

@@ -623,7 +623,10 @@ def this_host() -> CaptureHost:
     return CaptureHost(",".join(feats), backend, policy, profile, f"this host ({backend}, {os.uname().release})")
 
 
-def metadata(path: str, res: ImportResult, host: CaptureHost) -> dict[str, str]:
+def metadata(path: str, res: ImportResult, host: CaptureHost | None = None) -> dict[str, str]:
+    """The trace metadata of an import (``host``: where the capture was made; default this host)."""
+    if host is None:
+        host = this_host()
     counts = ", ".join(f"{e} {n}" for e, n in res.events.most_common())
     notes = f"format: {res.fmt}; events: {counts}; {summary(res)}"
     if res.skipped:

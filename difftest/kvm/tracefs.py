@@ -172,7 +172,7 @@ class TraceInstance:
             enable = (self.path / "events" / ev / "enable") if "_" not in ev else (
                 self.path / "events" / "kvm" / ev / "enable")
             if enable.exists():
-                enable.write_text("1")
+                _control(enable, "1")
                 self.enabled.append(ev)
         self._write("tracing_on", "1")
         self._pipe = self._res.acquire("trace_pipe fd",
@@ -186,13 +186,13 @@ class TraceInstance:
     def _remove_instance(self, path: Path) -> None:
         for name, text in (("tracing_on", "0"), ("set_event", ""), ("set_event_pid", "")):
             with contextlib.suppress(OSError):
-                (path / name).write_text(text + "\n")
+                _control(path / name, text)
         _rmdir_retry(path)
         self.path = None
 
     def _write(self, name: str, text: str) -> None:
         assert self.path is not None
-        (self.path / name).write_text(text + "\n")
+        _control(self.path / name, text)
 
     def marker(self, text: str) -> None:
         if self.path is not None:
@@ -218,6 +218,11 @@ class TraceInstance:
         failures = self._res.release_all()
         self.private_mount = None
         return failures
+
+
+def _control(path: Path, text: str) -> None:
+    """Write a tracefs control file (not an output: nothing to make atomic)."""
+    path.write_text(text + "\n")
 
 
 def _rmdir_retry(path: Path) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from reference_model.events import Event
+from reference_model.events import Event, Outcome
 from reference_model.machine import Machine
 
 from .profiles import Mask, Profile
@@ -68,6 +68,10 @@ def _is_msr(ev: Event) -> bool:
     return ev.kind in ("rdmsr", "wrmsr")
 
 
+def _seq_in(seqs: frozenset[int]) -> Callable[[Event, Outcome], bool]:
+    return lambda ev, out: ev.seq in seqs
+
+
 def capture_masks(meta: dict[str, str]) -> tuple[Mask, ...]:
     """The masks a trace with metadata ``meta`` gets (none unless it comes from a real kernel)."""
     if meta.get("producer") not in CAPTURE_PRODUCERS:
@@ -94,7 +98,7 @@ def capture_masks(meta: dict[str, str]) -> tuple[Mask, ...]:
                 "setup-not-captured", "X86.MODE",
                 "unexplained: setup not captured: the outcome depends on " + what.replace(",", ", ")
                 + ", which the capture does not show (the model ran with the importer's assumption)",
-                lambda ev, out, seqs=seqs: ev.seq in seqs, fields=("result", "pfec", "cr2", "value")))
+                _seq_in(seqs), fields=("result", "pfec", "cr2", "value")))
     return tuple(masks)
 
 

@@ -27,10 +27,10 @@ def signals_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught: list[int] = []
+    caught: list[signal.Signals] = []
 
     def remember(signum: int, frame: FrameType | None) -> None:
-        caught.append(signum)
+        caught.append(signal.Signals(signum))
 
     old = {s: signal.signal(s, remember) for s in DEFERRED}
     try:

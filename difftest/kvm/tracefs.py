@@ -175,8 +175,8 @@ class TraceInstance:
                 _control(enable, "1")
                 self.enabled.append(ev)
         self._write("tracing_on", "1")
-        self._pipe = self._res.acquire("trace_pipe fd",
-                                       lambda: os.open(self.path / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK),
+        pipe = self.path / "trace_pipe"
+        self._pipe = self._res.acquire("trace_pipe fd", lambda: os.open(pipe, os.O_RDONLY | os.O_NONBLOCK),
                                        self._close_pipe)
 
     def _close_pipe(self, fd: int) -> None:

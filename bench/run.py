@@ -176,7 +176,7 @@ def main() -> None:
                         f"(exit {code}, one core, peak RSS {rss_c:,.0f} MiB; median of {walls} s)"))
         numbers["compare_ratio"] = t_cmp / t_rep
 
-        if (REPO / "difftest" / "shrink.py").exists():
+        if (REPO / "difftest" / "search" / "shrink.py").exists():
             small = workload.write_divergent_trace(tmp / "divergent.parquet", shrink_events)
             t_sh, _, code = cli(["shrink", str(small), "--policy", "kvm-v7", "-o", str(tmp / "shrunk.parquet")],
                                 timeout=600)
@@ -185,7 +185,7 @@ def main() -> None:
             results.append((f"difftest shrink ({shrink_events:,} events)", f"{t_sh:.1f} s ({note})"))
             numbers["shrink_s"] = t_sh if code != -9 else float("nan")
         else:
-            results.append(("difftest shrink", "not measured (difftest/shrink.py is absent)"))
+            results.append(("difftest shrink", "not measured (difftest/search/shrink.py is absent)"))
             numbers["shrink_s"] = float("nan")
 
         corpus = workload.write_corpus(tmp / "corpus", corpus_size, REPO / "traces")

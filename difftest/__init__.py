@@ -14,9 +14,10 @@ def _interrupted_hook(exc_type, exc, tb):  # type: ignore[no-untyped-def]
 if _sys.excepthook is _sys.__excepthook__:
     _sys.excepthook = _interrupted_hook
 
-from .builder import TraceBuilder, pfec  # noqa: E402 (the hook above must be in place first)
-from .errors import InputError  # noqa: E402 (the hook above must be in place first)
-from .replay import replay_trace  # noqa: E402 (the hook above must be in place first)
-from .trace_io import open_trace, write_trace  # noqa: E402 (the hook above must be in place first)
+from difftest.engine import replay_trace  # noqa: E402 (the hook above must be in place first)
+from difftest.trace.builder import TraceBuilder, pfec  # noqa: E402
+from difftest.trace.io import open_trace, write_trace  # noqa: E402
+
+from .errors import InputError  # noqa: E402
 
 __all__ = ["InputError", "TraceBuilder", "open_trace", "pfec", "replay_trace", "write_trace"]

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from difftest.importers.ftrace import import_ftrace
-from difftest.kvm.guest_asm import assembler_missing
-from difftest.kvm.tracefs import TraceInstance, tracefs_mounts, tracefs_unusable
-from difftest.kvm.vm import kvm_usable
-from difftest.trace_io import open_trace
+from difftest.capture.importers.ftrace import import_ftrace
+from difftest.capture.kvm.guest_asm import assembler_missing
+from difftest.capture.kvm.tracefs import TraceInstance, tracefs_mounts, tracefs_unusable
+from difftest.capture.kvm.vm import kvm_usable
+from difftest.trace.io import open_trace
 
 WHY = kvm_usable() or assembler_missing() or (None if os.geteuid() == 0 else "needs root") or tracefs_unusable()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(WHY is not None, reason=f"cannot capture here: {WHY}")]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from difftest.capture_gaps import SETUP_KEY, parse_setup_unknown
 
 from difftest.capture.importers.exit_reasons import SVM_BY_NAME, VMX_BY_NAME
 from difftest.capture.importers.ftrace import import_ftrace
@@ -22,6 +21,7 @@ from difftest.capture.importers.tracepoints import disposition
 from difftest.cli import main
 from difftest.errors import InputError
 from difftest.trace.io import open_trace
+from difftest.verdict.capture_gaps import SETUP_KEY, parse_setup_unknown
 
 FIX = Path(__file__).parent / "fixtures"
 

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from difftest.capture.kvm.cleanup import signals_deferred
 from difftest.capture.kvm.recorder import (
     LAST_FAILURES,
     check_output,
@@ -102,7 +103,6 @@ def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str | No
             else:
                 chosen = list(dict.fromkeys(select(scenarios)))
                 rec, meta = record_scenarios(chosen, trace=not no_trace)
-            dest = write_recording(rec, meta, out)
         except InputError as exc:
             click.echo(f"difftest: error: {exc}", err=True)
             sys.exit(2)
@@ -112,8 +112,24 @@ def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str | No
             sys.exit(3)
         click.echo("difftest: interrupted; VM, fds and tracefs instance released", err=True)
         sys.exit(130)
-    if rec.died_at is not None:
-        click.echo(f"difftest: the guest died at row {rec.died_at} ({rec.died_why}); wrote {dest} with "
-                   f"{len(rec.rows) - rec.died_at - 1} later rows marked not recorded", err=True)
-        sys.exit(1)
-    click.echo(f"wrote {dest} ({len(rec.rows)} rows; {rec.timing()})")
+    # Everything is recorded and released: writing the file and saying so is one step a Ctrl-C does not split
+    # (interrupted: the file is not written; written: the run reports it whole and ends as it would have).
+    code, late = 2, False
+    try:
+        with signals_deferred():
+            try:
+                dest = write_recording(rec, meta, out)
+            except InputError as exc:
+                click.echo(f"difftest: error: {exc}", err=True)
+            else:
+                code = 0 if rec.died_at is None else 1
+                if rec.died_at is not None:
+                    click.echo(f"difftest: the guest died at row {rec.died_at} ({rec.died_why}); wrote {dest} with "
+                               f"{len(rec.rows) - rec.died_at - 1} later rows marked not recorded", err=True)
+                else:
+                    click.echo(f"wrote {dest} ({len(rec.rows)} rows; {rec.timing()})")
+    except KeyboardInterrupt:
+        late = code != 2
+    if late:
+        click.echo("difftest: the interrupt came after the recording was written; it is complete", err=True)
+    sys.exit(code)

@@ -19,6 +19,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -82,8 +83,16 @@ def _mount_private(resources: Resources) -> Path:
 
 
 def _unmount(where: Path) -> None:
-    res = subprocess.run(["umount", str(where)], check=False, capture_output=True)
-    if res.returncode and where in tracefs_mounts():
+    """Unmount our private tracefs.  Another program that scans /proc/mounts for "a" tracefs (libtracefs,
+    an older recorder) may hold it for a moment: retry, then detach it lazily (it leaves the mount tree at
+    once and the kernel frees it when that holder lets go); fail only if even that is refused."""
+    for attempt in range(21):
+        args = ["umount", str(where)] if attempt < 20 else ["umount", "-l", str(where)]
+        res = subprocess.run(args, check=False, capture_output=True)
+        if res.returncode == 0 or where not in tracefs_mounts():
+            break
+        time.sleep(0.01)
+    else:
         raise OSError(errno.EBUSY, f"umount {where}: {res.stderr.decode(errors='replace').strip()}")
     with contextlib.suppress(FileNotFoundError):
         where.rmdir()

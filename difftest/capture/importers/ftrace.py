@@ -520,7 +520,9 @@ class Converter:
                 self.add(p, "set_cpuid", "inferred setup: the CPUID table's leaf 7.0 ECX is this answer's "
                          "(OSPKE cleared: it follows CR4.PKE)", lvl="host", cpuid_7_ecx=ecx & ~(1 << 4))
                 self.res.inferred["CPUID leaf 7.0 (from the first answer per vCPU)"] += 1
-            self.add(p, "cpuid", p.msg, cpuid_leaf=leaf, cpuid_subleaf=sub, exp_result="ok", exp_value=ecx)
+            row = self.add(p, "cpuid", p.msg, cpuid_leaf=leaf, cpuid_subleaf=sub, exp_result="ok", exp_value=ecx)
+            if (vcpu, 4) not in self.known_cr:  # OSPKE (bit 4) follows CR4.PKE, which no kvm_cr line showed
+                self.needs(row, ["CR4.PKE (OSPKE follows it)"])
         else:
             self.add(p, "cpuid", p.msg + "; value not compared (the model holds leaf 7.0 only)",
                      cpuid_leaf=leaf, cpuid_subleaf=sub, exp_result="ok")

@@ -14,6 +14,7 @@ from .events import Event, Outcome, gp
 from .paging import Mapping, PageTables, check_access, page_base
 from .pkrs import check_pkrs_read, check_pkrs_write
 from .registers import (
+    COUNTER_MSRS,
     CPUID7_ECX_OSPKE,
     CPUID7_ECX_PKS,
     CPUID7_ECX_PKU,
@@ -147,6 +148,8 @@ class Cpu:
                 return gp("X86.MSR.CANONICAL")
             self.msrs[msr] = value
             return Outcome("ok", rules=("X86.MSR.STORE",))
+        if msr in COUNTER_MSRS:
+            return Outcome("ok", rules=("X86.MSR.COUNTER",))
         return gp("X86.MSR.UNKNOWN")
 
     def rdmsr(self, ev: Event) -> Outcome:
@@ -162,6 +165,8 @@ class Cpu:
             return Outcome("ok", value=self.efer, rules=("X86.MODE",))
         if msr in PLAIN_MSRS:
             return Outcome("ok", value=self.msrs.get(msr, 0), rules=("X86.MSR.STORE",))
+        if msr in COUNTER_MSRS:  # the value is the counter's at that moment: no model value
+            return Outcome("ok", rules=("X86.MSR.COUNTER",))
         return gp("X86.MSR.UNKNOWN")
 
     def write_efer(self, value: int) -> Outcome:

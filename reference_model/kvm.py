@@ -25,6 +25,7 @@ from .msr_filter import MsrFilter, UserMsrExits
 from .paging import WRITE_ACCESSES, check_access
 from .pkrs import pkrs_value_valid
 from .registers import (
+    COUNTER_MSRS,
     CPUID7_ECX_PKS,
     CPUID7_ECX_PKU,
     CR0_PE,
@@ -550,7 +551,7 @@ class KvmVcpu:
         if self.vm.filter_active and not self.vm.filter.allows(msr, write):
             self.vm.count("exit.msr_intercept")
             return self.user_exit_or_gp(MSR_EXIT_FILTER, "KVM.MSR.FILTER")
-        known = msr in PLAIN_MSRS or msr == 0xC0000080
+        known = msr in PLAIN_MSRS or msr in COUNTER_MSRS or msr == 0xC0000080
         if not known:
             self.vm.count("exit.msr_intercept")
             return self.user_exit_or_gp(MSR_EXIT_UNKNOWN, "X86.MSR.UNKNOWN")

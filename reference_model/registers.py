@@ -55,6 +55,7 @@ MSR_SYSENTER_CS = 0x174
 MSR_SYSENTER_ESP = 0x175
 MSR_SYSENTER_EIP = 0x176
 MSR_IA32_XSS = 0xDA0
+MSR_IA32_TSC = 0x10  # counts by itself: a read's value depends on when it runs
 MSR_IA32_TSC_DEADLINE = 0x6E0  # writing it arms or disarms the deadline timer: a side effect
 MSR_IA32_VMX_ENTRY_CTLS = 0x484
 MSR_IA32_VMX_EXIT_CTLS = 0x483
@@ -62,6 +63,9 @@ MSR_IA32_VMX_CR4_FIXED1 = 0x489
 MSR_IA32_VMX_TRUE_EXIT_CTLS = 0x48F
 MSR_IA32_VMX_TRUE_ENTRY_CTLS = 0x490
 # Plain read/write MSRs the model stores without side effects (X86.MSR.STORE).
+# MSRs that exist on every x86-64 CPU and count by themselves (X86.MSR.COUNTER).
+COUNTER_MSRS = frozenset({MSR_IA32_TSC})
+
 PLAIN_MSRS = frozenset({
     MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SYSCALL_MASK, MSR_KERNEL_GS_BASE,
     MSR_SYSENTER_CS, MSR_SYSENTER_ESP, MSR_SYSENTER_EIP, MSR_IA32_XSS, MSR_IA32_TSC_DEADLINE,

@@ -100,6 +100,7 @@ RULES: dict[str, str] = {
     "X86.PAE.PDPTE": "PAE paging loads the PDPTEs on MOV CR3 and on changes of CR4.PAE/PGE/PSE/SMEP; a reserved bit: #GP(0).",
     "X86.MSR.UNKNOWN": "RDMSR/WRMSR of an MSR the CPU does not implement: #GP(0).",
     "X86.MSR.CANONICAL": "WRMSR of a non-canonical address to KERNEL_GS_BASE, LSTAR, CSTAR, SYSENTER_ESP/EIP: #GP(0).",
+    "X86.MSR.COUNTER": "RDMSR/WRMSR of a counting MSR (TSC) succeeds at CPL0; the value read depends on when it runs.",
     "X86.MSR.STORE": "A plain MSR read returns the last value written.",
     "X86.RMW.LOAD": "A faulting read-modify-write whose read alone faults (AD, P=0, RSVD, U/S, SMAP): the load half faults.",
     "X86.PKRU": "WRPKRU/RDPKRU need CR4.PKE=1 (else #UD); WRPKRU needs ECX=EDX=0.",

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import click
 
-from difftest.capture.importers.ftrace import import_ftrace, metadata
+import difftest.progress as progress
+from difftest.capture.importers.ftrace import (
+    classification,
+    import_ftrace,
+    metadata,
+    resolve_host,
+    short_classification,
+    summary,
+)
 from difftest.capture.importers.pkvm_vmexit import compare, parse_vmexit_trace, render
 from difftest.cli.vocabulary import echo_json, info
 from difftest.errors import InputError
@@ -21,27 +29,50 @@ from difftest.trace.outputs import to_stdout, write_text_output, write_trace_out
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
               help="output trace (.parquet; '-' = stdout)")
 @click.option("--skip-bad", is_flag=True, help="skip malformed lines (and report how many) instead of failing")
-@click.option("--cpu-features", default=None, help="host features of the captured host, e.g. `pku` (metadata cpu.features)")
+@click.option("--host", "host_opt", default=None,
+              help="features of the host the capture was made on: 'pks-host', 'none' or a list (default: this host's)")
+@click.option("--cpu-features", default=None, help="the same as --host (older name), validated on import")
+@click.option("--profile", "profile_opt", default=None,
+              help="comparison profile for the metadata (default: pvm on a PVM host, else strict)")
+@click.option("--policy", "policy_opt", default=None,
+              help="policy for the metadata (default: upstream-pvm on a PVM host, else upstream)")
 @click.option("--json", "as_json", is_flag=True, help="print what was written as JSON")
-def import_ftrace_cmd(file: str, out: str, skip_bad: bool, cpu_features: str | None, as_json: bool) -> None:
-    """Import tracefs trace/trace_pipe text or `trace-cmd report` output as a trace (exit 0: written)."""
+def import_ftrace_cmd(file: str, out: str, skip_bad: bool, host_opt: str | None, cpu_features: str | None,
+                      profile_opt: str | None, policy_opt: str | None, as_json: bool) -> None:
+    """Import tracefs trace/trace_pipe text or `trace-cmd report` output as a trace (exit 0: written).
+
+    With -v, every tracepoint's classification is printed with its reason.
+    """
+    try:
+        host = resolve_host(host_opt, cpu_features, profile_opt, policy_opt)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         size = Path(file).stat().st_size if Path(file).is_file() else None
         with task(f"importing {Path(file).name}", total=size, unit="bytes"):
-            res = import_ftrace(file, skip_bad=skip_bad)
-        dest = write_trace_output(out, res.rows, metadata(file, res, cpu_features))
+            res = import_ftrace(file, skip_bad=skip_bad, host_features=frozenset(filter(None, host.features.split(","))))
+        dest = write_trace_output(out, res.rows, metadata(file, res, host))
     except InputError as exc:
         click.echo(f"difftest: error: {exc}", err=True)
         sys.exit(2)
-    compared = sum(1 for r in res.rows if r.get("exp_result"))
     foreign = sum(1 for r in res.rows if r["kind"] == "foreign")
     where = str(dest) if dest else "stdout"
     if as_json and not to_stdout(out):
-        echo_json({"output": where, "events": len(res.rows), "with_expectations": compared, "foreign": foreign,
-                   "format": res.fmt, "skipped_lines": list(res.skipped)})
+        echo_json({"output": where, "events": len(res.rows), "with_expectations": res.compared(), "foreign": foreign,
+                   "format": res.fmt, "skipped_lines": list(res.skipped), "policy": host.policy, "profile": host.profile,
+                   "host_features": host.features, "classification": classification(res),
+                   "msr_classes": dict(sorted(res.msr_classes.items()))})
         return
-    info(f"wrote {where}: {len(res.rows)} events ({compared} with expectations, {foreign} foreign), format {res.fmt}"
-         + (f"; skipped {len(res.skipped)} malformed lines" if res.skipped else ""), err=to_stdout(out))
+    err = to_stdout(out)
+    info(f"wrote {where}: {len(res.rows)} rows ({res.compared()} with expectations, {foreign} foreign), "
+         f"format {res.fmt}" + (f"; skipped {len(res.skipped)} malformed lines" if res.skipped else ""), err=err)
+    info(f"  {summary(res)}", err=err)
+    info(f"  metadata: policy {host.policy}, profile {host.profile}, host features "
+         f"'{host.features or 'none'}' ({host.origin})", err=err)
+    for line in (classification(res) if progress.verbosity() > 0 else short_classification(res)):
+        info(f"  {line}", err=err)
+    for k, n in sorted(res.msr_classes.items()):
+        info(f"  MSR {k}: {n}", err=err)
 
 
 @click.command("pkvm-vmexit-trace")

@@ -77,8 +77,15 @@ class LazyGroup(click.Group):
         return with_common_options(command) if command is not None else None
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; an internal error exits 3 with one line (see :mod:`difftest.cli.vocabulary`)."""
-        return run_guarded(lambda: super(LazyGroup, self).invoke(ctx))
+        """Run the command; an internal error exits 3 with one line (see :mod:`difftest.cli.vocabulary`).
+
+        Ctrl-C that no command handled (e.g. while a command's module loads): one line and 130, not click's 1.
+        """
+        try:
+            return run_guarded(lambda: super(LazyGroup, self).invoke(ctx))
+        except KeyboardInterrupt:
+            click.echo("difftest: interrupted", err=True)
+            ctx.exit(130)
 
 
 def known_options(fn: F) -> F:

@@ -6,8 +6,16 @@ import sys
 
 import click
 
+from difftest.capture.kvm.cleanup import signals_deferred
+from difftest.capture.kvm.recorder import (
+    LAST_FAILURES,
+    check_output,
+    record_scenarios,
+    record_trace,
+    select,
+    write_recording,
+)
 from difftest.capture.kvm.recorder import SCENARIOS as KVM_SCENARIOS
-from difftest.capture.kvm.recorder import record_scenarios, record_trace, select, write_recording
 from difftest.capture.kvm.tracefs import signals_raise
 from difftest.capture.qemu.boot import DEFAULT_TIMEOUT, qemu_path
 from difftest.capture.qemu.build import BuildError, missing_tools
@@ -84,13 +92,17 @@ def _record(trace_path: str | None, scenario: str | None, output: str, timeout: 
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None,
               help="perform this trace's events instead and record what really happened")
 @click.option("-o", "--output", "out", default=None, type=click.Path(dir_okay=False),
-              help="output trace (.parquet; '-' = stdout); required unless --list")
+              help="output trace (.parquet; '-' = stdout); required unless --list (checked before anything is recorded)")
 @click.option("--no-trace", is_flag=True, help="do not capture kvm tracepoints")
 @click.option("--list", "list_only", is_flag=True, help="list the scenarios and exit")
 @click.option("--json", "as_json", is_flag=True, help="print the scenario list, or what was recorded, as JSON")
 def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str | None, no_trace: bool, list_only: bool,
                as_json: bool) -> None:
-    """Perform scenarios (or a trace) on /dev/kvm; each step's real outcome becomes its expectation (exit 0: recorded)."""
+    """Perform scenarios (or a trace) on /dev/kvm; each step's real outcome becomes its expectation.
+
+    Exit 0: recorded; 1: the guest died mid-trace (the rows after it are marked not recorded); 2: bad
+    input; 3: something could not be released; 130: interrupted (everything released).
+    """
     if list_only:
         if as_json:
             echo_json([{"name": sc.name, "description": sc.description} for sc in KVM_SCENARIOS.values()])
@@ -101,23 +113,48 @@ def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str | No
     if out is None:
         raise click.UsageError("missing option '-o' / '--output' (the trace to write)")
     try:
-        if bool(scenarios) == bool(trace_file):
-            raise InputError("difftest record kvm", "give exactly one of --scenario NAME or --trace FILE")
-        with task("recording on /dev/kvm", unit="steps"):
-            if trace_file:
-                rec, meta = record_trace(trace_file)
-            else:
-                chosen = list(dict.fromkeys(select(scenarios)))
-                rec, meta = record_scenarios(chosen, trace=not no_trace)
-        dest = write_recording(rec, meta, out)
-    except InputError as exc:
-        click.echo(f"difftest: error: {exc}", err=True)
-        sys.exit(2)
+        try:
+            if bool(scenarios) == bool(trace_file):
+                raise InputError("difftest record kvm", "give exactly one of --scenario NAME or --trace FILE")
+            if not to_stdout(out):
+                check_output(out)
+            with task("recording on /dev/kvm", unit="steps"):
+                if trace_file:
+                    rec, meta = record_trace(trace_file)
+                else:
+                    chosen = list(dict.fromkeys(select(scenarios)))
+                    rec, meta = record_scenarios(chosen, trace=not no_trace)
+        except InputError as exc:
+            click.echo(f"difftest: error: {exc}", err=True)
+            sys.exit(2)
     except KeyboardInterrupt:
+        if LAST_FAILURES:
+            click.echo("difftest: interrupted; NOT released: " + "; ".join(LAST_FAILURES), err=True)
+            sys.exit(3)
         click.echo("difftest: interrupted; VM, fds and tracefs instance released", err=True)
         sys.exit(130)
-    where = str(dest) if dest else "stdout"
-    if as_json and not to_stdout(out):
-        echo_json({"output": where, "rows": len(rec.rows), "timing": rec.timing()})
-    else:
-        info(f"wrote {where} ({len(rec.rows)} rows; {rec.timing()})", err=to_stdout(out))
+    # Everything is recorded and released: writing the file and saying so is one step a Ctrl-C does not split
+    # (interrupted: the file is not written; written: the run reports it whole and ends as it would have).
+    code, late = 2, False
+    err = to_stdout(out)
+    try:
+        with signals_deferred():
+            try:
+                dest = write_recording(rec, meta, out)
+            except InputError as exc:
+                click.echo(f"difftest: error: {exc}", err=True)
+            else:
+                code = 0 if rec.died_at is None else 1
+                where = str(dest) if dest else "stdout"
+                if rec.died_at is not None:
+                    click.echo(f"difftest: the guest died at row {rec.died_at} ({rec.died_why}); wrote {where} with "
+                               f"{len(rec.rows) - rec.died_at - 1} later rows marked not recorded", err=True)
+                elif as_json and not err:
+                    echo_json({"output": where, "rows": len(rec.rows), "timing": rec.timing()})
+                else:
+                    info(f"wrote {where} ({len(rec.rows)} rows; {rec.timing()})", err=err)
+    except KeyboardInterrupt:
+        late = code != 2
+    if late:
+        click.echo("difftest: the interrupt came after the recording was written; it is complete", err=True)
+    sys.exit(code)

@@ -14,9 +14,10 @@ from typing import Protocol
 from difftest.engine.fast import FastEngine, can_use
 from difftest.engine.reference import ReferenceEngine, RowObserver
 from difftest.trace.io import TraceFile
+from difftest.verdict.capture_gaps import highlight_observer, is_capture, with_capture_gaps
 from difftest.verdict.compare import CompareResult
 from difftest.verdict.profiles import Profile
-from difftest.verdict.results import ReplayResult, attach_notes
+from difftest.verdict.results import ReplayResult, RowResult, attach_notes
 from reference_model.policies import Policy
 
 __all__ = ["ENGINES", "Engine", "RowObserver", "can_use", "compare_trace", "get_engine", "replay_trace"]
@@ -66,8 +67,13 @@ def replay_trace(trace: TraceFile, policy: Policy, profile: Profile, observer: R
     ``observer`` is called after every row with the row, its result and the machine (reference engine).
     """
     t0 = time.perf_counter()
+    profile = with_capture_gaps(profile, trace.meta)
+    highlights: list[RowResult] = []
+    if observer is None and engine is None and is_capture(trace.meta):  # small files: the row path keeps what
+        observer = highlight_observer(highlights)                       # the capture's report shows
     result = _choose(trace, observer, engine).replay(trace, policy, profile, observer)
-    shown = [*result.context, *result.divergences]
+    result.highlights = highlights
+    shown = [*result.context, *result.divergences, *highlights]
     attach_notes(shown, trace.notes_for(r.index for r in shown))
     result.seconds = time.perf_counter() - t0
     return result

@@ -58,6 +58,16 @@ def render_replay(res: ReplayResult, verbose: bool = False) -> str:
                 out.append(_row_line(r, "~"))
             if not verbose and len(later) > 10:
                 out.append(f"    ... {len(later) - 10} more (-v lists them all)")
+    faults = [r for r in res.highlights if r.status != "masked" or (r.event is not None and r.event.kind == "emu_access")]
+    if faults:
+        out.append("  emulated accesses that fault (expected = the kernel's PFEC, got = the model's):")
+        for r in faults[: None if verbose else 20]:
+            out.append(_row_line(r) + ("  " + "; ".join(sorted({d.mask or "" for d in r.masked})) if r.masked else ""))
+    judged = [r for r in res.highlights if r.status == "masked" and r not in faults]
+    if judged:
+        out.append("  rows a capture cannot settle (masked, with the reason):")
+        for r in judged[: None if verbose else 20]:
+            out.append(_row_line(r) + "  " + "; ".join(sorted({d.mask or "" for d in r.masked})))
     if res.counters:
         out.append("  counters: " + ", ".join(f"{k}={v}" for k, v in sorted(res.counters.items())))
     return "\n".join(out)

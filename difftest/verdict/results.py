@@ -137,6 +137,8 @@ class ReplayResult:
     rule_hits: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     verdict: Verdict | None = None  # set by :meth:`judge`; without it PASS or FAIL by divergences alone
+    # Rows of a real capture shown whatever else happens: faulting emulated accesses, masked rows.
+    highlights: list[RowResult] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -176,6 +178,7 @@ class ReplayResult:
         first = self.first
         return {
             "trace": self.trace,
+            "highlights": [r.to_json() for r in self.highlights],
             "name": self.trace_name,
             "policy": self.policy,
             "profile": self.profile,

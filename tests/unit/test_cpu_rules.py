@@ -868,6 +868,16 @@ def test_x86_msr_unknown(kind: str) -> None:
     assert_gp(c(kind, msr=0x4000_1234, value=1), "X86.MSR.UNKNOWN")
 
 
+def test_x86_msr_counter() -> None:
+    """X86.MSR.COUNTER: the TSC (MSR 0x10, SDM 17.17) exists at CPL0; its value is the counter's, not a stored one."""
+    c = cpu(long_mode=False)
+    out = c("rdmsr", msr=0x10)
+    assert_ok(out, "X86.MSR.COUNTER")
+    assert out.value is None  # the model does not predict a running counter
+    assert_ok(c("wrmsr", msr=0x10, value=0x1000), "X86.MSR.COUNTER")
+    assert_gp(c("rdmsr", msr=0x10, cpl=3), "ARCH.MSR.CPL")
+
+
 def test_x86_msr_store() -> None:
     """X86.MSR.STORE: a plain MSR reads back the last value written (full 64 bits)."""
     c = cpu(long_mode=False)

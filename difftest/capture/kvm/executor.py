@@ -10,6 +10,7 @@ this host cannot perform are observed as ``None`` results with a note, never gue
 from __future__ import annotations
 
 import errno
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +24,8 @@ MSR_IA32_PKRS = 0x6E1
 EFER_LME, EFER_LMA, CR0_PG = 1 << 8, 1 << 10, 1 << 31
 VECTOR_RESULT = {13: "gp", 6: "ud", 14: "pf"}
 MAX_EXITS_PER_STEP = 64
+DEATH_EXITS = {8: "KVM_EXIT_SHUTDOWN: triple fault", 9: "KVM_EXIT_FAIL_ENTRY", 0: "KVM_EXIT_UNKNOWN",
+               6: "KVM_EXIT_MMIO: access outside guest memory"}
 
 
 @dataclass
@@ -84,6 +87,7 @@ class RealVcpuExecutor:
             self.vm.close()
             raise
         self.long_mode: dict[int, bool] = {}
+        self.died: str | None = None  # set when a vCPU stops for good (triple fault, failed entry, KVM_RUN error)
 
     def close(self) -> None:
         self.vm.close()
@@ -248,6 +252,21 @@ class RealVcpuExecutor:
     def do_mov_cr3(self, ev: Event) -> Observation:
         return self._guest(ev.vcpu, gp.command("mov_cr3", value=ev.value or 0), ev.cpl)
 
+    def do_map(self, ev: Event) -> Observation:
+        """Write a 2 MiB leaf into the long-mode PD; every such page aliases guest-physical 0 (memory is 2 MiB)."""
+        if ev.page_size != "2m" or (ev.addr or 0) >= 1 << 30:
+            return Observation(None, notes=["the recorder maps 2 MiB pages below 1 GiB only"])
+        if ev.rsvd or ev.user_upper is False:
+            return Observation(None, notes=["the recorder cannot set reserved bits or clear upper U/S"])
+        pde = gp.pde_2m(0, bool(ev.present), ev.writable is not False, bool(ev.user), bool(ev.nx), ev.key or 0)
+        self.vm.write(gp.PD + 8 * ((ev.addr or 0) >> 21), struct.pack("<Q", pde))
+        return Observation("ok")
+
+    def do_emu_access(self, ev: Event) -> Observation:
+        if ev.access not in ("read", "write"):
+            return Observation(None, notes=[f"the recorder performs read and write accesses only, not {ev.access}"])
+        return self._guest(ev.vcpu, gp.command("load" if ev.access == "read" else "store", value=ev.addr or 0), ev.cpl)
+
     def do_cpuid(self, ev: Event) -> Observation:
         cmd = gp.command("cpuid", ev.cpuid_leaf or 0, subleaf=ev.cpuid_subleaf or 0)
         return self._guest(ev.vcpu, cmd, ev.cpl, want="value32")
@@ -282,6 +301,7 @@ class RealVcpuExecutor:
                 if res.errno == errno.EINTR:
                     continue
                 obs.notes.append(f"KVM_RUN failed with {res.errname}")
+                self.died = f"vCPU {index}: KVM_RUN failed with {res.errname}"
                 return obs
             reason = page.exit_reason
             if reason == k.EXIT_HLT:
@@ -316,7 +336,9 @@ class RealVcpuExecutor:
                 obs.result = "internal_error"
                 obs.notes.append(f"KVM_EXIT_INTERNAL_ERROR suberror={sub} data={[hex(w) for w in words[:4]]}")
                 return obs
-            obs.notes.append(f"unexpected exit reason {reason}")
+            name = DEATH_EXITS.get(reason)
+            obs.notes.append(f"unexpected exit reason {reason}" + (f" ({name})" if name else ""))
+            self.died = f"vCPU {index}: " + (name or f"unexpected exit reason {reason}")
             return obs
         else:
             obs.notes.append(f"no halt after {MAX_EXITS_PER_STEP} exits")

@@ -22,7 +22,8 @@ CMD = 0x800  # {u32 op; u32 ecx; u64 value; u32 subleaf}
 PORT_DONE, PORT_DATA_LO, PORT_DATA_HI = 0x10, 0x11, 0x12
 PORT_VECTOR, PORT_IP, PORT_ERROR = 0xE0, 0xE2, 0xE6
 
-OPS = {"wrmsr": 1, "rdmsr": 2, "mov_cr4": 3, "cpuid": 4, "rdpkru": 5, "wrpkru": 6, "mov_cr0": 7, "mov_cr3": 8}
+OPS = {"wrmsr": 1, "rdmsr": 2, "mov_cr4": 3, "cpuid": 4, "rdpkru": 5, "wrpkru": 6, "mov_cr0": 7, "mov_cr3": 8,
+       "load": 9, "store": 10}
 
 # x86 exceptions that push an error code (the long-mode stubs push a dummy 0 for the others)
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
@@ -62,6 +63,10 @@ loop:
     je op_mov_cr0
     cmp eax, {OPS["mov_cr3"]}
     je op_mov_cr3
+    cmp eax, {OPS["load"]}
+    je op_load
+    cmp eax, {OPS["store"]}
+    je op_store
     jmp loop
 op_wrmsr:
     mov ecx, dword ptr [{CMD + 4}]
@@ -105,6 +110,14 @@ op_wrpkru:
     xor {c}, {c}
     xor {d}, {d}
     wrpkru
+    jmp done
+op_load:
+    mov {a}, {"dword" if width == "32" else "qword"} ptr [{CMD + 8}]
+    mov {a}, {"dword" if width == "32" else "qword"} ptr [{a}]
+    jmp done
+op_store:
+    mov {c}, {"dword" if width == "32" else "qword"} ptr [{CMD + 8}]
+    mov {"dword" if width == "32" else "qword"} ptr [{c}], {c}
     jmp done
 done:
     mov al, 1
@@ -198,11 +211,20 @@ def gdt() -> bytes:
     return struct.pack("<QQQ", 0, 0x00AF9A000000FFFF, 0x00CF92000000FFFF)
 
 
+def pde_2m(phys: int, present: bool, writable: bool, user: bool, nx: bool, key: int) -> int:
+    """A 2 MiB page-directory entry (PS=1) with these attributes."""
+    return (phys & ~((1 << 21) - 1)) | 0x80 | (1 if present else 0) | (2 if writable else 0) | (4 if user else 0) | (
+        (key & 0xF) << 59) | ((1 << 63) if nx else 0)
+
+
 def page_tables() -> dict[int, bytes]:
-    """PML4 -> PDPT -> PD with one 2 MiB identity page at 0 (present, writable, supervisor)."""
+    """PML4 -> PDPT -> PD with one 2 MiB identity page at 0 (present, writable, supervisor).
+
+    The upper entries are writable and user (U/S=1), so a ``map`` event decides a 2 MiB leaf's
+    rights alone (the PD's other entries are written by ``map``: see the executor)."""
     return {
-        PML4: struct.pack("<Q", PDPT | 0x3),
-        PDPT: struct.pack("<Q", PD | 0x3),
+        PML4: struct.pack("<Q", PDPT | 0x7),
+        PDPT: struct.pack("<Q", PD | 0x7),
         PD: struct.pack("<Q", 0x0 | 0x83),
     }
 

@@ -9,6 +9,7 @@ piece of VM-wide state they rely on, so the file replays as one trace.
 
 from __future__ import annotations
 
+import errno
 import os
 import statistics
 import sys
@@ -27,6 +28,7 @@ from reference_model.events import Event
 from reference_model.policies import POLICIES
 
 from . import host_facts
+from .cleanup import Resources
 from .executor import Observation, RealVcpuExecutor
 from .guest_asm import assembler_missing
 from .scenarios import SCENARIOS, Scenario
@@ -43,6 +45,24 @@ class Recording:
     step_seconds: list[float] = field(default_factory=list)
     vm_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    died_at: int | None = None  # the row at which the guest died
+    died_why: str = ""
+
+    def not_recorded(self, ev: Event, why: str) -> None:
+        """A row the recorder did not perform: inputs only, no expectation, the reason in its note."""
+        row: dict[str, Any] = {"seq": len(self.rows), "kind": ev.kind, "vcpu": ev.vcpu, "level": ev.level}
+        for name, v in ev.inputs().items():
+            if name not in ("vcpu", "level"):
+                row[name] = v
+        row["note"] = f"not recorded: {why}"
+        self.rows.append(row)
+
+    def check_death(self, s: Session) -> None:
+        if self.died_at is None and s.executor.died is not None:
+            self.died_at = len(self.rows) - 1
+            self.died_why = s.executor.died
+            self.rows[-1]["note"] = "; ".join(filter(None, [self.rows[-1].get("note"),
+                                                           f"the guest died here: {self.died_why}"]))
 
     def add(self, ev: Event, obs: Observation, extra: Iterable[str] = ()) -> None:
         row: dict[str, Any] = {"seq": len(self.rows), "kind": ev.kind, "vcpu": ev.vcpu, "level": ev.level}
@@ -82,31 +102,46 @@ def _summarise(lines: list[str]) -> list[str]:
     return [f"trace: {' | '.join(picked)}"] if picked else []
 
 
+# What the last session could not release (the CLI reports it instead of claiming a cleanup).
+LAST_FAILURES: list[str] = []
+
+
+def _close_tracer(tracer: TraceInstance) -> None:
+    failures = tracer.close()
+    if failures:
+        raise OSError(errno.EBUSY, "; ".join(failures))
+
+
 class Session:
-    """One VM, the tracefs instance, and the host facts, for the duration of a recording."""
+    """One VM, the tracefs instance, and the host facts, for the duration of a recording.
+
+    Everything it holds is acquired through :class:`~.cleanup.Resources`: a SIGINT or SIGTERM
+    can land anywhere and what was acquired is released, and ``failures`` says what was not.
+    """
 
     def __init__(self, trace: bool) -> None:
         self.want_trace = trace
+        self._res = Resources()
+        self.tracer: TraceInstance | None = None
+        self.trace_note = ""
+        self.stale: list[str] = []
 
     def __enter__(self) -> Session:
-        self._stack: list[Any] = []
         try:
-            self.kvm = Kvm()
-            self._stack.append(self.kvm)
+            self.kvm = self._res.acquire("/dev/kvm fd", Kvm, Kvm.close)
             self.facts = host_facts.collect(self.kvm)
-            self.tracer: TraceInstance | None = None
-            self.trace_note = ""
             why = tracefs_unusable() if self.want_trace else "tracing off (--no-trace)"
             if why is None:
-                self.tracer = TraceInstance()
-                self.tracer.__enter__()
-                self._stack.append(self.tracer)
+                self.tracer = self._res.acquire("tracefs", TraceInstance, _close_tracer)
+                self.tracer.open()
+                self.stale = self.tracer.stale
+                for line in self.stale:
+                    print(f"difftest: {line}", file=sys.stderr, flush=True)
                 self.trace_note = "kvm events enabled: " + ",".join(self.tracer.enabled)
             else:
                 self.trace_note = f"no kvm tracepoints captured: {why}"
             t0 = time.perf_counter()
-            self.executor = RealVcpuExecutor(self.kvm)
-            self._stack.append(self.executor)
+            self.executor = self._res.acquire("VM", lambda: RealVcpuExecutor(self.kvm), RealVcpuExecutor.close)
             self.vm_seconds = time.perf_counter() - t0
         except BaseException:
             self.close()
@@ -116,9 +151,10 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self) -> None:
-        while self._stack:
-            self._stack.pop().close()
+    def close(self) -> list[str]:
+        failures = self._res.release_all()
+        LAST_FAILURES[:] = failures
+        return failures
 
     def step(self, ev: Event) -> tuple[Observation, list[str]]:
         obs = self.executor.step(ev)
@@ -144,13 +180,18 @@ def record_scenarios(scenarios: list[Scenario], *, trace: bool = True) -> tuple[
             s.executor.reply = sc.reply
             if s.tracer:
                 s.tracer.marker(f"BEGIN {sc.name}")
+                s.tracer.marker(f"pksdt vcpu {index}")  # lines carry no vCPU id on every backend
             for n, ev in enumerate(sc.build(sup_ecx)):
                 ev.vcpu = index
+                if rec.died_at is not None:
+                    rec.not_recorded(ev, f"the guest died at row {rec.died_at} ({rec.died_why})")
+                    continue
                 obs, lines = s.step(ev)
                 advance_progress(1, unit="steps")
                 rec.trace_lines += lines
                 rec.add(ev, obs, [f"scenario {sc.name}"] if n == 0 else [])
                 rec.rows[-1]["note"] = "; ".join(filter(None, [rec.rows[-1].get("note"), *_summarise(lines)])) or None
+                rec.check_death(s)
             if s.tracer:
                 s.tracer.marker(f"END {sc.name}")
                 rec.trace_lines += s.tracer.drain()
@@ -179,6 +220,9 @@ def _metadata(s: Session, rec: Recording) -> dict[str, str]:
         meta["profile"] = "pvm"  # the backend's CPUID rewrite is masked, named and counted
     meta["source"] = "difftest record kvm: every expectation is what this host's KVM did"
     meta["notes"] = f"{s.trace_note}. Timing: {rec.timing()}."
+    if rec.died_at is not None:
+        meta["notes"] += (f" The guest died at row {rec.died_at} ({rec.died_why}); "
+                          f"{len(rec.rows) - rec.died_at - 1} later rows were not recorded.")
     return meta
 
 
@@ -191,12 +235,21 @@ def record_trace(path: str) -> tuple[Recording, dict[str, str]]:
     dropped = Counter[str]()
     with signals_raise(), Session(True) as s:
         rec.vm_seconds = s.vm_seconds
+        last_vcpu = None
         for row in rows:
-            if row.event is not None:
+            if row.event is not None and rec.died_at is not None:
+                rec.not_recorded(row.event, f"the guest died at row {rec.died_at} ({rec.died_why})")
+            elif row.event is not None:
+                if s.tracer and row.event.vcpu != last_vcpu:
+                    s.tracer.marker(f"pksdt vcpu {row.event.vcpu}")
+                    last_vcpu = row.event.vcpu
                 obs, lines = s.step(row.event)
                 advance_progress(1, unit="steps")
                 rec.trace_lines += lines
                 rec.add(row.event, obs, _summarise(lines))
+                rec.check_death(s)
+            elif row.snapshot is not None and rec.died_at is not None:
+                dropped[row.snapshot.path + " (after the guest died)"] += 1
             elif row.snapshot is not None:
                 value = _observe_snapshot(s.executor, row.snapshot.path)
                 if value is None:
@@ -249,3 +302,15 @@ def select(names: Iterable[str]) -> Iterator[Scenario]:
             raise InputError(name, f"unknown scenario; known: all, {', '.join(SCENARIOS)}")
 
 
+def check_output(out: str) -> None:
+    """Fail before recording if ``out`` cannot be written (a missing folder, a folder, no permission)."""
+    dest = Path(out)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if dest.is_dir():
+        raise InputError(out, "output is a directory")
+    if not parent.is_dir():
+        raise InputError(out, f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(out, f"output folder {parent} is not writable")
+    if dest.exists() and not os.access(dest, os.W_OK):
+        raise InputError(out, "output exists and is not writable")

@@ -127,6 +127,46 @@ def reserved_bits(long_mode: bool) -> Callable[[int], list[Event]]:
     return build
 
 
+CR0_WP = 1 << 16
+RO_PAGE, ABSENT_PAGE, USER_PAGE = 0x200000, 0x400000, 0x600000
+SPARE = 0x700  # offset in each alias of guest-physical page 0 that nothing else uses
+
+
+def emulated_walks(wp: bool) -> Callable[[int], list[Event]]:
+    """Loads and stores through KVM's emulator: a read-only leaf with key 5, an absent leaf, a user leaf."""
+
+    def build(sup: int) -> list[Event]:
+        return [*_prologue(sup, None, True),
+                Event("set_sregs", level="host", cr0=LONG_CR0 | (CR0_WP if wp else 0)),
+                Event("run", level="host"),
+                Event("map", addr=RO_PAGE, page_size="2m", present=True, writable=False, user=False, key=5),
+                Event("map", addr=ABSENT_PAGE, page_size="2m", present=False),
+                Event("map", addr=USER_PAGE, page_size="2m", present=True, writable=True, user=True),
+                Event("emu_access", addr=RO_PAGE + SPARE, access="read"),
+                Event("emu_access", addr=RO_PAGE + SPARE, access="write"),
+                Event("emu_access", addr=ABSENT_PAGE + SPARE, access="read"),
+                Event("emu_access", addr=ABSENT_PAGE + SPARE, access="write"),
+                Event("emu_access", addr=USER_PAGE + SPARE, access="read"),
+                Event("emu_access", addr=USER_PAGE + SPARE, access="write")]
+    return build
+
+
+# TSC and APERF/MPERF count by themselves; PAT and MISC_ENABLE are MSRs KVM knows and the model does
+# not; 0x12345 is no MSR at all.
+MSR_CLASS_READS = (0x10, 0xE7, 0xE8, 0x277, 0x1A0, 0x12345)
+
+
+def msr_classes() -> Callable[[int], list[Event]]:
+    def build(sup: int) -> list[Event]:
+        return [*_prologue(sup, None, True), Event("run", level="host"),
+                *(Event("rdmsr", msr=m) for m in MSR_CLASS_READS),
+                Event("wrmsr", msr=0x10, value=0x1000),
+                Event("cpuid", cpuid_leaf=0, cpuid_subleaf=0),
+                Event("cpuid", cpuid_leaf=1, cpuid_subleaf=0),
+                Event("cpuid", cpuid_leaf=7, cpuid_subleaf=0)]
+    return build
+
+
 def _library() -> dict[str, Scenario]:
     lib: dict[str, Scenario] = {}
 
@@ -160,6 +200,12 @@ def _library() -> dict[str, Scenario]:
         add(Scenario(f"reserved-bits-{'long' if lm else 'real'}",
                      "reserved bits: IA32_PKRS bits 63:32 (host and guest), an undefined CR4 bit",
                      reserved_bits(lm)))
+    for wp in (False, True):
+        add(Scenario(f"emulated-walks-wp{int(wp)}",
+                     f"loads and stores through KVM's page walk (CR0.WP={int(wp)}): read-only leaf with key 5, "
+                     "absent leaf, user leaf", emulated_walks(wp)))
+    add(Scenario("msr-classes", "RDMSR of counting MSRs (TSC, APERF, MPERF), MSRs KVM knows and the model does "
+                 "not (PAT, MISC_ENABLE), no MSR at all; CPUID leaves 0, 1, 7", msr_classes()))
     return lib
 
 

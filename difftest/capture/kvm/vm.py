@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from . import ioctl_api as k
+from .cleanup import signals_deferred
 
 KVM_DEV = "/dev/kvm"
 OPEN_VMS: set[Vm] = set()
@@ -187,11 +188,12 @@ class Vm:
 
     def __init__(self, kvm: Kvm, mem_size: int = 2 << 20) -> None:
         self.kvm = kvm
-        self.fd = k.must(k.ioctl(kvm.fd, k.KVM_CREATE_VM, 0), "KVM_CREATE_VM")
         self.vcpus: dict[int, Vcpu] = {}
         self.slots: list[MemSlot] = []
         self._filter_bitmaps: list[ctypes.Array[ctypes.c_uint8]] = []
-        OPEN_VMS.add(self)
+        with signals_deferred():
+            self.fd = k.must(k.ioctl(kvm.fd, k.KVM_CREATE_VM, 0), "KVM_CREATE_VM")
+            OPEN_VMS.add(self)
         try:
             self.mem = self.add_memory(0, mem_size)
         except BaseException:
@@ -222,7 +224,8 @@ class Vm:
     def vcpu(self, index: int) -> Vcpu:
         cpu = self.vcpus.get(index)
         if cpu is None:
-            cpu = self.vcpus[index] = Vcpu(self, index)
+            with signals_deferred():  # the vCPU fd and its run mmap are remembered before a signal can land
+                cpu = self.vcpus[index] = Vcpu(self, index)
         return cpu
 
     def enable_cap(self, cap: int, arg0: int) -> k.IoctlResult:

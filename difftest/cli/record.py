@@ -91,7 +91,7 @@ def _record(trace_path: str | None, scenario: str | None, output: str, timeout: 
 @click.option("--scenario", "scenarios", multiple=True, help="scenario name (repeatable), or `all`")
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None,
               help="perform this trace's events instead and record what really happened")
-@click.option("-o", "--output", "out", default=None, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", "out", default=None,
               help="output trace (.parquet; '-' = stdout); required unless --list (checked before anything is recorded)")
 @click.option("--no-trace", is_flag=True, help="do not capture kvm tracepoints")
 @click.option("--list", "list_only", is_flag=True, help="list the scenarios and exit")

@@ -2,7 +2,7 @@
 
 A knob that no trace can tell apart from its other values is either dead (read nowhere, as
 ``value_check_first`` was) or untested; both are defects.  For each knob and each value it can
-take, the test looks for a trace of traces/bugs/, traces/rebase/ or traces/real/ whose replay differs (some
+take, the test looks for a trace of traces/bugs/, rebase/, real/, pkvm/, pvm/ or xen/ whose replay differs (some
 event's outcome or some snapshot's state) between a registered KVM policy and the same policy with
 only that knob changed.  The expectations in the traces play no part: only the two replays are
 compared, so the test cannot be satisfied by the model agreeing with itself.
@@ -27,12 +27,13 @@ from reference_model.machine import Machine
 from reference_model.policies import POLICIES, Policy
 
 ROOT = Path(__file__).resolve().parents[2]
-TRACES = [*sorted((ROOT / "traces" / "bugs").glob("*.parquet")), *sorted((ROOT / "traces" / "rebase").glob("*.parquet")),
-          *sorted((ROOT / "traces" / "real").glob("*.parquet"))]
+# The scenario corpora of every hypervisor the KVM-derived policies model (pKVM, PVM and Xen are KVM machines too).
+TRACES = [p for sub in ("bugs", "rebase", "real", "pkvm", "pvm", "xen")
+          for p in sorted((ROOT / "traces" / sub).glob("*.parquet"))]
 KNOBS = [f.name for f in fields(KvmKnobs)] + [f.name for f in fields(Kvm2026Knobs)]
 ALL_CHOICES = {**CHOICES, **CHOICES_2026}
 # Values a non-choice, non-bool knob is tried with besides the ones registered policies use.
-OTHER_VALUES: dict[str, tuple[Any, ...]] = {"cpuid7_ecx_keep": (0,)}
+OTHER_VALUES: dict[str, tuple[Any, ...]] = {"cpuid7_ecx_keep": (0,), "pvm_supervisor_keys": (0xFFFF_FFFF,)}
 
 
 @cache
@@ -104,5 +105,5 @@ def test_kvm_policies_are_found() -> None:
 @pytest.mark.parametrize("knob", KNOBS)
 def test_every_knob_changes_some_trace(knob: str) -> None:
     assert witness(knob) is not None, (
-        f"knob {knob} changes no outcome of any trace in traces/bugs or traces/real under any KVM policy: "
+        f"knob {knob} changes no outcome of any scenario trace under any KVM policy: "
         "it is dead or untested")

@@ -20,12 +20,12 @@ from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 from reference_model.policies import POLICIES, Policy, get_policy
 
 from .errors import InputError
+from .policy_names import resolve_cli_policy
 from .profiles import PROFILES, get_profile
 from .render_text import render_replay
 from .replay import replay_trace
 from .schema import META_PREFIX, render_markdown
 from .trace_io import TraceFile, find_traces, open_trace
-from .variants import load_variant_file
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -53,10 +53,8 @@ def input_errors(fn: F) -> F:
 
 
 def resolve_policy(name: str) -> Policy:
-    """A registered policy, or the user variant a TOML file describes."""
-    if name.endswith(".toml") or "/" in name:
-        return load_variant_file(name)
-    return get_policy(name)
+    """A policy named on the command line: registered, or the user variant a TOML file describes."""
+    return resolve_cli_policy(name)
 
 
 def parse_host_option(value: str | None) -> HostCpu | None:
@@ -77,8 +75,6 @@ def from_metadata(tf: TraceFile, key: str, lookup: Callable[[str], T], name: str
         return lookup(name)
     except KeyError as exc:
         raise InputError(str(tf.path), f"metadata '{META_PREFIX}{key}': {exc.args[0] if exc.args else name}") from None
-    except InputError as exc:  # a variant file the metadata names
-        raise InputError(str(tf.path), f"metadata '{META_PREFIX}{key}': {exc}") from None
 
 
 def default_policy_for(meta_policies: list[str]) -> str:
@@ -138,7 +134,8 @@ def replay(trace: str, policy_name: str | None, profile_name: str | None, host_f
     """Replay TRACE under a policy and diff every expectation and snapshot."""
     tf = open_trace(trace)
     tf.host_override = host_features
-    policy = resolve_policy(policy_name) if policy_name else from_metadata(tf, "policy", resolve_policy,
+    # (the trace's own policy must be registered: a trace never makes us open a file)
+    policy = resolve_policy(policy_name) if policy_name else from_metadata(tf, "policy", get_policy,
                                                                             default_policy_for(tf.policies()))
     profile = get_profile(profile_name) if profile_name else from_metadata(tf, "profile", get_profile,
                                                                            tf.meta.get("profile", "strict"))

@@ -20,6 +20,7 @@ from reference_model.rules import describe
 
 from .diff import FieldDiff, diff_outcome, diff_outcomes, fmt
 from .profiles import Profile
+from .printable import printable
 from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult, attach_notes
 from .trace_io import TraceFile, TraceRow
 
@@ -72,6 +73,10 @@ class CompareResult:
     differences: list[CompareRow] = field(default_factory=list)
     context: list[CompareRow] = field(default_factory=list)
     seconds: float = 0.0
+
+    def __post_init__(self) -> None:  # (see ReplayResult: input-derived text is escaped once, here)
+        self.trace, self.trace_name = printable(self.trace, 1000), printable(self.trace_name)
+        self.policy_a, self.policy_b = printable(self.policy_a), printable(self.policy_b)
 
     @property
     def differ(self) -> bool:

@@ -30,7 +30,7 @@ from .replay import replay_trace
 from .results import ReplayResult
 from .timeline import Timeline, TimelineRecorder
 from .trace_io import find_traces, open_trace, write_text_atomic
-from .variants import load_variant_file
+from .policy_names import check_policy_names, resolve_cli_policy, unique
 
 DEFAULT_POLICY = "kvm-v7"
 
@@ -41,17 +41,13 @@ def default_policies() -> list[str]:
 
 
 def resolve_policy(name: str) -> Policy:
-    """A registered policy, or the user variant a TOML file describes."""
-    if name.endswith(".toml") or "/" in name:
-        return load_variant_file(name)
-    return get_policy(name)
+    """A policy named on the command line: registered, or the user variant a TOML file describes."""
+    return resolve_cli_policy(name)
 
 
 def policies_for(asked: Sequence[str], meta_policies: Sequence[str]) -> list[str]:
-    """The policies one trace runs under: those asked for (or the default), plus its metadata's."""
-    names = list(asked) or default_policies()
-    names += [p for p in meta_policies if p not in names]
-    return names
+    """The policies one trace runs under: those asked for (or the default), plus its metadata's, each once."""
+    return unique([*(asked or default_policies()), *meta_policies])
 
 
 @dataclass
@@ -79,10 +75,8 @@ def _run_task(task: _Task) -> tuple[int, list[tuple[ReplayResult, Timeline | Non
         tf = open_trace(task.path)
         out = []
         for name in policies_for(task.policies, tf.policies()):
-            try:
-                policy = resolve_policy(name)
-            except KeyError as exc:
-                raise InputError(task.path, f"metadata 'pksdt.policy': {exc.args[0]}") from None
+            # (asked names may be variant files; the metadata's are registered, checked by open_trace)
+            policy = resolve_policy(name) if name in task.policies else get_policy(name)
             rec = TimelineRecorder(tf.num_rows) if task.timelines else None
             prof_name = task.profile or tf.meta.get("profile") or "strict"
             try:
@@ -109,8 +103,8 @@ def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | N
                timelines: bool = False, progress: bool | None = None) -> CorpusRun:
     """Replay every trace; ``progress`` None = a bar only when stdout is a terminal."""
     t0 = time.perf_counter()
-    for name in policies:  # unknown names fail here, once, before any work
-        resolve_policy(name)
+    check_policy_names(policies)  # unknown names and clashing variant names fail here, once, before any work
+    policies = unique(policies)
     if profile:
         get_profile(profile)
     tasks = [_Task(i, str(p), tuple(policies), profile, timelines) for i, p in enumerate(traces)]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from reference_model.rules import describe
 
+from .printable import printable
 from .results import ReplayResult, RowResult
 
 
@@ -42,7 +43,7 @@ def render_replay(res: ReplayResult, verbose: bool = False) -> str:
         if first.rules:
             out.append(f"    rules: {', '.join(first.rules)}")
         if first.note:
-            out.append(f"    note: {first.note}")
+            out.append(f"    note: {printable(first.note, 1000)}")
         out.append("  context:")
         for r in res.context:
             out.append(_row_line(r, ">" if r is first else " "))

@@ -14,6 +14,7 @@ from reference_model.events import Event, Outcome
 from reference_model.rules import describe
 
 from .diff import FieldDiff, fmt
+from .printable import printable
 from .trace_io import Expect, Snapshot
 
 CONTEXT = 5  # events of context on each side of the first divergence
@@ -96,7 +97,7 @@ class RowResult:
             "masked": [{"field": d.field, "expected": _j(d.expected), "actual": _j(d.actual), "mask": d.mask,
                         "reason": d.mask_reason} for d in self.masked],
             "consequential": self.consequential,
-            "note": self.note,
+            "note": None if self.note is None else printable(self.note, 1000),
         }
 
 
@@ -109,6 +110,8 @@ def attach_notes(rows: list[RowResult], notes: dict[int, str]) -> None:
     for r in rows:
         if r.note is None:
             r.note = notes.get(r.index)
+        if r.note is not None:
+            r.note = printable(r.note, 1000)
 
 
 @dataclass
@@ -133,6 +136,12 @@ class ReplayResult:
     counters: Counter[str] = field(default_factory=Counter)
     rule_hits: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        # (everything here from the trace or a variant file reaches terminals and reports: escaped once)
+        self.trace, self.trace_name, self.policy = printable(self.trace, 1000), printable(self.trace_name), \
+            printable(self.policy)
+        self.meta = {printable(k): printable(v, 2000) for k, v in self.meta.items()}
 
     @property
     def passed(self) -> bool:

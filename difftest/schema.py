@@ -122,6 +122,8 @@ META_KEYS: dict[str, str] = {
     "policy": "policies the trace is meant for, comma-separated (reports add them)",
     "notes": "free notes: why an expectation is what it is, where a policy is known to fail",
     "source": "where the expectations come from (rule ids, message ids, recording)",
+    "variant": "generated from a user variant file: its name, base policy and knobs (the trace's expectations "
+    "are that variant's; replay it with `--policy FILE`)",
     "profile": "the comparison profile replay uses for this trace by default (e.g. `pvm`, `qemu`)",
     "setup_rows": "number of leading rows that are the setup prologue (shrinking keeps them)",
     "host.kernel": "recorded traces: kernel release (`uname -r`)",

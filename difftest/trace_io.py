@@ -26,6 +26,9 @@ from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 
 from .arrow_columns import int_values, valid_mask
 from .errors import InputError
+from .policy_names import metadata_policies
+from .printable import printable
+from .profiles import PROFILES
 from .schema import ARROW_SCHEMA, COLUMN_BY_NAME, META_PREFIX, REQUIRED, SCHEMA_VERSION, SNAPSHOT_KIND
 from .validate import MAX_LIST, BatchValidator, check_file_schema
 
@@ -111,8 +114,8 @@ class TraceFile:
             raise InputError(str(self.path), f"metadata 'pksdt.cpu.features': {exc}") from None
 
     def policies(self) -> list[str]:
-        """Policies the trace's metadata asks for."""
-        return [p.strip() for p in self.meta.get("policy", "").split(",") if p.strip()]
+        """Registered policies the trace's metadata asks for, each once (InputError for any other name)."""
+        return metadata_policies(str(self.path), self.meta.get("policy"))
 
     def batches(self, with_notes: bool = False) -> Iterator[pa.RecordBatch]:
         """Validated record batches (validation raises :class:`InputError` on the first bad row).
@@ -251,6 +254,11 @@ def open_trace(path: str | os.PathLike[str]) -> TraceFile:
     check_sizes(str(p), pf.metadata)
     tf = TraceFile(p, meta, pf.metadata.num_rows, pf)
     tf.host()  # reject unknown host features now, before any replay output
+    tf.policies()  # and names that are not registered policies or profiles (a trace never names a file)
+    profile = meta.get("profile")
+    if profile is not None and profile not in PROFILES:
+        raise InputError(str(p), f"metadata 'pksdt.profile': {printable(profile, 80)!r} is not a registered profile "
+                         f"(known: {', '.join(PROFILES)})")
     return tf
 
 

@@ -26,6 +26,7 @@ from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 
 from .arrow_columns import int_values, valid_mask
 from .errors import InputError
+from .parquet_footer import open_checked
 from .policy_names import metadata_policies
 from .printable import printable
 from .profiles import PROFILES
@@ -140,7 +141,7 @@ class TraceFile:
                     # (the file's fields throughout: the reader's nullability depends on the columns asked for)
                     batch = part if part.schema.equals(schema) else pa.RecordBatch.from_arrays(arrays, schema=schema)
                     yield validator.check(batch)
-        except (OSError, pa.ArrowException) as exc:
+        except (OSError, pa.ArrowException, IndexError, ValueError, MemoryError) as exc:  # (damaged pages)
             raise InputError(str(self.path), f"cannot read the Parquet data ({_short(exc)})") from None
         validator.finish()
 
@@ -231,10 +232,11 @@ def open_trace(path: str | os.PathLike[str]) -> TraceFile:
     p = Path(path)
     if not p.is_file():
         raise InputError(str(p), "no such file" if not p.exists() else "not a regular file")
+    open_checked(p)  # the footer's frame and structure, then the library's parse in a helper process
     try:
         pf = pq.ParquetFile(p)
         schema = pf.schema_arrow
-    except (OSError, pa.ArrowException, ValueError) as exc:
+    except (OSError, pa.ArrowException, ValueError, IndexError, MemoryError) as exc:
         raise InputError(str(p), f"not a readable Parquet file ({_short(exc)})") from None
     raw = schema.metadata or {}
     meta: dict[str, str] = {}
@@ -251,7 +253,7 @@ def open_trace(path: str | os.PathLike[str]) -> TraceFile:
     if version != SCHEMA_VERSION:
         raise InputError(str(p), f"trace format version {version!r} is not supported (this tool reads {SCHEMA_VERSION})")
     check_file_schema(str(p), schema, meta)
-    check_sizes(str(p), pf.metadata)
+    check_sizes(str(p), pf.metadata, p.stat().st_size)
     tf = TraceFile(p, meta, pf.metadata.num_rows, pf)
     tf.host()  # reject unknown host features now, before any replay output
     tf.policies()  # and names that are not registered policies or profiles (a trace never names a file)
@@ -262,7 +264,7 @@ def open_trace(path: str | os.PathLike[str]) -> TraceFile:
     return tf
 
 
-def check_sizes(path: str, md: pq.FileMetaData) -> None:
+def check_sizes(path: str, md: pq.FileMetaData, file_size: int | None = None) -> None:
     """Refuse, from the footer alone, sizes that could not stream within the memory target (1 GiB
     peak RSS, issue 8): absurd row counts, row groups or column chunks.  Bounds: :data:`MAX_ROWS`,
     :data:`MAX_GROUP_ROWS`, :data:`MAX_CHUNK_BYTES`, and :data:`~difftest.validate.MAX_LIST` elements
@@ -281,6 +283,13 @@ def check_sizes(path: str, md: pq.FileMetaData) -> None:
                 name = col.path_in_schema.split(".")[0]
             except UnicodeDecodeError:  # a damaged footer; the Arrow schema decoded, this copy did not
                 raise InputError(path, f"row group {g}: column {c} has a name that is not UTF-8") from None
+            if file_size is not None:  # every chunk's bytes lie inside the file, before the footer
+                start = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
+                if start is None or not 4 <= start <= file_size or col.total_compressed_size < 0 \
+                        or start + col.total_compressed_size > file_size:
+                    raise InputError(path, f"row group {g}: the footer places this column's pages outside the file "
+                                     f"(offset {start}, {col.total_compressed_size} bytes, file {file_size} bytes)",
+                                     column=name)
             if col.total_uncompressed_size > MAX_CHUNK_BYTES:
                 raise InputError(path, f"row group {g} holds {col.total_uncompressed_size} bytes of this column "
                                  f"(at most {MAX_CHUNK_BYTES})", column=name)

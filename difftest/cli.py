@@ -20,6 +20,7 @@ from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 from reference_model.policies import POLICIES, Policy, get_policy
 
 from .errors import InputError
+from .output_options import writable_dir, writable_file
 from .policy_names import resolve_cli_policy
 from .profiles import PROFILES, get_profile
 from .render_text import render_replay
@@ -48,6 +49,8 @@ def input_errors(fn: F) -> F:
             _fail(str(exc))
         except KeyError as exc:  # unknown policy or profile
             _fail(str(exc.args[0]) if exc.args else "unknown name")
+        except OSError as exc:  # an output that became unwritable during the run (checked before it started)
+            _fail(str(InputError(exc.filename or "output", f"cannot write: {exc.strerror or exc}")))
 
     return wrapper  # type: ignore[return-value]
 
@@ -149,14 +152,15 @@ def replay(trace: str, policy_name: str | None, profile_name: str | None, host_f
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default=None, callback=writable_dir,
               help="write index.html (the report page), report.txt and results.jsonl here")
 @click.option("--policy", "policy_names", multiple=True,
               help="policy to run every trace under (repeatable; default kvm-v7, plus each trace's own)")
 @click.option("--profile", "profile_name", default=None,
               help="comparison profile for every trace (default: each trace's metadata 'profile', else strict)")
-@click.option("--junit", "junit", type=click.Path(dir_okay=False), default=None, help="write JUnit XML here")
-@click.option("--jsonl", "jsonl", type=click.Path(dir_okay=False), default=None,
+@click.option("--junit", "junit", type=click.Path(dir_okay=False), default=None, callback=writable_file,
+              help="write JUnit XML here")
+@click.option("--jsonl", "jsonl", type=click.Path(dir_okay=False), default=None, callback=writable_file,
               help="write one JSON line per trace x policy here")
 @click.option("--baseline", "baseline", default=None, help="a previous run's JSONL or -o folder: report what changed")
 @click.option("--jobs", "-j", "jobs", type=click.IntRange(min=1), default=1, show_default=True,
@@ -182,7 +186,7 @@ def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str,
 @click.option("--host", "host_features", default=None, callback=lambda c, p, v: parse_host_option(v),
               help="replay on this host instead of the traces': 'pks-host' (all features) or a feature list")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON (a list, one per trace)")
-@click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--html", "html_file", type=click.Path(dir_okay=False), default=None, callback=writable_file,
               help="also write the two policies side by side as a self-contained HTML page")
 @input_errors
 def compare(traces: tuple[str, ...], policy_a: str, policy_b: str, profile_name: str, host_features: HostCpu | None,

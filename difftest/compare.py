@@ -19,8 +19,8 @@ from reference_model.policies import Policy
 from reference_model.rules import describe
 
 from .diff import FieldDiff, diff_outcome, diff_outcomes, fmt
-from .profiles import Profile
 from .printable import printable
+from .profiles import Profile
 from .results import CONTEXT, MAX_KEPT_DIVERGENCES, ReplayResult, RowResult, attach_notes
 from .trace_io import TraceFile, TraceRow
 

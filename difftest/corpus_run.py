@@ -24,13 +24,15 @@ from .coverage import rule_coverage
 from .errors import InputError
 from .jsonl import jsonl_rows
 from .junit import junit_xml
+from .output_paths import ReplacedDir, check_writable, check_writable_dir
+from .policy_names import check_policy_names, resolve_cli_policy, unique
+from .printable import printable
 from .profiles import get_profile
 from .render_text import render_replay, render_summary
 from .replay import replay_trace
 from .results import ReplayResult
 from .timeline import Timeline, TimelineRecorder
 from .trace_io import find_traces, open_trace, write_text_atomic
-from .policy_names import check_policy_names, resolve_cli_policy, unique
 
 DEFAULT_POLICY = "kvm-v7"
 
@@ -166,8 +168,31 @@ class ReportOutcome:
     written: list[Path] = field(default_factory=list)
 
 
+REPORT_FILES = ("index.html", "report.txt", "results.jsonl")
+
+
+def check_report_outputs(req: ReportRequest) -> None:
+    """Every output of ``req`` writable, checked before any work (InputError naming the path)."""
+    if req.out_dir:
+        check_writable_dir(req.out_dir)
+        out = Path(req.out_dir)
+        if out.is_dir():  # the folder is replaced as a whole: it must hold a report and nothing else
+            try:
+                others = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
+            except OSError as exc:
+                raise InputError(req.out_dir, f"cannot list the report folder ({exc.strerror or exc})") from None
+            if others:
+                raise InputError(req.out_dir, f"holds files that are not a report ({printable(others[0], 80)}"
+                                 f"{', ...' if len(others) > 1 else ''}); -o replaces the whole folder: "
+                                 "give a new or report-only folder")
+    for f in (req.junit, req.jsonl):
+        if f:
+            check_writable(f)
+
+
 def run_report(req: ReportRequest) -> ReportOutcome:
     """Run the corpus, write every output asked for, and say what to print and the exit code."""
+    check_report_outputs(req)
     traces = find_traces(req.paths)
     if not traces:
         raise InputError(", ".join(req.paths), "no *.parquet traces found")
@@ -188,11 +213,11 @@ def run_report(req: ReportRequest) -> ReportOutcome:
         out = Path(req.out_dir)
         detail = "\n\n".join(render_replay(r) for r in results if not r.passed)
         html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)")
-        outcome.written += [
-            write_text_atomic(out / "report.txt", text + ("\n\n" + detail if detail else "") + "\n"),
-            write_text_atomic(out / "results.jsonl", rows),
-            write_text_atomic(out / "index.html", html),
-        ]
+        with ReplacedDir(out) as build:  # built beside the old report, then swapped with it in one step
+            write_text_atomic(build / "report.txt", text + ("\n\n" + detail if detail else "") + "\n")
+            write_text_atomic(build / "results.jsonl", rows)
+            write_text_atomic(build / "index.html", html)
+        outcome.written += [out / "report.txt", out / "results.jsonl", out / "index.html"]
     if req.junit:
         outcome.written.append(write_text_atomic(req.junit, junit_xml(results)))
     if req.jsonl:

@@ -22,6 +22,7 @@ import click
 from reference_model.policies import Policy
 
 from .generate import DOMAINS, generate
+from .output_options import writable_dir
 from .profiles import Profile, get_profile
 from .shrink import DivergenceKind, Goal, shrink
 
@@ -159,7 +160,7 @@ def render_summary(run: FuzzRun) -> str:
 @click.option("--iterations", type=click.IntRange(min=1), default=None,
               help="run exactly this many traces (ignores the budget; fully repeatable)")
 @click.option("--profile", "profile_name", default="strict", show_default=True)
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True)
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True, callback=writable_dir)
 def fuzz_cmd(policy_a: str, policy_b: str, budget_seconds: float, seed: int, max_events: int, iterations: int | None,
              profile_name: str, out_dir: str) -> None:
     """Generate traces, compare A with B, shrink and keep each new kind of divergence in DIR (exit 1: some kept)."""

@@ -56,6 +56,7 @@ from reference_model.registers import (
 )
 
 from .builder import TraceBuilder
+from .output_options import writable_file
 from .schema import SNAPSHOT_KIND
 from .trace_io import Expect, Snapshot, TraceRow, write_trace
 
@@ -628,7 +629,7 @@ def generate(seed: int, events: int, domain: str = DEFAULT_DOMAIN, policy: Polic
 @click.option("--domain", type=click.Choice(DOMAINS), default=DEFAULT_DOMAIN, show_default=True)
 @click.option("--policy", "policy_name", default=DEFAULT_GENERATION_POLICY, show_default=True,
               help="policy (name or variant file) whose outcomes become the expectations")
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True)
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True, callback=writable_file)
 def generate_cmd(seed: int, events: int, domain: str, policy_name: str, output: str) -> None:
     """Write a random trace that respects preconditions, with the policy's outcomes as expectations."""
     from .cli import input_errors, resolve_policy  # cli registers this command: import it late

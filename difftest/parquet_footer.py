@@ -20,6 +20,7 @@ exit code 2).  So before the library sees a file:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -154,7 +155,7 @@ def check_footer(path: str, size: int | None = None) -> None:
         with open(path, "rb") as fh:
             end = fh.seek(0, os.SEEK_END) if size is None else size
             if end < 12:
-                raise InputError(path, f"not a Parquet file ({end} bytes; the smallest has 12)")
+                raise InputError(path, f"not a readable Parquet file ({end} bytes; the smallest has 12)")
             fh.seek(0)
             head = fh.read(4)
             fh.seek(end - 8)
@@ -164,9 +165,9 @@ def check_footer(path: str, size: int | None = None) -> None:
                 raise InputError(path, f"not a readable Parquet file ({what})")
             n = struct.unpack("<I", tail[:4])[0]
             if n == 0 or n > end - 12:
-                raise InputError(path, f"damaged Parquet footer: its length {n} does not fit in a file of {end} bytes")
+                raise InputError(path, f"not a readable Parquet file (footer length {n} does not fit in a file of {end} bytes)")
             if n > MAX_FOOTER:
-                raise InputError(path, f"Parquet footer of {n} bytes (at most {MAX_FOOTER})")
+                raise InputError(path, f"not a readable Parquet file (a footer of {n} bytes; at most {MAX_FOOTER})")
             fh.seek(end - 8 - n)
             footer = fh.read(n)
     except OSError as exc:
@@ -175,11 +176,11 @@ def check_footer(path: str, size: int | None = None) -> None:
     try:
         w.struct(0)
     except _Bad as exc:
-        raise InputError(path, f"damaged Parquet footer: {exc} (at byte {w.pos} of {n})") from None
+        raise InputError(path, f"not a readable Parquet file (damaged footer: {exc}, at byte {w.pos} of {n})") from None
     except RecursionError:
-        raise InputError(path, "damaged Parquet footer: structures nested too deeply") from None
+        raise InputError(path, "not a readable Parquet file (damaged footer: structures nested too deeply)") from None
     if w.pos != n:
-        raise InputError(path, f"damaged Parquet footer: it ends at byte {w.pos} of {n}")
+        raise InputError(path, f"not a readable Parquet file (damaged footer: it ends at byte {w.pos} of {n})")
 
 
 class _FooterProbe:
@@ -205,7 +206,7 @@ class _FooterProbe:
                 os.close(req_w)
                 os.close(resp_r)
                 _serve(req_r, resp_w)
-            except BaseException:  # noqa: BLE001
+            except BaseException:
                 code = 1
             finally:
                 os._exit(code)
@@ -216,10 +217,8 @@ class _FooterProbe:
     def _stop(self) -> int | None:
         """Forget the helper; its wait status if it has ended."""
         for fd in (self.req, self.resp):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         status = None
         if self.owner == os.getpid() and self.pid:
             try:
@@ -236,10 +235,8 @@ class _FooterProbe:
     def check(self, path: str) -> None:
         if self.pid and self.owner != os.getpid():  # inherited from the process that forked us
             for fd in (self.req, self.resp):
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
             self.pid = 0
         if not self.pid:
             self._start()
@@ -261,7 +258,7 @@ class _FooterProbe:
                 name = signal.Signals(sig).name
             except ValueError:
                 name = f"signal {sig}"
-            raise InputError(path, f"the Parquet library crashed reading this file's footer ({name})")
+            raise InputError(path, f"not a readable Parquet file (the Parquet library crashed reading its footer: {name})")
         raise InputError(path, "the Parquet library failed reading this file's footer (its process ended)")
 
 
@@ -276,7 +273,16 @@ def _read_exact(fd: int, n: int) -> bytes:
 
 
 def _serve(req: int, resp: int) -> None:
+    import faulthandler
+
     import pyarrow.parquet as pq
+
+    faulthandler.disable()  # (its death is reported by the parent, as this file's error; no dump on stderr)
+    try:  # nor may the library's own abort message reach the user's terminal
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+    except OSError:
+        pass
 
     while True:
         try:
@@ -294,7 +300,7 @@ def _serve(req: int, resp: int) -> None:
                 for c in range(rg.num_columns):
                     rg.column(c).statistics  # noqa: B018
             ok = b"0"
-        except Exception:  # noqa: BLE001 (reported by the caller's own parse)
+        except Exception:
             pass
         os.write(resp, ok)
 

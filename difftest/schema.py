@@ -92,7 +92,8 @@ COLUMNS: tuple[Column, ...] = (
            max_value=3),
     Column("src_vcpu", pa.uint16(), "set_nested_state: vCPU whose get_nested_state blob is restored"),
     Column("run_pending", pa.bool_(), "set_nested_state: nested_run_pending flag"),
-    Column("path", _DICT, "snapshot: state path, e.g. `vcpu0.pkrs`, `vcpu0.vmcs12.host_ia32_pkrs` (vCPU ids 0..65535, as `vcpu`)"),
+    Column("path", _DICT,
+           "snapshot: state path, e.g. `vcpu0.pkrs`, `vcpu0.vmcs12.host_ia32_pkrs` (vCPU ids 0..65535, as `vcpu`)"),
     # --- expectations -------------------------------------------------------------------
     Column("exp_result", _DICT, "expected result; null = not compared", choices=RESULTS),
     Column("exp_pfec", pa.uint32(), "expected page-fault error code"),

@@ -24,6 +24,7 @@ from reference_model.policies import Policy
 
 from .compare import _compare_rows
 from .generate import Draft, MemoryTrace, load_draft, refill_expectations, trace_row
+from .output_options import writable_file
 from .profiles import Profile, get_profile
 from .replay import replay_rows
 from .results import ReplayResult, RowResult
@@ -435,7 +436,7 @@ def _lit(v: Any) -> str:
               help="policy B: keep A and B differing (without it: keep A diverging from the trace's expectations)")
 @click.option("--profile", "profile_name", default="strict", show_default=True)
 @click.option("--max-candidates", type=click.IntRange(min=1), default=DEFAULT_MAX_CANDIDATES, show_default=True)
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True)
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True, callback=writable_file)
 def shrink_cmd(trace: str, policy_a: str, policy_b: str | None, profile_name: str, max_candidates: int,
                output: str) -> None:
     """Shrink TRACE while its first divergence keeps its rule id and event kind (exit 1: kept, 0: none)."""

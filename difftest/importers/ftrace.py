@@ -25,22 +25,60 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import click
 
+from reference_model.host import parse_features
+
 from ..errors import InputError
+from ..output_options import writable_file
+from ..output_paths import check_writable
+from ..printable import printable
 from ..trace_io import write_trace
 from .exit_reasons import KVM_EXIT_BY_NAME, SVM_BY_NAME, VECTOR_BY_NAME, VMX_BY_NAME
+from .text_lines import numbered_lines
 
-LINE = re.compile(
-    r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]\s+(?:(?P<flags>[.a-zA-Z0-9]{4,5})\s+)?"
-    r"(?P<ts>\d+\.\d+):\s+(?P<event>\w+):\s*(?P<msg>.*)$"  # msg: trailing blanks stripped in code (a lazy
-)                                                                 # match before \s*$ is quadratic in blank runs)
+# A line is "COMM-PID [CPU] FLAGS TIMESTAMP: EVENT: MESSAGE"; COMM may hold blanks and dashes.  One
+# pattern anchored at the start (a lazy COMM before "-PID") backtracked quadratically: 64,000 blanks
+# took 37 s.  So the head "-PID [CPU]" is searched for (each try is bounded by the digit and blank
+# runs after one dash, and those do not overlap), and the rest is matched from its end, in linear time.
+HEAD = re.compile(r"-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]")
+TAIL = re.compile(r"\s+(?:(?P<flags>[.a-zA-Z0-9]{4,5})\s+)?(?P<ts>\d+\.\d+):\s+(?P<event>\w+):[ \t]*(?P<msg>.*)\Z",
+                  re.DOTALL)
+
+
+@dataclass(frozen=True)
+class LineMatch:
+    """The fields of a trace line (what the one pattern's groups were)."""
+
+    comm: str
+    pid: str
+    cpu: str
+    flags: str | None
+    ts: str
+    event: str
+    msg: str
+
+    def group(self, name: str) -> Any:
+        return getattr(self, name)
+
+
+def match_line(line: str) -> LineMatch | None:
+    """The fields of a trace line, or None; linear in the line's length."""
+    for head in HEAD.finditer(line):
+        tail = TAIL.match(line, head.end())
+        if tail is not None:
+            return LineMatch(line[: head.start()].lstrip(), head.group("pid"), head.group("cpu"), tail.group("flags"),
+                             tail.group("ts"), tail.group("event"), tail.group("msg"))
+    return None
+
+
 MAX_LINE = 65_536  # characters; a tracepoint line is a few hundred, anything longer is not one
+SHOW_SKIPPED = 5  # skipped lines named on stderr (all are counted)
 MAX_DIGITS = 20  # a decimal pid, vCPU or count longer than this is no kernel's (and int() refuses > 4300)
 IGNORED = re.compile(r"^\s*(?:#.*|cpus=\d+|version = .*|CPU \d+ is empty|)$")
 LOST = re.compile(r"^\s*CPU:(\d+) \[LOST (\d+) EVENTS\]\s*$")
@@ -87,35 +125,36 @@ class ImportResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     events: Counter[str] = field(default_factory=Counter)
     skipped: list[int] = field(default_factory=list)
+    skip_reasons: list[str] = field(default_factory=list)  # the first few skipped lines' problems
     lost: int = 0
     fmt: str = "tracefs"
 
 
-def parse_lines(lines: Iterable[str], path: str, skip_bad: bool, res: ImportResult) -> list[Parsed]:
+def parse_lines(lines: Iterable[tuple[int, str, bool]], path: str, skip_bad: bool, res: ImportResult) -> list[Parsed]:
+    """Parse numbered lines (:func:`~difftest.importers.text_lines.numbered_lines`)."""
     out: list[Parsed] = []
-    for n, raw in enumerate(lines, 1):
-        line = raw.rstrip("\n")
-        if IGNORED.match(line):
+    for n, line, cut in lines:
+        if not cut and IGNORED.match(line):
             if line.startswith(("cpus=", "version =")):
                 res.fmt = "trace-cmd report"
             continue
-        lost = LOST.match(line)
+        lost = None if cut else LOST.match(line)
         if lost and len(lost.group(2)) <= MAX_DIGITS:
             res.lost += int(lost.group(2))
             continue
-        m = None if len(line) > MAX_LINE else LINE.match(line)
+        m = None if cut else match_line(line)
         problem = None
         sub = None
         msg = ""
-        if len(line) > MAX_LINE:
+        if cut:
             problem = f"line longer than {MAX_LINE} characters (not a tracepoint line)"
         elif m is None:
             problem = "not a trace line (expected COMM-PID [CPU] FLAGS TIMESTAMP: EVENT: MESSAGE)"
-        elif len(m.group("pid")) > MAX_DIGITS:
-            problem = f"pid {m.group('pid')[:30]}... is too large"
+        elif len(m.pid) > MAX_DIGITS:
+            problem = f"pid {m.pid[:30]}... is too large"
         else:
-            ev = m.group("event")
-            msg = m.group("msg").rstrip()
+            ev = m.event
+            msg = m.msg.rstrip()
             rx = MSG.get(ev)
             if rx is not None:
                 sub = rx.match(msg)
@@ -126,25 +165,15 @@ def parse_lines(lines: Iterable[str], path: str, skip_bad: bool, res: ImportResu
         if problem:
             if skip_bad:
                 res.skipped.append(n)
+                if len(res.skip_reasons) < SHOW_SKIPPED:
+                    res.skip_reasons.append(f"line {n}: {problem}")
                 continue
             raise InputError(path, problem, line=n)
         assert m is not None
-        if m.group("flags") is None:
+        if m.flags is None:
             res.fmt = "trace-cmd report"
-        out.append(Parsed(n, int(m.group("pid")), m.group("ts"), m.group("event"), msg, sub))
+        out.append(Parsed(n, int(m.pid), m.ts, m.event, msg, sub))
     return out
-
-
-def bounded_lines(fh: TextIO) -> Iterator[str]:
-    """The lines of ``fh``, each cut after MAX_LINE + 1 characters (the rest skipped): memory stays bounded."""
-    while True:
-        line = fh.readline(MAX_LINE + 1)
-        if not line:
-            return
-        if len(line) > MAX_LINE and not line.endswith("\n"):
-            while (rest := fh.readline(MAX_LINE)) and not rest.endswith("\n"):
-                pass
-        yield line
 
 
 def _vcpu_map(parsed: list[Parsed]) -> dict[int, int]:
@@ -278,8 +307,11 @@ def import_ftrace(path: str, *, skip_bad: bool = False) -> ImportResult:
     if not p.is_file():
         raise InputError(path, "no such file")
     res = ImportResult()
-    with p.open(encoding="utf-8", errors="replace") as fh:
-        parsed = parse_lines(bounded_lines(fh), path, skip_bad, res)
+    try:
+        with p.open(encoding="utf-8", errors="replace", newline="") as fh:
+            parsed = parse_lines(numbered_lines(fh, MAX_LINE), path, skip_bad, res)
+    except OSError as exc:
+        raise InputError(path, f"cannot read the capture ({exc.strerror or exc})") from None
     convert(parsed, res, path)
     if not any(k.startswith("exp_") and v is not None for r in res.rows for k, v in r.items()):
         raise InputError(path, "nothing comparable: no kvm_msr, kvm_cr write, or kvm_cpuid line "
@@ -303,17 +335,30 @@ def metadata(path: str, res: ImportResult, cpu_features: str | None) -> dict[str
 
 @click.command("ftrace")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="output trace (.parquet)")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), callback=writable_file,
+              help="output trace (.parquet)")
 @click.option("--skip-bad", is_flag=True, help="skip malformed lines (and report how many) instead of failing")
 @click.option("--cpu-features", default=None, help="host features of the captured host, e.g. `pku` (metadata cpu.features)")
 def import_ftrace_cmd(file: str, out: str, skip_bad: bool, cpu_features: str | None) -> None:
     """Import tracefs trace/trace_pipe text or `trace-cmd report` output as a trace."""
+    if cpu_features is not None:  # checked now, not at the next replay of the import
+        try:
+            parse_features(cpu_features)
+        except ValueError as exc:
+            click.echo(f"difftest: error: --cpu-features: {printable(str(exc), 400)}", err=True)
+            sys.exit(2)
     try:
+        check_writable(out)
         res = import_ftrace(file, skip_bad=skip_bad)
         dest = write_trace(out, res.rows, metadata(file, res, cpu_features))
     except InputError as exc:
         click.echo(f"difftest: error: {exc}", err=True)
         sys.exit(2)
+    if res.skipped:  # on stderr, named: a skip is something the user should see, not a quiet success
+        more = len(res.skipped) - len(res.skip_reasons)
+        click.echo(f"difftest: skipped {len(res.skipped)} malformed line(s) of {printable(file)}: "
+                   + "; ".join(printable(r, 160) for r in res.skip_reasons) + (f"; and {more} more" if more else ""),
+                   err=True)
     compared = sum(1 for r in res.rows if r.get("exp_result"))
     click.echo(f"wrote {dest}: {len(res.rows)} events ({compared} with expectations, "
                f"{sum(1 for r in res.rows if r['kind'] == 'foreign')} foreign), format {res.fmt}"

@@ -25,6 +25,7 @@ from reference_model.events import Event
 from reference_model.policies import POLICIES
 
 from ..errors import InputError
+from ..output_options import writable_file
 from ..schema import SNAPSHOT_KIND
 from ..trace_io import open_trace, write_text_atomic, write_trace
 from . import host_facts
@@ -249,7 +250,8 @@ def select(names: Iterable[str]) -> Iterator[Scenario]:
 @click.option("--scenario", "scenarios", multiple=True, help="scenario name (repeatable), or `all`")
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None,
               help="perform this trace's events instead and record what really happened")
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="output trace (.parquet)")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), callback=writable_file,
+              help="output trace (.parquet)")
 @click.option("--no-trace", is_flag=True, help="do not capture kvm tracepoints")
 @click.option("--list", "list_only", is_flag=True, help="list the scenarios and exit")
 def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str, no_trace: bool, list_only: bool) -> None:

@@ -8,6 +8,7 @@ import click
 
 from ..errors import InputError
 from ..kvm.tracefs import signals_raise
+from ..output_options import writable_file
 from ..trace_io import open_trace, write_trace
 from .boot import DEFAULT_TIMEOUT, qemu_path
 from .build import BuildError, missing_tools
@@ -23,7 +24,8 @@ def _scenario_input(name: str) -> TraceInput:
 @click.command("qemu")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="trace whose events to record")
 @click.option("--scenario", type=click.Choice(sorted(SCENARIOS)), help="a built-in scenario instead")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="recorded trace to write")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), callback=writable_file,
+              help="recorded trace to write")
 @click.option("--timeout", default=DEFAULT_TIMEOUT, show_default=True, help="seconds before QEMU is killed")
 def record_qemu(trace_path: str | None, scenario: str | None, output: str, timeout: float) -> None:
     """Run the events under qemu-system-x86_64 -accel tcg; QEMU's outcomes become the expectations.

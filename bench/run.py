@@ -185,7 +185,7 @@ def main() -> None:
             results.append((f"difftest shrink ({shrink_events:,} events)", f"{t_sh:.1f} s ({note})"))
             numbers["shrink_s"] = t_sh if code != -9 else float("nan")
         else:
-            results.append(("difftest shrink", "not measured (difftest/shrink.py is absent)"))
+            results.append(("difftest shrink", "not measured (difftest/search/shrink.py is absent)"))
             numbers["shrink_s"] = float("nan")
 
         corpus = workload.write_corpus(tmp / "corpus", corpus_size, REPO / "traces")

@@ -255,7 +255,7 @@ class Generator:
         self.machine: Machine = policy.build(self.host)
         # A variant file's policy is recorded by its name, base and knobs, never by its path, and not as
         # 'pksdt.policy' (which names registered policies only): replay it with --policy FILE.
-        from .variants import variant_provenance
+        from difftest.variants import variant_provenance
 
         variant = variant_provenance(policy)
         self.tb = TraceBuilder(f"gen-{domain}-s{seed}", f"generated: {domain} domain, seed {seed}, expectations from "

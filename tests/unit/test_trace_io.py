@@ -201,7 +201,8 @@ def test_metadata_round_trips_through_the_builder(built: tuple[Path, list[dict[s
 
 def test_every_metadata_key_round_trips(tmp_path: Path) -> None:
     meta = {k: f"{k} = value, with commas; é" for k in META_KEYS}
-    meta.update({"schema_version": "1", "producer": "recorded-kvm", "cpu.features": "pks,pku,vmx", "policy": "hw", "profile": "strict"})
+    meta.update({"schema_version": "1", "producer": "recorded-kvm", "cpu.features": "pks,pku,vmx", "policy": "hw",
+                 "profile": "strict"})
     rows = [{"seq": 0, "kind": "rdmsr", "vcpu": 0, "level": "l1", "msr": 0x6E1, "exp_result": "gp"}]
     path = write_trace(tmp_path / "meta.parquet", rows, meta)
     raw = pq.ParquetFile(path).schema_arrow.metadata

@@ -12,7 +12,7 @@ import multiprocessing
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,15 +98,19 @@ def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | N
     tasks = [_Task(i, str(p), tuple(policies), profile, timelines) for i, p in enumerate(traces)]
     jobs = max(1, min(jobs, len(tasks)))
     done: dict[int, list[tuple[ReplayResult, Timeline | None]]] = {}
+    errors: dict[int, tuple[Any, ...]] = {}
     with _progress(len(tasks), progress) as bar:
         task_id = bar.add_task("replay", total=len(tasks)) if bar is not None else None
         for index, out in _results(tasks, jobs):
-            if isinstance(out, tuple):
-                _, path, message, row, seq, column, line = out
-                raise InputError(path, message, row=row, seq=seq, column=column, line=line)
-            done[index] = out
+            if isinstance(out, tuple):  # (the other traces finish; the first bad one in trace order is reported)
+                errors[index] = out
+            else:
+                done[index] = out
             if bar is not None:
                 bar.advance(task_id)
+    if errors:
+        _, path, message, row, seq, column, line = errors[min(errors)]
+        raise InputError(path, message, row=row, seq=seq, column=column, line=line)
     run = CorpusRun([], {}, 0.0, jobs)
     for index in sorted(done):
         for res, tl in done[index]:
@@ -118,14 +122,62 @@ def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | N
 
 
 def _results(tasks: list[_Task], jobs: int) -> Iterator[tuple[int, Any]]:
+    """``(index, outcome)`` of every task, in completion order, each exactly once.
+
+    A worker that dies (killed, out of memory, the Parquet library aborting on a data page) takes
+    down the pool it belongs to, and with it every task still running there.  Those tasks are then
+    run again, each alone in a process of its own: the one whose process dies again is that trace's
+    error, naming the trace and the signal; the others finish normally.  Nothing waits forever on a
+    result that a dead process will never send.
+    """
     if jobs == 1:
         yield from map(_run_task, tasks)
         return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    chunk = max(1, len(tasks) // (jobs * 8))
-    with ctx.Pool(jobs) as pool:
-        yield from pool.imap_unordered(_run_task, tasks, chunksize=chunk)
+    suspects: list[_Task] = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = {pool.submit(_run_task, t): t for t in tasks}
+        for fut in as_completed(futures):
+            try:
+                yield fut.result()
+            except BrokenProcessPool:
+                suspects.append(futures[fut])
+    for task in sorted(suspects, key=lambda t: t.index):
+        yield _run_isolated(ctx, task)
+
+
+def _run_isolated(ctx: Any, task: _Task) -> tuple[int, Any]:
+    """Run one task in a process of its own; its death is that trace's error."""
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_send_result, args=(task, send), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        result = recv.recv()
+    except EOFError:  # the process died before it could answer
+        result = None
+    proc.join()
+    recv.close()
+    if result is not None:
+        return result  # type: ignore[no-any-return]
+    code = proc.exitcode
+    how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    if code is not None and code < 0:
+        import signal
+
+        with suppress(ValueError):
+            how = signal.Signals(-code).name
+    return task.index, ("error", task.path, f"the process replaying this trace died ({how}); the other traces "
+                        "finished", None, None, None, None)
+
+
+def _send_result(task: _Task, send: Any) -> None:
+    send.send(_run_task(task))
+    send.close()
 
 
 @dataclass

@@ -37,6 +37,7 @@ ROW_GROUP_ROWS = 65_536  # what we write: bounded memory per row group for any r
 NOTE_CHUNK_BYTES = 64 << 20  # notes_for will not decode a bigger note column chunk
 MAX_ROWS = 1 << 32  # events in one trace (hours of replay beyond this; a larger claim is a broken footer)
 MAX_GROUP_ROWS = 1 << 24  # rows in one Parquet row group (writers use 1 Mi by default)
+ALL_NULL_CHUNK_BYTES = 256  # bytes an all-null column chunk may take before the per-row allowance
 MAX_CHUNK_BYTES = 512 << 20  # uncompressed bytes of one column in one row group
 
 _EVENT_COLUMNS = tuple(
@@ -160,9 +161,7 @@ class TraceFile:
             rows = rg.num_rows
             empty = set()
             for n in skippable:
-                chunk = rg.column(leaf[n])
-                st = chunk.statistics
-                if st is not None and st.has_null_count and st.null_count == rows and chunk.num_values == rows:
+                if _all_null_chunk(rg.column(leaf[n]), rows):
                     empty.add(n)
             read = [n for n in names if n not in empty]
             # (one read per row group, so that batches do not straddle two; small groups read together)
@@ -211,6 +210,21 @@ class TraceFile:
         for batch in self.batches(with_notes=with_notes):
             yield from _rows_of_batch(batch, index)
             index += batch.num_rows
+
+
+def _all_null_chunk(chunk: Any, rows: int) -> bool:
+    """True when a column chunk certainly holds only nulls, judged from the footer alone.
+
+    The footer's null count is not enough: edit one number in it and a column full of values would
+    be skipped and read as nulls, and a verdict would change while every other reader still sees the
+    values.  So the statistics must agree with each other and with the chunk's size: all rows null,
+    no minimum or maximum (a chunk with any value has them), and no more bytes than the definition
+    levels of an all-null chunk take (a few dozen bytes a page).  Anything else is decoded.
+    """
+    st = chunk.statistics
+    if st is None or not st.has_null_count or st.null_count != rows or chunk.num_values != rows or st.has_min_max:
+        return False
+    return bool(chunk.total_uncompressed_size <= ALL_NULL_CHUNK_BYTES + rows // 64)
 
 
 def _nulls(cache: dict[tuple[str, int], pa.Array], f: pa.Field, n: int) -> pa.Array:

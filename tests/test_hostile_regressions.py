@@ -31,7 +31,8 @@ from difftest.report import corpus
 from difftest.report.corpus import _run_task as _REAL_RUN_TASK
 
 REPO = Path(__file__).resolve().parents[1]
-HOSTILE = REPO / "tests" / "fixtures" / "hostile"
+HOSTILE = REPO / "tests" / "fixtures" / "hostile"  # reader crashes of issue 9 (tests/test_robust_fuzz.py)
+HOSTILE_CLI = REPO / "tests" / "fixtures" / "hostile_cli"  # issue 23's inputs, each run through the CLI here
 GOOD = REPO / "traces" / "arch" / "V1-ad-wp1-sup-write.parquet"
 PKRS = 0x6E1
 SUP = 0x4000_0000
@@ -462,7 +463,7 @@ def test_hostile_baselines_are_exit_2(tmp_path: Path, text: str, fragment: str) 
 
 
 # --------------------------------------------------------------------------- kept inputs
-FIXTURES = sorted(p for p in HOSTILE.iterdir() if p.is_file()) if HOSTILE.is_dir() else []
+FIXTURES = sorted(p for d in (HOSTILE, HOSTILE_CLI) if d.is_dir() for p in d.iterdir() if p.is_file())
 
 
 def _command_for(p: Path, tmp: Path) -> list[str]:
@@ -477,7 +478,7 @@ def _command_for(p: Path, tmp: Path) -> list[str]:
     return ["import", "ftrace", str(p), "-o", str(tmp / "o.parquet")]
 
 
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[p.name for p in FIXTURES])
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[f"{p.parent.name}/{p.name}" for p in FIXTURES])
 def test_every_kept_hostile_input_is_handled(tmp_path: Path, fixture: Path) -> None:
     res = run(*_command_for(fixture, tmp_path))
     assert res.exit_code in (0, 1, 2), (res.exit_code, res.output, res.exception)

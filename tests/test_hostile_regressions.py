@@ -498,3 +498,63 @@ def test_campaign_slice_finds_nothing(tmp_path: Path) -> None:
     tally = fuzz_inputs.run(160, 23, list(fuzz_inputs.CLASSES), 2, 60.0, tmp_path / "kept")
     assert sum(tally.by_class.values()) == 160
     assert not tally.problems, (tally.problems, tally.kept)
+
+
+# --------------------------------------------------------------------------- the HTML page in a browser
+RETITLE = "\x1b]0;PWNED\x07</title><title>PWNED</title><style>body{display:none}*{color:red!important}</style>"
+
+
+@pytest.mark.e2e
+def test_a_hostile_name_cannot_retitle_or_restyle_the_page(tmp_path: Path) -> None:
+    """Chromium loads a report whose trace name, notes and policy try to close <title>, add a <style>
+    and send a terminal title sequence: the page keeps its own title, stylesheet and visible body."""
+    import time
+
+    from test_report_browser import DevToolsPipe, _chromium, _problems
+
+    binary = _chromium()
+    if binary is None:
+        pytest.skip("Chromium is not installed (Debian package 'chromium'; .ci/run installs it)")
+    trace = with_meta(wd_write(tmp_path / "t.parquet"), tmp_path / "hostile.parquet", name=RETITLE,
+                      description=RETITLE, notes=RETITLE)
+    out = tmp_path / "report"
+    assert run("report", str(trace), "--policy", "hw", "-o", str(out)).exit_code == 0
+    clean = tmp_path / "clean-report"
+    assert run("report", str(wd_write(tmp_path / "c" / "clean.parquet")), "--policy", "hw", "-o", str(clean)).exit_code == 0
+
+    def inspect(page: Path) -> dict[str, object]:
+        cdp = DevToolsPipe(binary, tmp_path / f"profile-{page.parent.name}")
+        try:
+            target = next(t for t in cdp.send("Target.getTargets")["targetInfos"] if t["type"] == "page")
+            session = cdp.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})["sessionId"]
+            for domain in ("Runtime", "Log", "Network", "Page"):
+                cdp.send(f"{domain}.enable", session=session)
+            cdp.events.clear()
+            cdp.send("Page.navigate", {"url": page.as_uri()}, session=session)
+            cdp.wait_for("Page.loadEventFired")
+            time.sleep(0.3)
+
+            def js(expr: str) -> object:
+                res = cdp.send("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=session)
+                assert "exceptionDetails" not in res, res
+                return res["result"].get("value")
+
+            return {
+                "title": js("document.title"),
+                "titles": js("document.querySelectorAll('title').length"),
+                "styles": js("document.querySelectorAll('style, link[rel=stylesheet]').length"),
+                "css": js("Array.from(document.styleSheets).map(s => s.cssRules.length).join(',')"),
+                "body_display": js("getComputedStyle(document.body).display"),
+                "text": js("document.body.innerText"),
+                "problems": _problems(cdp.events),
+            }
+        finally:
+            cdp.close()
+
+    got, ref = inspect(out / "index.html"), inspect(clean / "index.html")
+    assert got["problems"] == [], got["problems"]
+    assert got["title"] == ref["title"] == "pks-difftest report: 0 of 1 runs diverge"
+    assert (got["titles"], got["styles"], got["css"]) == (ref["titles"], ref["styles"], ref["css"])
+    assert got["body_display"] == "block"
+    assert "</title><title>PWNED</title>" in str(got["text"])  # shown as text
+    assert "\x1b" not in str(got["text"]) and "\\x1b]0;PWNED\\x07" in str(got["text"])

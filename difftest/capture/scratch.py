@@ -32,7 +32,7 @@ def _alive(pid: int) -> bool:
 def remove_stale(kind: str, root: Path | None = None) -> list[Path]:
     """Delete ``pksdt-KIND-PID-*`` folders whose process is gone (a killed run's leftovers)."""
     base = Path(root or tempfile.gettempdir())
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(base.glob(f"pksdt-{kind}-*"))
     except OSError:

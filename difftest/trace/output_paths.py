@@ -68,7 +68,7 @@ def _process_exists(pid: int) -> bool:
 
 def remove_stale_builds(dest: Path) -> list[Path]:
     """Remove build and retired folders of ``dest`` left by runs that were killed (their pid is gone)."""
-    removed = []
+    removed: list[Path] = []
     try:
         siblings = list(dest.parent.iterdir()) if dest.parent.is_dir() else []
     except OSError:

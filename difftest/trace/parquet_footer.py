@@ -42,111 +42,108 @@ class _Bad(Exception):
     pass
 
 
-class _Walker:
-    """A validating walk over compact-protocol Thrift bytes (values are skipped, not built)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def byte(self) -> int:
-        if self.pos >= len(self.data):
+def _varint(d: bytes, p: int) -> tuple[int, int]:
+    """The varint at ``d[p]`` and the position after it."""
+    out = shift = 0
+    for _ in range(10):
+        if p >= len(d):
             raise _Bad("ends inside a structure")
-        b = self.data[self.pos]
-        self.pos += 1
-        return b
+        b = d[p]
+        p += 1
+        out |= (b & 0x7F) << shift
+        if b < 0x80:
+            return out, p
+        shift += 7
+    raise _Bad("an integer longer than 10 bytes")
 
-    def varint(self) -> int:
-        pos = self.pos
-        if pos < len(self.data) and self.data[pos] < 0x80:  # (most are one byte)
-            self.pos = pos + 1
-            return self.data[pos]
-        shift = out = 0
-        for _ in range(10):
-            b = self.byte()
-            out |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return out
-            shift += 7
-        raise _Bad("an integer longer than 10 bytes")
 
-    def skip(self, n: int, what: str) -> None:
-        if n < 0 or n > len(self.data) - self.pos:
-            raise _Bad(f"{what} of {n} bytes runs past the footer")
-        self.pos += n
-
-    def count(self, n: int, elem: int) -> int:
-        """A container's element count, checked against the bytes left (each element takes >= 1)."""
+def _skip_value(d: bytes, p: int, t: int, depth: int) -> int:
+    """The position after a value of type ``t`` at ``d[p]``, every length checked against ``len(d)``."""
+    end = len(d)
+    if t in (_TRUE, _FALSE):
+        return p
+    if t == _BYTE:
+        p += 1
+    elif t in (_I16, _I32, _I64):
+        if p < end and d[p] < 0x80:  # (most are one byte)
+            return p + 1
+        _, p = _varint(d, p)
+    elif t == _DOUBLE:
+        p += 8
+    elif t == _BINARY:
+        n, p = _varint(d, p) if p < end and d[p] >= 0x80 else (d[p] if p < end else 0, p + 1)
+        if n > end - p:
+            raise _Bad(f"a string of {n} bytes runs past the footer")
+        p += n
+    elif t in (_LIST, _SET):
+        if p >= end:
+            raise _Bad("ends inside a structure")
+        h = d[p]
+        p += 1
+        n, elem = h >> 4, h & 0x0F
+        if n == 15:
+            n, p = _varint(d, p)
+        if elem in (_STOP, 13, 14, 15):
+            raise _Bad(f"a list of unknown element type {elem}")
         least = 8 if elem == _DOUBLE else 1
-        if n * least > len(self.data) - self.pos:
-            raise _Bad(f"a list claims {n} elements in {len(self.data) - self.pos} bytes")
-        return n
-
-    def value(self, t: int, depth: int) -> None:
-        if depth > MAX_DEPTH:
-            raise _Bad(f"structures nested more than {MAX_DEPTH} deep")
-        if t in (_TRUE, _FALSE):
-            return
-        if t == _BYTE:
-            self.skip(1, "a byte")
-        elif t in (_I16, _I32, _I64):
-            self.varint()
-        elif t == _DOUBLE:
-            self.skip(8, "a double")
-        elif t == _BINARY:
-            self.skip(self.varint(), "a string")
-        elif t in (_LIST, _SET):
-            h = self.byte()
-            n, elem = h >> 4, h & 0x0F
-            if n == 15:
-                n = self.varint()
-            if elem in (_STOP, 13, 14, 15):
-                raise _Bad(f"a list of unknown element type {elem}")
-            n = self.count(n, elem)
-            if elem in (_TRUE, _FALSE, _BYTE):
-                self.skip(n, "a list of bytes")
-            elif elem == _DOUBLE:
-                self.skip(8 * n, "a list of doubles")
-            elif elem in (_I16, _I32, _I64):
-                for _ in range(n):
-                    self.varint()
-            else:
-                for _ in range(n):
-                    self.value(elem, depth + 1)
-        elif t == _MAP:
-            n = self.varint()
-            if n:
-                kv = self.byte()
-                self.count(2 * n, 0)
-                for _ in range(n):
-                    self.value(kv >> 4, depth + 1)
-                    self.value(kv & 0x0F, depth + 1)
-        elif t == _STRUCT:
-            self.struct(depth + 1)
+        if n * least > end - p:
+            raise _Bad(f"a list claims {n} elements in {end - p} bytes")
+        if elem in (_TRUE, _FALSE, _BYTE, _DOUBLE):
+            p += n * least
+        elif elem == _STRUCT:
+            if depth >= MAX_DEPTH:
+                raise _Bad(f"structures nested more than {MAX_DEPTH} deep")
+            for _ in range(n):
+                p = _skip_struct(d, p, depth + 1)
         else:
-            raise _Bad(f"unknown field type {t}")
-
-    def struct(self, depth: int) -> None:
-        if depth > MAX_DEPTH:
+            for _ in range(n):
+                p = _skip_value(d, p, elem, depth + 1)
+    elif t == _MAP:
+        n, p = _varint(d, p)
+        if n:
+            if p >= end:
+                raise _Bad("ends inside a structure")
+            kv = d[p]
+            p += 1
+            if 2 * n > end - p:
+                raise _Bad(f"a map claims {n} entries in {end - p} bytes")
+            for _ in range(n):
+                p = _skip_value(d, p, kv >> 4, depth + 1)
+                p = _skip_value(d, p, kv & 0x0F, depth + 1)
+    elif t == _STRUCT:
+        if depth >= MAX_DEPTH:
             raise _Bad(f"structures nested more than {MAX_DEPTH} deep")
-        seen: set[int] = set()
-        last = 0
-        while True:
-            h = self.byte()
-            t = h & 0x0F
-            if t == _STOP:
-                return
-            delta = h >> 4
-            if delta:
-                fid = last + delta
-            else:
-                z = self.varint()
-                fid = (z >> 1) ^ -(z & 1)
-            if fid in seen:
-                raise _Bad(f"field {fid} appears twice in one structure")
-            seen.add(fid)
-            last = fid
-            self.value(t, depth)
+        p = _skip_struct(d, p, depth + 1)
+    else:
+        raise _Bad(f"unknown field type {t}")
+    if p > end:
+        raise _Bad("a value runs past the footer")
+    return p
+
+
+def _skip_struct(d: bytes, p: int, depth: int) -> int:
+    """The position after the structure at ``d[p]``; no field may appear twice in it."""
+    end = len(d)
+    seen: set[int] = set()
+    last = 0
+    while True:
+        if p >= end:
+            raise _Bad("ends inside a structure")
+        h = d[p]
+        p += 1
+        t = h & 0x0F
+        if t == _STOP:
+            return p
+        if h >> 4:
+            fid = last + (h >> 4)
+        else:
+            z, p = _varint(d, p)
+            fid = (z >> 1) ^ -(z & 1)
+        if fid in seen:
+            raise _Bad(f"field {fid} appears twice in one structure")
+        seen.add(fid)
+        last = fid
+        p = _skip_value(d, p, t, depth)
 
 
 def check_footer(path: str, size: int | None = None) -> None:
@@ -172,15 +169,14 @@ def check_footer(path: str, size: int | None = None) -> None:
             footer = fh.read(n)
     except OSError as exc:
         raise InputError(path, f"cannot read the file ({exc.strerror or exc})") from None
-    w = _Walker(footer)
     try:
-        w.struct(0)
+        pos = _skip_struct(footer, 0, 0)
     except _Bad as exc:
-        raise InputError(path, f"not a readable Parquet file (damaged footer: {exc}, at byte {w.pos} of {n})") from None
+        raise InputError(path, f"not a readable Parquet file (damaged footer: {exc})") from None
     except RecursionError:
         raise InputError(path, "not a readable Parquet file (damaged footer: structures nested too deeply)") from None
-    if w.pos != n:
-        raise InputError(path, f"not a readable Parquet file (damaged footer: it ends at byte {w.pos} of {n})")
+    if pos != n:
+        raise InputError(path, f"not a readable Parquet file (damaged footer: it ends at byte {pos} of {n})")
 
 
 class _FooterProbe:

@@ -381,11 +381,12 @@ def _edited(src: Path, dest: Path, edit: object) -> Path:
     return dest
 
 
-def test_a_lying_null_count_does_not_change_the_verdict(tmp_path: Path) -> None:
+@pytest.mark.parametrize("column", ["exp_result", "value", "msr"])
+def test_a_lying_null_count_does_not_change_the_verdict(tmp_path: Path, column: str) -> None:
     """Footer says a column with values is all null: the column is decoded anyway, same verdict."""
     src = REPO / "traces" / "bugs" / "B14-nested-restore-stale-l1-pkrs.parquet"
     md = pq.ParquetFile(src).metadata
-    col = pq.ParquetFile(src).schema_arrow.names.index("exp_result")
+    col = pq.ParquetFile(src).schema_arrow.names.index(column)
     rows = md.row_group(0).num_rows
 
     def lie(footer: list) -> None:  # type: ignore[type-arg]

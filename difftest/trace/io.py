@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from difftest.errors import InputError
-from difftest.trace.parquet_footer import open_checked
+from difftest.trace.parquet_footer import open_checked, parquet_source
 from difftest.variants import metadata_policies
 from reference_model.events import Event
 from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
@@ -154,6 +154,9 @@ class TraceFile:
         md = self._pf.metadata
         leaf = {md.schema.column(j).path: j for j in range(md.num_columns)}  # a flat column's path is its name
         skippable = [n for n in names if n not in REQUIRED and n in leaf]
+        # (not dictionary columns: their all-null chunks carry min/max from the dictionary, so a forged null count
+        # there could not be told from the truth; their indices decode cheaply anyway)
+        skippable = [n for n in skippable if not pa.types.is_dictionary(self._pf.schema_arrow.field(n).type)]
         plan: list[tuple[list[int], list[str]]] = []
         run_rows = 0  # rows in the last run of the plan
         for g in range(md.num_row_groups):
@@ -218,8 +221,10 @@ def _all_null_chunk(chunk: Any, rows: int) -> bool:
     The footer's null count is not enough: edit one number in it and a column full of values would
     be skipped and read as nulls, and a verdict would change while every other reader still sees the
     values.  So the statistics must agree with each other and with the chunk's size: all rows null,
-    no minimum or maximum (a chunk with any value has them), and no more bytes than the definition
-    levels of an all-null chunk take (a few dozen bytes a page).  Anything else is decoded.
+    no minimum or maximum (a plain column's chunk with any value has them), and no more bytes than
+    the definition levels of an all-null chunk take (a few dozen bytes a page).  Anything else is
+    decoded.  (A footer forged further, min/max removed as well, is still believed: the footer is
+    all there is to check without decoding.)
     """
     st = chunk.statistics
     if st is None or not st.has_null_count or st.null_count != rows or chunk.num_values != rows or st.has_min_max:
@@ -246,7 +251,7 @@ def open_trace(path: str | os.PathLike[str]) -> TraceFile:
         raise InputError(str(p), "no such file" if not p.exists() else "not a regular file")
     open_checked(p)  # the footer's frame and structure, then the library's parse in a helper process
     try:
-        pf = pq.ParquetFile(p)
+        pf = pq.ParquetFile(parquet_source(p))
         schema = pf.schema_arrow
     except (OSError, pa.ArrowException, ValueError, IndexError, MemoryError) as exc:
         raise InputError(str(p), f"not a readable Parquet file ({_short(exc)})") from None

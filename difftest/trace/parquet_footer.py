@@ -26,6 +26,7 @@ import select
 import signal
 import struct
 from pathlib import Path
+from typing import Any
 
 from difftest.errors import InputError
 
@@ -144,6 +145,17 @@ def _skip_struct(d: bytes, p: int, depth: int) -> int:
         seen.add(fid)
         last = fid
         p = _skip_value(d, p, t, depth)
+
+
+def parquet_source(path: str | os.PathLike[str]) -> Any:
+    """What to hand the Parquet library for ``path``: the path itself, or an open binary file when the
+    name is not UTF-8 (the library encodes paths as UTF-8 and would call such a valid file unreadable)."""
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return open(os.fsencode(text), "rb")  # (owned by the ParquetFile reading it)
+    return text
 
 
 def check_footer(path: str, size: int | None = None) -> None:
@@ -288,7 +300,7 @@ def _serve(req: int, resp: int) -> None:
             return
         ok = b"1"
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(parquet_source(path))
             pf.schema_arrow  # noqa: B018 (the schema conversion is where damaged footers bite)
             md = pf.metadata
             for g in range(md.num_row_groups):

@@ -72,6 +72,7 @@ class Case:
     files: list[tuple[str, bytes]]  # (file name, content)
     row_fault: bool = False  # a bad value in a row: an exit-2 message must name the event
     names_file: int = 0  # index of the file an exit-2 message must name
+    valid: bool = False  # a valid input (only its name or framing is odd): exit 2 is a failure
 
 
 @dataclass
@@ -268,7 +269,7 @@ def gen_parquet_content(rng: random.Random) -> Case:
 def gen_filename(rng: random.Random) -> Case:
     name = rng.choice(["a\nb.parquet", "\x1b]0;PWNED\x07.parquet", "ok\x7f.parquet", "x" * 200 + ".parquet",
                        "caf\udce9.parquet", "sp ace.parquet", "-dash.parquet", "\u202eevil.parquet"])
-    return Case("filename", _trace_cmd(rng), [(name, rng.choice(base_bytes()))])
+    return Case("filename", _trace_cmd(rng), [(name, rng.choice(base_bytes()))], valid=True)
 
 
 FTRACE_LINES = [
@@ -456,6 +457,8 @@ def _check(case: Case, paths: list[str], status: int, rss_kib: int, seconds: flo
         tally.exit_codes[str(code)] += 1
         if code not in (0, 1, 2, 3):
             problems.append(f"exit {code}")
+        if code == 2 and case.valid:
+            problems.append("valid input refused")
         if code == 2:
             lines = err.strip().split(b"\n")
             lines = [ln for ln in lines if not ln.startswith(b"difftest: skipped ")]
@@ -603,7 +606,8 @@ def main() -> int:
     print("by class:      " + ", ".join(f"{k} {v}" for k, v in sorted(tally.by_class.items())))
     print("exit codes:    " + ", ".join(f"{k}: {v}" for k, v in sorted(tally.exit_codes.items())))
     names = ["traceback", "abort", "hang", "peak memory over 1 GiB", "unescaped control character", "output not UTF-8",
-             "message not one line", "message fails to name the file", "message fails to name the row"]
+             "message not one line", "message fails to name the file", "message fails to name the row",
+             "valid input refused"]
     for p in names + sorted(set(tally.problems) - set(names)):
         print(f"{p + ':':<34}{tally.problems.get(p, 0)}")
     print(f"slowest input {tally.slowest:.1f} s; peak RSS {tally.peak_rss / (1 << 20):.0f} MiB")

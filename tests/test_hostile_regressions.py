@@ -479,7 +479,12 @@ def _command_for(p: Path, tmp: Path) -> list[str]:
     return ["import", "ftrace", str(p), "-o", str(tmp / "o.parquet")]
 
 
-@pytest.mark.parametrize("fixture", FIXTURES, ids=[f"{p.parent.name}/{p.name}" for p in FIXTURES])
+# (found by the campaign, seed 0: the fast engine's u64 page crash, which issue 21 fixes)
+_FAST_U64 = pytest.mark.xfail(reason="fast engine u64 page crash (issue 21)", strict=False)
+
+
+@pytest.mark.parametrize("fixture", [pytest.param(p, marks=_FAST_U64) if p.name.startswith("u64-top-page-fast") else p
+                                     for p in FIXTURES], ids=[f"{p.parent.name}/{p.name}" for p in FIXTURES])
 def test_every_kept_hostile_input_is_handled(tmp_path: Path, fixture: Path) -> None:
     res = run(*_command_for(fixture, tmp_path))
     assert res.exit_code in (0, 1, 2), (res.exit_code, res.output, res.exception)

@@ -296,7 +296,8 @@ def check_sizes(path: str, md: pq.FileMetaData, file_size: int | None = None) ->
                 name = col.path_in_schema.split(".")[0]
             except UnicodeDecodeError:  # a damaged footer; the Arrow schema decoded, this copy did not
                 raise InputError(path, f"row group {g}: column {c} has a name that is not UTF-8") from None
-            if file_size is not None:  # every chunk's bytes lie inside the file, before the footer
+            if file_size is not None and col.total_compressed_size != 0:  # every chunk's bytes lie inside the file
+                # (a chunk with no pages, as in an empty row group, may say offset 0)
                 start = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
                 if start is None or not 4 <= start <= file_size or col.total_compressed_size < 0 \
                         or start + col.total_compressed_size > file_size:

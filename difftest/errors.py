@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from .printable import printable
+
 MAX_MESSAGE = 400  # characters of message after the location
+MAX_PATH = 400  # characters of the file's path (a name may be hostile too: escaped, capped)
 
 
 class InputError(Exception):
@@ -19,7 +22,7 @@ class InputError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = [self.path]
+        where = [printable(self.path, MAX_PATH)]
         if self.line is not None:
             where.append(f"line {self.line}")
         if self.row is not None:
@@ -31,6 +34,6 @@ class InputError(Exception):
 
 
 def _one_line(text: str, limit: int) -> str:
-    """``text`` on one line (whitespace runs become one space), at most ``limit`` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+    """``text`` on one line (whitespace runs become one space, other control characters escaped),
+    at most ``limit`` characters."""
+    return printable(" ".join(text[: limit * 4].split()), limit)

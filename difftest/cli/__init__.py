@@ -14,6 +14,7 @@ import click
 
 import difftest.progress as progress
 from difftest.cli.options import LazyGroup, input_errors, known_options, known_outcomes, parse_host_option
+from difftest.cli.output_options import writable_dir, writable_file
 from difftest.cli.vocabulary import EXIT_CODES_HELP, echo_json
 from difftest.engine import replay_trace
 from difftest.report.text import render_replay
@@ -87,17 +88,17 @@ def replay(trace: str, policy_name: str | None, profile_name: str | None, host_f
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), default=None, callback=writable_dir,
               help="a directory: write index.html (the report page), report.txt and results.jsonl there")
 @click.option("--policy", "policy_names", multiple=True,
               help="policy to run every trace under (repeatable; default kvm-v7, plus each trace's own)")
 @click.option("--profile", "profile_name", default=None,
               help="comparison profile for every trace (default: each trace's metadata 'profile', else strict)")
-@click.option("--junit", "junit", type=click.Path(dir_okay=False), default=None,
+@click.option("--junit", "junit", type=click.Path(dir_okay=False), default=None, callback=writable_file,
               help="write JUnit XML to this file ('-' = stdout)")
-@click.option("--jsonl", "jsonl", type=click.Path(dir_okay=False), default=None,
+@click.option("--jsonl", "jsonl", type=click.Path(dir_okay=False), default=None, callback=writable_file,
               help="write one JSON line per trace x policy to this file ('-' = stdout)")
-@click.option("--tap", "tap", type=click.Path(dir_okay=False), default=None,
+@click.option("--tap", "tap", type=click.Path(dir_okay=False), default=None, callback=writable_file,
               help="write TAP13 (kvm-unit-tests' run_tests.sh -t dialect) to this file ('-' = stdout)")
 @click.option("--json", "as_json", is_flag=True, help="print every run's result as JSON (a list) instead of the text summary")
 @click.option("--baseline", "baseline", default=None, help="a previous run's JSONL or -o folder: report what changed")
@@ -147,9 +148,9 @@ def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str,
 @click.option("--host", "host_features", default=None, callback=lambda c, p, v: parse_host_option(v),
               help="replay on this host instead of the traces': 'pks-host' (all features) or a feature list")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON (a list, one per trace)")
-@click.option("-o", "--output", "html_file", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", "html_file", type=click.Path(dir_okay=False), default=None, callback=writable_file,
               help="a file: also write the two policies side by side as a self-contained HTML page ('-' = stdout)")
-@click.option("--html", "html_alias", type=click.Path(dir_okay=False), default=None, hidden=True,
+@click.option("--html", "html_alias", type=click.Path(dir_okay=False), default=None, hidden=True, callback=writable_file,
               help="old name of -o")
 @known_options
 @input_errors

@@ -18,15 +18,17 @@ from difftest.capture.importers.ftrace import (
     summary,
 )
 from difftest.capture.importers.pkvm_vmexit import compare, parse_vmexit_trace, render
+from difftest.cli.output_options import writable_file
 from difftest.cli.vocabulary import echo_json, info
 from difftest.errors import InputError
+from difftest.printable import printable
 from difftest.progress import task
 from difftest.trace.outputs import to_stdout, write_text_output, write_trace_output
 
 
 @click.command("ftrace")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), callback=writable_file,
               help="output trace (.parquet; '-' = stdout)")
 @click.option("--skip-bad", is_flag=True, help="skip malformed lines (and report how many) instead of failing")
 @click.option("--host", "host_opt", default=None,
@@ -55,6 +57,11 @@ def import_ftrace_cmd(file: str, out: str, skip_bad: bool, host_opt: str | None,
     except InputError as exc:
         click.echo(f"difftest: error: {exc}", err=True)
         sys.exit(2)
+    if res.skipped:  # on stderr, named: a skip is something the user should see, not a quiet success
+        more = len(res.skipped) - len(res.skip_reasons)
+        click.echo(f"difftest: skipped {len(res.skipped)} malformed line(s) of {printable(file)}: "
+                   + "; ".join(printable(r, 160) for r in res.skip_reasons) + (f"; and {more} more" if more else ""),
+                   err=True)
     foreign = sum(1 for r in res.rows if r["kind"] == "foreign")
     where = str(dest) if dest else "stdout"
     if as_json and not to_stdout(out):
@@ -77,7 +84,7 @@ def import_ftrace_cmd(file: str, out: str, skip_bad: bool, host_opt: str | None,
 
 @click.command("pkvm-vmexit-trace")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None, callback=writable_file,
               help="a file: write the cost table as JSON ('-' = stdout)")
 @click.option("--against", "against", type=click.Path(dir_okay=False), default=None,
               help="a second vmexit_trace capture to compare with (B relative to A = FILE)")

@@ -38,6 +38,8 @@ def input_errors(fn: F) -> F:
             if not text.startswith("unknown "):
                 raise
             _fail(text)
+        except OSError as exc:  # an output that became unwritable during the run (checked before it started)
+            _fail(str(InputError(exc.filename or "output", f"cannot write: {exc.strerror or exc}")))
 
     return wrapper  # type: ignore[return-value]
 

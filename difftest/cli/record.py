@@ -9,7 +9,6 @@ import click
 from difftest.capture.kvm.cleanup import signals_deferred
 from difftest.capture.kvm.recorder import (
     LAST_FAILURES,
-    check_output,
     record_scenarios,
     record_trace,
     select,
@@ -21,10 +20,12 @@ from difftest.capture.qemu.boot import DEFAULT_TIMEOUT, qemu_path
 from difftest.capture.qemu.build import BuildError, missing_tools
 from difftest.capture.qemu.recorder import TraceInput, record_one
 from difftest.capture.qemu.scenarios import SCENARIOS, scenario_rows
+from difftest.cli.output_options import writable_file
 from difftest.cli.vocabulary import echo_json, info
 from difftest.errors import InputError
 from difftest.progress import task
 from difftest.trace.io import open_trace
+from difftest.trace.output_paths import check_writable
 from difftest.trace.outputs import to_stdout, write_trace_output
 
 
@@ -36,7 +37,8 @@ def _scenario_input(name: str) -> TraceInput:
 @click.command("qemu")
 @click.option("--trace", "trace_path", type=click.Path(dir_okay=False), help="trace whose events to record")
 @click.option("--scenario", type=click.Choice(sorted(SCENARIOS)), help="a built-in scenario instead")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="recorded trace to write ('-' = stdout)")
+@click.option("-o", "--output", required=True, callback=writable_file, type=click.Path(dir_okay=False),
+              help="recorded trace to write ('-' = stdout)")
 @click.option("--timeout", default=DEFAULT_TIMEOUT, show_default=True, help="seconds before QEMU is killed")
 @click.option("--json", "as_json", is_flag=True, help="print what was recorded (and what was not) as JSON")
 def record_qemu(trace_path: str | None, scenario: str | None, output: str, timeout: float, as_json: bool) -> None:
@@ -114,10 +116,10 @@ def record_kvm(scenarios: tuple[str, ...], trace_file: str | None, out: str | No
         raise click.UsageError("missing option '-o' / '--output' (the trace to write)")
     try:
         try:
+            if not to_stdout(out):
+                check_writable(out)  # first: an unwritable output is refused whatever else is wrong
             if bool(scenarios) == bool(trace_file):
                 raise InputError("difftest record kvm", "give exactly one of --scenario NAME or --trace FILE")
-            if not to_stdout(out):
-                check_output(out)
             with task("recording on /dev/kvm", unit="steps"):
                 if trace_file:
                     rec, meta = record_trace(trace_file)

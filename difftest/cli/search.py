@@ -14,6 +14,7 @@ import click
 
 import difftest.progress as progress
 from difftest.cli.options import input_errors
+from difftest.cli.output_options import writable_dir, writable_file
 from difftest.cli.vocabulary import echo_json, info
 from difftest.search.fuzz import MIN_EVENTS, FuzzRun, ProgressFn, fuzz, render_summary
 from difftest.search.generate import DEFAULT_DOMAIN, DEFAULT_GENERATION_POLICY, DOMAINS, generate, load_draft
@@ -31,7 +32,7 @@ from difftest.verdict.run_settings import settings_for
 @click.option("--domain", type=click.Choice(DOMAINS), default=DEFAULT_DOMAIN, show_default=True)
 @click.option("--policy", "policy_name", default=DEFAULT_GENERATION_POLICY, show_default=True,
               help="policy (name or variant file) whose outcomes become the expectations")
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True,
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True, callback=writable_file,
               help="the trace file to write ('-' = stdout)")
 @click.option("--json", "as_json", is_flag=True, help="print what was written as JSON")
 def generate_cmd(seed: int, events: int, domain: str, policy_name: str, output: str, as_json: bool) -> None:
@@ -63,7 +64,7 @@ def generate_cmd(seed: int, events: int, domain: str, policy_name: str, output: 
 @click.option("--profile", "profile_name", default=None,
               help="comparison profile (default: the trace's metadata 'profile', else strict)")
 @click.option("--max-candidates", type=click.IntRange(min=1), default=DEFAULT_MAX_CANDIDATES, show_default=True)
-@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True,
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True, callback=writable_file,
               help="the shrunk trace to write ('-' = stdout)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON (no builder code)")
 def shrink_cmd(trace: str, policy_a: str | None, policy_b: str | None, profile_name: str | None, max_candidates: int,
@@ -138,7 +139,7 @@ def progress_display(budget_seconds: float, iterations: int | None) -> Iterator[
               help="run exactly this many traces (ignores the budget; fully repeatable)")
 @click.option("--profile", "profile_name", default=None,
               help="comparison profile (default: strict; generated traces hold no recording quirks to mask)")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True,
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True, callback=writable_dir,
               help="a directory: each kept (shrunk) divergence is written there as a trace")
 @click.option("--json", "as_json", is_flag=True, help="print the findings as JSON instead of the table")
 def fuzz_cmd(policy_a: str, policy_b: str, budget_seconds: float, seed: int, max_events: int, iterations: int | None,

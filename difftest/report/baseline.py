@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from difftest.errors import InputError
+from difftest.printable import printable
 from difftest.verdict.results import ReplayResult
 from difftest.verdict.run_status import Status
 
 BASELINE_FILE = "results.jsonl"
+MAX_LINE = 16 << 20  # bytes of one results row (a row holds one run's context: kilobytes)
+MAX_COUNT = (1 << 64) - 1  # divergence counts and event indexes are u64 at most
 
 
 @dataclass(frozen=True)
@@ -105,35 +108,53 @@ def load_baseline(path: str) -> list[BaselineRun]:
         raise InputError(str(p), "no such baseline (give a results JSONL file or a report folder holding "
                                  f"{BASELINE_FILE})")
     src = str(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise InputError(src, "not UTF-8 text") from None
     runs = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(src, f"not JSON ({exc.msg}, column {exc.colno})", line=n) from None
-        if not isinstance(row, dict):
-            raise InputError(src, "expected a JSON object per line", line=n)
-        first = _field(src, n, row, "first_divergence", (dict,), optional=True)
-        first_index = first.get("index") if isinstance(first, dict) else None
-        if first_index is not None and (not isinstance(first_index, int) or isinstance(first_index, bool)):
-            raise InputError(src, "expected an int", line=n, column="first_divergence.index")
-        runs.append(BaselineRun(
-            trace=str(_field(src, n, row, "trace", (str,))),
-            name=str(_field(src, n, row, "name", (str,))),
-            policy=str(_field(src, n, row, "policy", (str,))),
-            passed=bool(_field(src, n, row, "passed", (bool,))),
-            divergences=int(_field(src, n, row, "divergences", (int,))),  # type: ignore[arg-type]
-            first_index=first_index,
-            first_rule=_field(src, n, row, "first_rule", (str,), optional=True),  # type: ignore[arg-type]
-            status=_status(src, n, row),
-        ))
+    try:
+        with p.open("rb") as fh:  # streamed, line by line: a baseline may be large, a line must not be
+            for n, raw in enumerate(iter(lambda: fh.readline(MAX_LINE + 1), b""), 1):
+                if len(raw) > MAX_LINE:
+                    raise InputError(src, f"line longer than {MAX_LINE} bytes (not a difftest results.jsonl?)", line=n)
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputError(src, "not UTF-8 text", line=n) from None
+                if line.strip():
+                    runs.append(_run_of(src, n, line))
+    except OSError as exc:
+        raise InputError(src, f"cannot read the baseline ({exc.strerror or exc})") from None
     return runs
+
+
+def _run_of(src: str, n: int, line: str) -> BaselineRun:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise InputError(src, f"not JSON ({exc.msg}, column {exc.colno})", line=n) from None
+    except RecursionError:
+        raise InputError(src, "not a results row (JSON nested too deeply)", line=n) from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise InputError(src, f"not a usable JSON value ({exc})", line=n) from None
+    if not isinstance(row, dict):
+        raise InputError(src, "expected a JSON object per line", line=n)
+    first = _field(src, n, row, "first_divergence", (dict,), optional=True)
+    first_index = first.get("index") if isinstance(first, dict) else None
+    if first_index is not None and (not isinstance(first_index, int) or isinstance(first_index, bool)
+                                    or not 0 <= first_index <= MAX_COUNT):
+        raise InputError(src, f"expected an int in 0..{MAX_COUNT}", line=n, column="first_divergence.index")
+    divergences = _field(src, n, row, "divergences", (int,))
+    if not 0 <= divergences <= MAX_COUNT:  # type: ignore[operator]
+        raise InputError(src, f"expected an int in 0..{MAX_COUNT}", line=n, column="divergences")
+    rule = _field(src, n, row, "first_rule", (str,), optional=True)
+    return BaselineRun(
+        trace=printable(str(_field(src, n, row, "trace", (str,))), 1000),
+        name=printable(str(_field(src, n, row, "name", (str,)))),
+        policy=printable(str(_field(src, n, row, "policy", (str,)))),
+        passed=bool(_field(src, n, row, "passed", (bool,))),
+        divergences=int(divergences),  # type: ignore[call-overload]
+        first_index=first_index,
+        first_rule=None if rule is None else printable(str(rule)),
+        status=_status(src, n, row),
+    )
 
 
 def _status(src: str, line: int, row: dict[str, object]) -> str:

@@ -11,25 +11,27 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from difftest.engine import replay_trace
 from difftest.errors import InputError
+from difftest.printable import printable
 from difftest.progress import task as progress_task
 from difftest.report.text import render_headline, render_replay, render_summary
 from difftest.trace.io import find_traces, open_trace, write_text_atomic
+from difftest.trace.output_paths import ReplacedDir, check_writable, check_writable_dir
 from difftest.trace.outputs import write_text_output
-from difftest.variants import resolve_policy
+from difftest.variants import check_policy_names, resolve_policy, unique
 from difftest.verdict.corpus import CorpusRun
 from difftest.verdict.known_outcomes import NO_KNOWN_OUTCOMES, KnownOutcomes
 from difftest.verdict.profiles import get_profile
 from difftest.verdict.results import ReplayResult
 from difftest.verdict.run_status import Status, exit_code
 from difftest.verdict.timeline import Timeline, TimelineRecorder
-from reference_model.policies import POLICIES, Policy
+from reference_model.policies import POLICIES, Policy, get_policy
 
 from .baseline import BaselineDiff, baseline_exit_code, compare_with_baseline, load_baseline, render_baseline_text
 from .coverage import rule_coverage
@@ -45,10 +47,8 @@ def default_policies() -> list[str]:
 
 
 def policies_for(asked: Sequence[str], meta_policies: Sequence[str]) -> list[str]:
-    """The policies one trace runs under: those asked for (or the default), plus its metadata's."""
-    names = list(asked) or default_policies()
-    names += [p for p in meta_policies if p not in names]
-    return names
+    """The policies one trace runs under: those asked for (or the default), plus its metadata's, each once."""
+    return unique([*(asked or default_policies()), *meta_policies])
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,8 @@ def _run_task(task: _Task) -> tuple[int, list[tuple[ReplayResult, Timeline | Non
         tf = open_trace(task.path)
         out = []
         for name in policies_for(task.policies, tf.policies()):
-            try:
-                policy = resolve_policy(name)
-            except KeyError as exc:
-                raise InputError(task.path, f"metadata 'pksdt.policy': {exc.args[0]}") from None
+            # (asked names may be variant files; the metadata's are registered, checked by open_trace)
+            policy = resolve_policy(name) if name in task.policies else get_policy(name)
             rec = TimelineRecorder(tf.num_rows) if task.timelines else None
             prof_name = task.profile or tf.meta.get("profile") or "strict"
             try:
@@ -90,22 +88,26 @@ def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | N
                timelines: bool = False, progress: bool | None = None) -> CorpusRun:
     """Replay every trace; ``progress`` False = never a bar (None: on stderr when it is a terminal)."""
     t0 = time.perf_counter()
-    for name in policies:  # unknown names fail here, once, before any work
-        resolve_policy(name)
+    check_policy_names(policies)  # unknown names and clashing variant names fail here, once, before any work
+    policies = unique(policies)
     if profile:
         get_profile(profile)
     jobs = max(1, min(jobs, len(traces)))
     tasks = [_Task(i, str(p), tuple(policies), profile, timelines, jobs == 1 and progress is not False)
              for i, p in enumerate(traces)]
     done: dict[int, list[tuple[ReplayResult, Timeline | None]]] = {}
+    errors: dict[int, tuple[Any, ...]] = {}
     with progress_task("replaying", total=len(tasks), unit="traces") if progress is not False else nullcontext() as bar:
         for index, out in _results(tasks, jobs):
-            if isinstance(out, tuple):
-                _, path, message, row, seq, column, line = out
-                raise InputError(path, message, row=row, seq=seq, column=column, line=line)
-            done[index] = out
+            if isinstance(out, tuple):  # (the other traces finish; the first bad one in trace order is reported)
+                errors[index] = out
+            else:
+                done[index] = out
             if bar is not None:
                 bar.advance()
+    if errors:
+        _, path, message, row, seq, column, line = errors[min(errors)]
+        raise InputError(path, message, row=row, seq=seq, column=column, line=line)
     run = CorpusRun([], {}, 0.0, jobs)
     for index in sorted(done):
         for res, tl in done[index]:
@@ -117,14 +119,62 @@ def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | N
 
 
 def _results(tasks: list[_Task], jobs: int) -> Iterator[tuple[int, Any]]:
+    """``(index, outcome)`` of every task, in completion order, each exactly once.
+
+    A worker that dies (killed, out of memory, the Parquet library aborting on a data page) takes
+    down the pool it belongs to, and with it every task still running there.  Those tasks are then
+    run again, each alone in a process of its own: the one whose process dies again is that trace's
+    error, naming the trace and the signal; the others finish normally.  Nothing waits forever on a
+    result that a dead process will never send.
+    """
     if jobs == 1:
         yield from map(_run_task, tasks)
         return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    chunk = max(1, len(tasks) // (jobs * 8))
-    with ctx.Pool(jobs) as pool:
-        yield from pool.imap_unordered(_run_task, tasks, chunksize=chunk)
+    suspects: list[_Task] = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = {pool.submit(_run_task, t): t for t in tasks}
+        for fut in as_completed(futures):
+            try:
+                yield fut.result()
+            except BrokenProcessPool:
+                suspects.append(futures[fut])
+    for task in sorted(suspects, key=lambda t: t.index):
+        yield _run_isolated(ctx, task)
+
+
+def _run_isolated(ctx: Any, task: _Task) -> tuple[int, Any]:
+    """Run one task in a process of its own; its death is that trace's error."""
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_send_result, args=(task, send), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        result = recv.recv()
+    except EOFError:  # the process died before it could answer
+        result = None
+    proc.join()
+    recv.close()
+    if result is not None:
+        return result  # type: ignore[no-any-return]
+    code = proc.exitcode
+    how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    if code is not None and code < 0:
+        import signal
+
+        with suppress(ValueError):
+            how = signal.Signals(-code).name
+    return task.index, ("error", task.path, f"the process replaying this trace died ({how}); the other traces "
+                        "finished", None, None, None, None)
+
+
+def _send_result(task: _Task, send: Any) -> None:
+    send.send(_run_task(task))
+    send.close()
 
 
 
@@ -196,8 +246,31 @@ class ReportOutcome:
     detail: str = ""  # the text report of every failing run (report.txt's second part; `report -v`)
 
 
+REPORT_FILES = ("index.html", "report.txt", "results.jsonl")
+
+
+def check_report_outputs(req: ReportRequest) -> None:
+    """Every output of ``req`` writable, checked before any work (InputError naming the path)."""
+    if req.out_dir:
+        check_writable_dir(req.out_dir)
+        out = Path(req.out_dir)
+        if out.is_dir():  # the folder is replaced as a whole: it must hold a report and nothing else
+            try:
+                others = sorted(p.name for p in out.iterdir() if p.name not in REPORT_FILES)
+            except OSError as exc:
+                raise InputError(req.out_dir, f"cannot list the report folder ({exc.strerror or exc})") from None
+            if others:
+                raise InputError(req.out_dir, f"holds files that are not a report ({printable(others[0], 80)}"
+                                 f"{', ...' if len(others) > 1 else ''}); -o replaces the whole folder: "
+                                 "give a new or report-only folder")
+    for f in (req.junit, req.jsonl):
+        if f:
+            check_writable(f)
+
+
 def run_report(req: ReportRequest) -> ReportOutcome:
     """Run the corpus, write every output asked for, and say what to print and the exit code."""
+    check_report_outputs(req)
     traces = find_traces(req.paths)
     if not traces:
         raise InputError(", ".join(req.paths), "no *.parquet traces found")
@@ -235,11 +308,11 @@ def run_report(req: ReportRequest) -> ReportOutcome:
         html = render_report(run, rule_coverage(results), diff, profile=req.profile or "each trace's own (else strict)",
                              timeline_notes=notes)
         full = top + "\n\n" + render_summary(results)
-        outcome.written += [
-            write_text_atomic(out / "report.txt", full + ("\n\n" + detail if detail else "") + "\n"),
-            write_text_atomic(out / "results.jsonl", rows),
-            write_text_atomic(out / "index.html", html),
-        ]
+        with ReplacedDir(out) as build:  # built beside the old report, then swapped with it in one step
+            write_text_atomic(build / "report.txt", full + ("\n\n" + detail if detail else "") + "\n")
+            write_text_atomic(build / "results.jsonl", rows)
+            write_text_atomic(build / "index.html", html)
+        outcome.written += [out / "report.txt", out / "results.jsonl", out / "index.html"]
     extra = []
     if req.junit:
         extra.append(write_text_output(req.junit, junit_xml(results)))

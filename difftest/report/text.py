@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from difftest.printable import printable
 from difftest.verdict.compare import CompareResult
 from difftest.verdict.diff import fmt
 from difftest.verdict.results import ReplayResult, RowResult
@@ -47,7 +48,7 @@ def render_replay(res: ReplayResult, verbose: bool = False) -> str:
         if first.rules:
             out.append(f"    rules: {', '.join(first.rules)}")
         if first.note:
-            out.append(f"    note: {first.note}")
+            out.append(f"    note: {printable(first.note, 1000)}")
         out.append("  context:")
         for r in res.context:
             out.append(_row_line(r, ">" if r is first else " "))

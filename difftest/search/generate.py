@@ -259,11 +259,19 @@ class Generator:
         self.seed, self.target, self.domain, self.policy = seed, max(1, events), domain, policy
         self.host = self._choose_host()
         self.machine: Machine = policy.build(self.host)
+        # A variant file's policy is recorded by its name, base and knobs, never by its path, and not as
+        # 'pksdt.policy' (which names registered policies only): replay it with --policy FILE.
+        from difftest.variants import variant_provenance
+
+        variant = variant_provenance(policy)
         self.tb = TraceBuilder(f"gen-{domain}-s{seed}", f"generated: {domain} domain, seed {seed}, expectations from "
-                               f"{policy.name}", policy=policy.name,
+                               f"{policy.name}", policy=None if variant else policy.name,
                                source=f"difftest generate --seed {seed} --events {events} --domain {domain} "
                                f"--policy {policy.name}",
                                host_features=None if self.host == DEFAULT_HOST else self.host.describe())
+        if variant is not None:
+            self.tb.meta["variant"] = f"{policy.name}: base {variant[0]}" + "".join(
+                f", {k}={v!r}" for k, v in sorted(variant[1].items()))
         self.count = 0
         self.vcpus: dict[int, _VcpuState] = {}
         self.mapped: dict[str, set[int]] = {"l1": set(), "l2": set()}

@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from difftest.errors import InputError
+from difftest.trace.parquet_footer import open_checked, parquet_source
+from difftest.variants import metadata_policies
 from reference_model.events import Event
 from reference_model.host import DEFAULT_HOST, HostCpu, parse_features
 
@@ -35,6 +37,7 @@ ROW_GROUP_ROWS = 65_536  # what we write: bounded memory per row group for any r
 NOTE_CHUNK_BYTES = 64 << 20  # notes_for will not decode a bigger note column chunk
 MAX_ROWS = 1 << 32  # events in one trace (hours of replay beyond this; a larger claim is a broken footer)
 MAX_GROUP_ROWS = 1 << 24  # rows in one Parquet row group (writers use 1 Mi by default)
+ALL_NULL_CHUNK_BYTES = 256  # bytes an all-null column chunk may take before the per-row allowance
 MAX_CHUNK_BYTES = 512 << 20  # uncompressed bytes of one column in one row group
 
 _EVENT_COLUMNS = tuple(
@@ -111,8 +114,8 @@ class TraceFile:
             raise InputError(str(self.path), f"metadata 'pksdt.cpu.features': {exc}") from None
 
     def policies(self) -> list[str]:
-        """Policies the trace's metadata asks for."""
-        return [p.strip() for p in self.meta.get("policy", "").split(",") if p.strip()]
+        """Registered policies the trace's metadata asks for, each once (InputError for any other name)."""
+        return metadata_policies(str(self.path), self.meta.get("policy"))
 
     def batches(self, with_notes: bool = False) -> Iterator[pa.RecordBatch]:
         """Validated record batches (validation raises :class:`InputError` on the first bad row).
@@ -137,7 +140,7 @@ class TraceFile:
                     # (the file's fields throughout: the reader's nullability depends on the columns asked for)
                     batch = part if part.schema.equals(schema) else pa.RecordBatch.from_arrays(arrays, schema=schema)
                     yield validator.check(batch)
-        except (OSError, pa.ArrowException) as exc:
+        except (OSError, pa.ArrowException, IndexError, ValueError, MemoryError) as exc:  # (damaged pages)
             raise InputError(str(self.path), f"cannot read the Parquet data ({_short(exc)})") from None
         validator.finish()
 
@@ -151,6 +154,9 @@ class TraceFile:
         md = self._pf.metadata
         leaf = {md.schema.column(j).path: j for j in range(md.num_columns)}  # a flat column's path is its name
         skippable = [n for n in names if n not in REQUIRED and n in leaf]
+        # (not dictionary columns: their all-null chunks carry min/max from the dictionary, so a forged null count
+        # there could not be told from the truth; their indices decode cheaply anyway)
+        skippable = [n for n in skippable if not pa.types.is_dictionary(self._pf.schema_arrow.field(n).type)]
         plan: list[tuple[list[int], list[str]]] = []
         run_rows = 0  # rows in the last run of the plan
         for g in range(md.num_row_groups):
@@ -158,9 +164,7 @@ class TraceFile:
             rows = rg.num_rows
             empty = set()
             for n in skippable:
-                chunk = rg.column(leaf[n])
-                st = chunk.statistics
-                if st is not None and st.has_null_count and st.null_count == rows and chunk.num_values == rows:
+                if _all_null_chunk(rg.column(leaf[n]), rows):
                     empty.add(n)
             read = [n for n in names if n not in empty]
             # (one read per row group, so that batches do not straddle two; small groups read together)
@@ -211,6 +215,23 @@ class TraceFile:
             index += batch.num_rows
 
 
+def _all_null_chunk(chunk: Any, rows: int) -> bool:
+    """True when a column chunk certainly holds only nulls, judged from the footer alone.
+
+    The footer's null count is not enough: edit one number in it and a column full of values would
+    be skipped and read as nulls, and a verdict would change while every other reader still sees the
+    values.  So the statistics must agree with each other and with the chunk's size: all rows null,
+    no minimum or maximum (a plain column's chunk with any value has them), and no more bytes than
+    the definition levels of an all-null chunk take (a few dozen bytes a page).  Anything else is
+    decoded.  (A footer forged further, min/max removed as well, is still believed: the footer is
+    all there is to check without decoding.)
+    """
+    st = chunk.statistics
+    if st is None or not st.has_null_count or st.null_count != rows or chunk.num_values != rows or st.has_min_max:
+        return False
+    return bool(chunk.total_uncompressed_size <= ALL_NULL_CHUNK_BYTES + rows // 64)
+
+
 def _nulls(cache: dict[tuple[str, int], pa.Array], f: pa.Field, n: int) -> pa.Array:
     """An all-null array of ``f``'s type and length ``n`` (made once per column and length)."""
     arr = cache.get((f.name, n))
@@ -228,7 +249,8 @@ def open_trace(path: str | os.PathLike[str]) -> TraceFile:
     p = Path(path)
     if not p.is_file():
         raise InputError(str(p), "no such file" if not p.exists() else "not a regular file")
-    return open_parquet(p, p)
+    open_checked(p)  # the footer's frame and structure, then the library's parse in a helper process
+    return open_parquet(p, parquet_source(p), p.stat().st_size)
 
 
 def open_trace_table(table: pa.Table, label: str) -> TraceFile:
@@ -236,15 +258,15 @@ def open_trace_table(table: pa.Table, label: str) -> TraceFile:
     stands where a path would in messages and results."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="none", row_group_size=ROW_GROUP_ROWS)
-    return open_parquet(Path(label), pa.BufferReader(sink.getvalue()))
+    return open_parquet(Path(label), pa.BufferReader(sink.getvalue()), None)
 
 
-def open_parquet(p: Path, source: Any) -> TraceFile:
-    """Open ``source`` (a path or an Arrow buffer reader), reporting problems against ``p``."""
+def open_parquet(p: Path, source: Any, file_size: int | None) -> TraceFile:
+    """Open ``source`` (a path or an Arrow buffer reader, ``file_size`` bytes if a file), reporting problems against ``p``."""
     try:
         pf = pq.ParquetFile(source)
         schema = pf.schema_arrow
-    except (OSError, pa.ArrowException, ValueError) as exc:
+    except (OSError, pa.ArrowException, ValueError, IndexError, MemoryError) as exc:
         raise InputError(str(p), f"not a readable Parquet file ({_short(exc)})") from None
     raw = schema.metadata or {}
     meta: dict[str, str] = {}
@@ -261,13 +283,14 @@ def open_parquet(p: Path, source: Any) -> TraceFile:
     if version != SCHEMA_VERSION:
         raise InputError(str(p), f"trace format version {version!r} is not supported (this tool reads {SCHEMA_VERSION})")
     check_file_schema(str(p), schema, meta)
-    check_sizes(str(p), pf.metadata)
+    check_sizes(str(p), pf.metadata, file_size)
     tf = TraceFile(p, meta, pf.metadata.num_rows, pf)
     tf.host()  # reject unknown host features now, before any replay output
+    tf.policies()  # and names that are not registered policies (a trace never names a file)
     return tf
 
 
-def check_sizes(path: str, md: pq.FileMetaData) -> None:
+def check_sizes(path: str, md: pq.FileMetaData, file_size: int | None = None) -> None:
     """Refuse, from the footer alone, sizes that could not stream within the memory target (1 GiB
     peak RSS, issue 8): absurd row counts, row groups or column chunks.  Bounds: :data:`MAX_ROWS`,
     :data:`MAX_GROUP_ROWS`, :data:`MAX_CHUNK_BYTES`, and :data:`~difftest.trace.validate.MAX_LIST` elements
@@ -286,6 +309,14 @@ def check_sizes(path: str, md: pq.FileMetaData) -> None:
                 name = col.path_in_schema.split(".")[0]
             except UnicodeDecodeError:  # a damaged footer; the Arrow schema decoded, this copy did not
                 raise InputError(path, f"row group {g}: column {c} has a name that is not UTF-8") from None
+            if file_size is not None and col.total_compressed_size != 0:  # every chunk's bytes lie inside the file
+                # (a chunk with no pages, as in an empty row group, may say offset 0)
+                start = col.dictionary_page_offset if col.has_dictionary_page else col.data_page_offset
+                if start is None or not 4 <= start <= file_size or col.total_compressed_size < 0 \
+                        or start + col.total_compressed_size > file_size:
+                    raise InputError(path, f"row group {g}: the footer places this column's pages outside the file "
+                                     f"(offset {start}, {col.total_compressed_size} bytes, file {file_size} bytes)",
+                                     column=name)
             if col.total_uncompressed_size > MAX_CHUNK_BYTES:
                 raise InputError(path, f"row group {g} holds {col.total_uncompressed_size} bytes of this column "
                                  f"(at most {MAX_CHUNK_BYTES})", column=name)

@@ -95,8 +95,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("run_pending", pa.bool_(), "set_nested_state: nested_run_pending flag"),
     Column("pv_call", _DICT, "pv_call: the pKVM PV interface called (enum pkvm_hc without `__pkvm__`)",
            choices=PV_CALL_NAMES),
-    Column("path", _DICT, "snapshot: state path, e.g. `vcpu0.pkrs`, `vcpu0.vmcs12.host_ia32_pkrs`; some policy must "
-                          "model it and an earlier event must have run on that vCPU (else bad input)"),
+    Column("path", _DICT, "snapshot: state path, e.g. `vcpu0.pkrs`, `vcpu0.vmcs12.host_ia32_pkrs` (vCPU ids 0..65535, as "
+                          "`vcpu`); some policy must model it and an earlier event must have run on that vCPU (else bad input)"),
     # --- expectations -------------------------------------------------------------------
     Column("exp_result", _DICT, "expected result; null = not compared", choices=RESULTS),
     Column("exp_pfec", pa.uint32(), "expected page-fault error code"),
@@ -127,6 +127,8 @@ META_KEYS: dict[str, str] = {
     "policy": "policies the trace is meant for, comma-separated (reports add them)",
     "notes": "free notes: why an expectation is what it is, where a policy is known to fail",
     "source": "where the expectations come from (rule ids, message ids, recording)",
+    "variant": "generated from a user variant file: its name, base policy and knobs (the trace's expectations "
+    "are that variant's; replay it with `--policy FILE`)",
     "profile": "the comparison profile replay uses for this trace by default (e.g. `pvm`, `qemu`)",
     "setup_rows": "number of leading rows that are the setup prologue (shrinking keeps them)",
     "host.kernel": "recorded traces: kernel release (`uname -r`)",

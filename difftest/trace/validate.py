@@ -27,6 +27,17 @@ _KIND_REQUIRED: dict[str, tuple[str, ...]] = {
 }
 _KIND_REQUIRED[SNAPSHOT_KIND] = ("path", "exp_value")
 _PATH_RE = re.compile(SNAPSHOT_PATH.pattern)
+MAX_VCPU = 0xFFFF  # the vcpu column is uint16; a snapshot path's vCPU id has the same bound
+
+
+def path_ok(path: str) -> bool:
+    """A well-formed state path whose vCPU id, if any, is a vCPU the trace can name (0..65535):
+    ``vcpu`` followed by 5,000 digits is bad input, not an integer to convert."""
+    m = _PATH_RE.match(path)
+    if m is None:
+        return False
+    digits = m.group(1)
+    return digits is None or (len(digits) <= 5 and int(digits) <= MAX_VCPU)
 MAX_LIST = 4096  # elements in one list cell (KVM_SET/GET_MSRS take far fewer MSRs per call)
 
 
@@ -194,7 +205,7 @@ class BatchValidator:
                     return False
                 if col.choices is not None and not set(words.to_pylist()) <= set(col.choices):
                     return False
-                if name == "path" and not all(_PATH_RE.match(w) for w in words.to_pylist()):
+                if name == "path" and not all(path_ok(w) for w in words.to_pylist()):
                     return False
             elif col.kind == "int":
                 signed = not pa.types.is_unsigned_integer(arr.type)
@@ -321,9 +332,10 @@ class BatchValidator:
             paths = columns["path"]
             plain = paths.cast(pa.string()) if pa.types.is_dictionary(paths.type) else paths
             for p in pc.unique(plain).to_pylist():
-                if p is not None and not _PATH_RE.match(p):
+                if p is not None and not path_ok(p):
                     i = self._first(pc.equal(plain, p))
-                    raise self.fail(i, "path", f"malformed state path {p!r} (e.g. vcpu0.pkrs)", seq=int(seq_np[i]))
+                    why = "vCPU id out of range (0..65535)" if _PATH_RE.match(p) else "malformed state path"
+                    raise self.fail(i, "path", f"{why} {p!r} (e.g. vcpu0.pkrs)", seq=int(seq_np[i]))
         if "msrs" in columns and "values" in columns:
             is_set = pc.equal(kinds_plain, "set_msrs")
             if self._any(is_set):

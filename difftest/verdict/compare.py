@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from difftest.printable import printable
 from difftest.trace.io import TraceFile
 from reference_model.policies import Policy
 from reference_model.rules import describe
@@ -69,6 +70,10 @@ class CompareResult:
     differences: list[CompareRow] = field(default_factory=list)
     context: list[CompareRow] = field(default_factory=list)
     seconds: float = 0.0
+
+    def __post_init__(self) -> None:  # (see ReplayResult: input-derived text is escaped once, here)
+        self.trace, self.trace_name = printable(self.trace, 1000), printable(self.trace_name)
+        self.policy_a, self.policy_b = printable(self.policy_a), printable(self.policy_b)
 
     @property
     def differ(self) -> bool:

@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from difftest.printable import printable
 from difftest.trace.io import Expect, Snapshot
 from reference_model.events import Event, Outcome
 from reference_model.rules import describe, most_specific
@@ -99,7 +100,7 @@ class RowResult:
             "masked": [{"field": d.field, "expected": _j(d.expected), "actual": _j(d.actual), "mask": d.mask,
                         "reason": d.mask_reason} for d in self.masked],
             "consequential": self.consequential,
-            "note": self.note,
+            "note": None if self.note is None else printable(self.note, 1000),
         }
 
 
@@ -112,6 +113,8 @@ def attach_notes(rows: list[RowResult], notes: dict[int, str]) -> None:
     for r in rows:
         if r.note is None:
             r.note = notes.get(r.index)
+        if r.note is not None:
+            r.note = printable(r.note, 1000)
 
 
 @dataclass
@@ -139,6 +142,12 @@ class ReplayResult:
     verdict: Verdict | None = None  # set by :meth:`judge`; without it PASS or FAIL by divergences alone
     # Rows of a real capture shown whatever else happens: faulting emulated accesses, masked rows.
     highlights: list[RowResult] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # (everything here from the trace or a variant file reaches terminals and reports: escaped once)
+        self.trace, self.trace_name, self.policy = printable(self.trace, 1000), printable(self.trace_name), \
+            printable(self.policy)
+        self.meta = {printable(k): printable(v, 2000) for k, v in self.meta.items()}
 
     @property
     def passed(self) -> bool:

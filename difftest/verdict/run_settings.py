@@ -23,7 +23,7 @@ from difftest.trace.io import TraceFile
 from difftest.trace.schema import META_PREFIX
 from difftest.variants import resolve_policy
 from reference_model.host import DEFAULT_HOST, HostCpu
-from reference_model.policies import POLICIES, Policy
+from reference_model.policies import POLICIES, Policy, get_policy
 
 from .profiles import Profile, get_profile
 
@@ -79,7 +79,7 @@ def settings_for(tf: TraceFile, policy: str | None = None, profile: str | None =
         pol, pol_from = resolve_policy(policy), "option"
     else:
         name, pol_from = default_policy_name(tf)
-        pol = from_metadata(tf, "policy", resolve_policy, name)
+        pol = from_metadata(tf, "policy", get_policy, name)  # registered only: a trace never makes us open a file
     if profile:
         prof, prof_from = get_profile(profile), "option"
     elif "profile" in tf.meta:

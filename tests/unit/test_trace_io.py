@@ -87,7 +87,7 @@ def kind_row(kind: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]], TraceBuilder]:
     """A builder trace with one row per event kind, two every-column rows and snapshots."""
-    t = TraceBuilder("round-trip", "every kind, every column", policy="hw,other", source="tests",
+    t = TraceBuilder("round-trip", "every kind, every column", policy="hw,kvm-v7", source="tests",
                      notes="line one\nline two é", host_features="pks,ept")
     rows: list[dict[str, Any]] = []
     for kind in KINDS:
@@ -192,18 +192,19 @@ def test_metadata_round_trips_through_the_builder(built: tuple[Path, list[dict[s
     tf = open_trace(path)
     assert tf.meta == {
         "name": "round-trip", "description": "every kind, every column", "producer": "synthetic",
-        "policy": "hw,other", "source": "tests", "notes": "line one\nline two é", "cpu.features": "pks,ept",
+        "policy": "hw,kvm-v7", "source": "tests", "notes": "line one\nline two é", "cpu.features": "pks,ept",
         "setup_rows": str(len(KINDS)), "schema_version": "1",
     }
     assert tf.name == "round-trip"
-    assert tf.policies() == ["hw", "other"]
+    assert tf.policies() == ["hw", "kvm-v7"]
     assert tf.host().features == frozenset({"pks", "ept"})
     assert tf.num_rows == len(KINDS) + 4
 
 
 def test_every_metadata_key_round_trips(tmp_path: Path) -> None:
     meta = {k: f"{k} = value, with commas; é" for k in META_KEYS}
-    meta.update({"schema_version": "1", "producer": "recorded-kvm", "cpu.features": "pks,pku,vmx", "policy": "hw"})
+    meta.update({"schema_version": "1", "producer": "recorded-kvm", "cpu.features": "pks,pku,vmx", "policy": "hw",
+                 "profile": "strict"})
     rows = [{"seq": 0, "kind": "rdmsr", "vcpu": 0, "level": "l1", "msr": 0x6E1, "exp_result": "gp"}]
     path = write_trace(tmp_path / "meta.parquet", rows, meta)
     raw = pq.ParquetFile(path).schema_arrow.metadata
@@ -340,7 +341,8 @@ def test_batches_skip_all_null_column_chunks_but_read_the_same(tmp_path: Path, w
     assert [groups for groups, _ in plan] == [[0], [1], [2]]
     access_cols, msr_cols = set(plan[0][1]), set(plan[1][1])
     assert {"addr", "access", "cpl"} <= access_cols and not {"msr", "value"} & access_cols
-    assert {"msr", "value"} <= msr_cols and not {"addr", "access", "cpl"} & msr_cols
+    # (dictionary columns such as access are always decoded: issue 23, a forged null count there is undetectable)
+    assert {"msr", "value", "access"} <= msr_cols and not {"addr", "cpl"} & msr_cols
     assert {"seq", "kind", "vcpu", "level"} <= access_cols & msr_cols  # required columns are always read
     batches = list(tf.batches(with_notes=with_notes))
     assert [b.num_rows for b in batches] == [100, 100, 100]  # one batch per row group

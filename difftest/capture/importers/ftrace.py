@@ -31,10 +31,10 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from difftest.errors import InputError
 from difftest.progress import advance as advance_progress
@@ -57,6 +57,7 @@ from reference_model.registers import (
 )
 
 from .exit_reasons import EXCEPTION_VECTORS, KVM_EXIT_BY_NAME, SVM_BY_NAME, VMX_BY_NAME
+from .text_lines import numbered_lines
 from .tracepoints import (
     CLASSIFIED,
     COMPARED,
@@ -66,11 +67,43 @@ from .tracepoints import (
     disposition,
 )
 
-LINE = re.compile(
-    r"^\s*(?:(?P<buffer>[\w.-]+):\s+)?(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]\s+(?:(?P<flags>[.a-zA-Z0-9]{4,5})\s+)?"
-    r"(?P<ts>\d+\.\d+):\s+(?P<event>\w+):\s*(?P<msg>.*)$"  # msg: trailing blanks stripped in code (a lazy
-)                                                                 # match before \s*$ is quadratic in blank runs)
+# A line is "COMM-PID [CPU] FLAGS TIMESTAMP: EVENT: MESSAGE"; COMM may hold blanks and dashes.  One
+# pattern anchored at the start (a lazy COMM before "-PID") backtracked quadratically: 64,000 blanks
+# took 37 s.  So the head "-PID [CPU]" is searched for (each try is bounded by the digit and blank
+# runs after one dash, and those do not overlap), and the rest is matched from its end, in linear time.
+HEAD = re.compile(r"-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]")
+TAIL = re.compile(r"\s+(?:(?P<flags>[.a-zA-Z0-9]{4,5})\s+)?(?P<ts>\d+\.\d+):\s+(?P<event>\w+):[ \t]*(?P<msg>.*)\Z",
+                  re.DOTALL)
+
+
+@dataclass(frozen=True)
+class LineMatch:
+    """The fields of a trace line (what the one pattern's groups were)."""
+
+    comm: str
+    pid: str
+    cpu: str
+    flags: str | None
+    ts: str
+    event: str
+    msg: str
+
+    def group(self, name: str) -> Any:
+        return getattr(self, name)
+
+
+def match_line(line: str) -> LineMatch | None:
+    """The fields of a trace line, or None; linear in the line's length."""
+    for head in HEAD.finditer(line):
+        tail = TAIL.match(line, head.end())
+        if tail is not None:
+            return LineMatch(line[: head.start()].lstrip(), head.group("pid"), head.group("cpu"), tail.group("flags"),
+                             tail.group("ts"), tail.group("event"), tail.group("msg"))
+    return None
+
+
 MAX_LINE = 65_536  # characters; a tracepoint line is a few hundred, anything longer is not one
+SHOW_SKIPPED = 5  # skipped lines named on stderr (all are counted)
 MAX_DIGITS = 20  # a decimal pid, vCPU or count longer than this is no kernel's (and int() refuses > 4300)
 IGNORED = re.compile(r"^\s*(?:#.*|cpus=\d+|version = .*|CPU \d+ is empty|)$")
 LOST = re.compile(r"^\s*CPU:(\d+) \[LOST (\d+) EVENTS\]\s*$")
@@ -125,6 +158,7 @@ class ImportResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     events: Counter[str] = field(default_factory=Counter)
     skipped: list[int] = field(default_factory=list)
+    skip_reasons: list[str] = field(default_factory=list)  # the first few skipped lines' problems
     lost: int = 0
     fmt: str = "tracefs"
     uses: Counter[tuple[str, str]] = field(default_factory=Counter)  # (tracepoint, how) -> lines
@@ -139,31 +173,32 @@ class ImportResult:
         return sum(1 for r in self.rows if r.get("exp_result"))
 
 
-def parse_lines(lines: Iterable[str], path: str, skip_bad: bool, res: ImportResult) -> list[Parsed]:
+def parse_lines(lines: Iterable[tuple[int, str, bool]], path: str, skip_bad: bool, res: ImportResult) -> list[Parsed]:
+    """Parse numbered lines (:func:`~difftest.importers.text_lines.numbered_lines`)."""
     out: list[Parsed] = []
-    for n, raw in enumerate(lines, 1):
-        line = raw.rstrip("\n")
-        if IGNORED.match(line):
+    for n, line, cut in lines:
+        advance_progress(len(line) + 1, unit="bytes")
+        if not cut and IGNORED.match(line):
             if line.startswith(("cpus=", "version =")):
                 res.fmt = "trace-cmd report"
             continue
-        lost = LOST.match(line)
+        lost = None if cut else LOST.match(line)
         if lost and len(lost.group(2)) <= MAX_DIGITS:
             res.lost += int(lost.group(2))
             continue
-        m = None if len(line) > MAX_LINE else LINE.match(line)
+        m = None if cut else match_line(line)
         problem = None
         sub = None
         msg = ""
-        if len(line) > MAX_LINE:
+        if cut:
             problem = f"line longer than {MAX_LINE} characters (not a tracepoint line)"
         elif m is None:
             problem = "not a trace line (expected COMM-PID [CPU] FLAGS TIMESTAMP: EVENT: MESSAGE)"
-        elif len(m.group("pid")) > MAX_DIGITS:
-            problem = f"pid {m.group('pid')[:30]}... is too large"
+        elif len(m.pid) > MAX_DIGITS:
+            problem = f"pid {m.pid[:30]}... is too large"
         else:
-            ev = m.group("event")
-            msg = m.group("msg").rstrip()
+            ev = m.event
+            msg = m.msg.rstrip()
             rx = MSG.get(ev)
             if rx is not None:
                 sub = rx.match(msg)
@@ -174,26 +209,17 @@ def parse_lines(lines: Iterable[str], path: str, skip_bad: bool, res: ImportResu
         if problem:
             if skip_bad:
                 res.skipped.append(n)
+                if len(res.skip_reasons) < SHOW_SKIPPED:
+                    res.skip_reasons.append(f"line {n}: {problem}")
                 continue
             raise InputError(path, problem, line=n)
         assert m is not None
-        if m.group("flags") is None:
+        if m.flags is None:
             res.fmt = "trace-cmd report"
-        out.append(Parsed(n, int(m.group("pid")), m.group("ts"), m.group("event"), msg, sub))
+        out.append(Parsed(n, int(m.pid), m.ts, m.event, msg, sub))
     return out
 
 
-def bounded_lines(fh: TextIO) -> Iterator[str]:
-    """The lines of ``fh``, each cut after MAX_LINE + 1 characters (the rest skipped): memory stays bounded."""
-    while True:
-        line = fh.readline(MAX_LINE + 1)
-        if not line:
-            return
-        if len(line) > MAX_LINE and not line.endswith("\n"):
-            while (rest := fh.readline(MAX_LINE)) and not rest.endswith("\n"):
-                pass
-        advance_progress(len(line), unit="bytes")
-        yield line
 
 
 def _decode_insn(hexbytes: str) -> str:
@@ -578,8 +604,11 @@ def import_ftrace(path: str, *, skip_bad: bool = False, host_features: frozenset
     if not p.is_file():
         raise InputError(path, "no such file")
     res = ImportResult()
-    with p.open(encoding="utf-8", errors="replace") as fh:
-        parsed = parse_lines(bounded_lines(fh), path, skip_bad, res)
+    try:
+        with p.open(encoding="utf-8", errors="replace", newline="") as fh:
+            parsed = parse_lines(numbered_lines(fh, MAX_LINE), path, skip_bad, res)
+    except OSError as exc:
+        raise InputError(path, f"cannot read the capture ({exc.strerror or exc})") from None
     convert(parsed, res, path, host_features)
     if not res.compared():
         raise InputError(path, "nothing comparable: no kvm_msr, kvm_cr write, kvm_cpuid or kvm_mmu_pagetable_walk "

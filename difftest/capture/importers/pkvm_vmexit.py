@@ -11,14 +11,20 @@ AVG should be TOTAL // COUNT: lines where it is not are listed as inconsistent.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from difftest.errors import InputError
+from difftest.printable import printable
+
+from .text_lines import numbered_lines
 
 HOST_LINE = re.compile(r"^\s*Host:\s+(?P<name>\S+)\s+(?P<count>\d+)\s+cycles\s+(?P<total>\d+)\s+"
                        r"each-handler-cycle\s+(?P<avg>\d+)\s*$")
 U64_MAX = (1 << 64) - 1
+MAX_LINE = 4096  # characters of one line; a Host: line is under a hundred
+MAX_HANDLERS = 100_000  # distinct handler names in one capture
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,21 @@ def parse_vmexit_trace(path: str) -> CostTable:
     if not p.is_file():
         raise InputError(path, "no such file")
     table = CostTable(path)
-    for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+    try:
+        with p.open(encoding="utf-8", errors="replace", newline="") as fh:
+            _parse_lines(path, table, numbered_lines(fh, MAX_LINE))
+    except OSError as exc:
+        raise InputError(path, f"cannot read the capture ({exc.strerror or exc})") from None
+    if not table.handlers:
+        raise InputError(path, "no 'Host: NAME COUNT cycles TOTAL each-handler-cycle AVG' lines")
+    return table
+
+
+def _parse_lines(path: str, table: CostTable, lines: Iterator[tuple[int, str, bool]]) -> None:
+    """Streamed: one line in memory at a time, line numbers counted as ``grep -n`` counts them."""
+    for n, line, cut in lines:
+        if cut:
+            raise InputError(path, f"line longer than {MAX_LINE} characters (not a vmexit_trace line)", line=n)
         if not line.lstrip().startswith("Host:"):
             table.ignored_lines += bool(line.strip())
             continue
@@ -69,15 +89,15 @@ def parse_vmexit_trace(path: str) -> CostTable:
                 raise InputError(path, f"{key} {m.group(key)[:30]}... does not fit the 64-bit counter", line=n)
         name, count, total, avg = m.group("name"), int(m.group("count")), int(m.group("total")), int(m.group("avg"))
         if name in table.handlers:
-            raise InputError(path, f"handler {name!r} appears twice (first on line {table.handlers[name].line})", line=n)
+            raise InputError(path, f"handler {printable(name, 80)!r} appears twice "
+                             f"(first on line {table.handlers[name].line})", line=n)
         if count == 0 and total:
             raise InputError(path, f"{name}: cycles without any count", line=n)
         if count and avg != total // count:
-            table.inconsistent.append(f"{name} (line {n}): {total} // {count} = {total // count}, file says {avg}")
+            table.inconsistent.append(f"{printable(name, 80)} (line {n}): {total} // {count} = {total // count}, file says {avg}")
+        if len(table.handlers) >= MAX_HANDLERS:
+            raise InputError(path, f"more than {MAX_HANDLERS} handlers (pKVM has a few dozen)", line=n)
         table.handlers[name] = HandlerCost(name, count, total, avg, n)
-    if not table.handlers:
-        raise InputError(path, "no 'Host: NAME COUNT cycles TOTAL each-handler-cycle AVG' lines")
-    return table
 
 
 def _ratio(b: int, a: int) -> str:
@@ -89,14 +109,15 @@ def compare(a: CostTable, b: CostTable) -> tuple[str, dict[str, object]]:
     names = list(a.handlers) + [n for n in b.handlers if n not in a.handlers]
     head = (f"{'handler':<22} {'count A':>9} {'count B':>9} {'B/A':>7} {'avg A':>8} {'avg B':>8} "
             f"{'cycles A':>13} {'cycles B':>13} {'B/A':>7}")
-    lines = [f"A = {a.path}", f"B = {b.path}", head]
+    lines = [f"A = {printable(a.path)}", f"B = {printable(b.path)}", head]
     rows = []
     for n in names:
         ha, hb = a.handlers.get(n), b.handlers.get(n)
         ca, cb = (ha.count if ha else 0), (hb.count if hb else 0)
         ya, yb = (ha.cycles if ha else 0), (hb.cycles if hb else 0)
         va, vb = (ha.avg if ha else 0), (hb.avg if hb else 0)
-        lines.append(f"{n:<22} {ca:>9} {cb:>9} {_ratio(cb, ca):>7} {va:>8} {vb:>8} {ya:>13} {yb:>13} {_ratio(yb, ya):>7}")
+        lines.append(f"{printable(n):<22} {ca:>9} {cb:>9} {_ratio(cb, ca):>7} {va:>8} {vb:>8} {ya:>13} {yb:>13} "
+                     f"{_ratio(yb, ya):>7}")
         rows.append({"name": n, "count_a": ca, "count_b": cb, "cycles_a": ya, "cycles_b": yb, "avg_a": va, "avg_b": vb,
                      "only_in": "a" if hb is None else "b" if ha is None else None})
     lines.append(f"{'total':<22} {a.total_count:>9} {b.total_count:>9} {_ratio(b.total_count, a.total_count):>7} "
@@ -104,17 +125,18 @@ def compare(a: CostTable, b: CostTable) -> tuple[str, dict[str, object]]:
     only_a = [n for n in a.handlers if n not in b.handlers]
     only_b = [n for n in b.handlers if n not in a.handlers]
     if only_a:
-        lines.append("only in A: " + ", ".join(only_a))
+        lines.append("only in A: " + ", ".join(map(printable, only_a)))
     if only_b:
-        lines.append("only in B: " + ", ".join(only_b))
+        lines.append("only in B: " + ", ".join(map(printable, only_b)))
     return "\n".join(lines), {"a": a.to_json(), "b": b.to_json(), "handlers": rows}
 
 
 def render(table: CostTable) -> str:
-    lines = [f"{table.path}: {len(table.handlers)} handlers, {table.total_count} calls, {table.total_cycles} cycles"]
+    total = table.total_cycles  # (once: summing per handler made a long capture quadratic)
+    lines = [f"{printable(table.path)}: {len(table.handlers)} handlers, {table.total_count} calls, {total} cycles"]
     for h in sorted(table.handlers.values(), key=lambda h: -h.cycles):
-        share = 100 * h.cycles / table.total_cycles if table.total_cycles else 0
-        lines.append(f"  {h.name:<22} {h.count:>9} x {h.avg:>8} = {h.cycles:>13} cycles ({share:4.1f} %)")
+        share = 100 * h.cycles / total if total else 0
+        lines.append(f"  {printable(h.name):<22} {h.count:>9} x {h.avg:>8} = {h.cycles:>13} cycles ({share:4.1f} %)")
     for text in table.inconsistent:
         lines.append(f"  inconsistent: {text}")
     if table.ignored_lines:

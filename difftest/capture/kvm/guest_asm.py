@@ -14,6 +14,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from difftest.capture.scratch import scratch_dir
+
 MODES = {"real": ".code16", "long": ".code64"}
 
 
@@ -51,7 +53,7 @@ def assemble(source: str, mode: str, base: int, *, cache: Path | None = None) ->
     why = assembler_missing()
     if why:
         raise AssemblerMissing(why)
-    with tempfile.TemporaryDirectory(prefix="pksdt-as-") as tmp:
+    with scratch_dir("as") as tmp:
         src, obj, out = Path(tmp, "g.s"), Path(tmp, "g.o"), Path(tmp, "g.bin")
         src.write_text(source_text(source, mode))
         _run(["as", "--64", "-o", str(obj), str(src)])

@@ -302,15 +302,3 @@ def select(names: Iterable[str]) -> Iterator[Scenario]:
             raise InputError(name, f"unknown scenario; known: all, {', '.join(SCENARIOS)}")
 
 
-def check_output(out: str) -> None:
-    """Fail before recording if ``out`` cannot be written (a missing folder, a folder, no permission)."""
-    dest = Path(out)
-    parent = dest.parent if str(dest.parent) else Path(".")
-    if dest.is_dir():
-        raise InputError(out, "output is a directory")
-    if not parent.is_dir():
-        raise InputError(out, f"output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(out, f"output folder {parent} is not writable")
-    if dest.exists() and not os.access(dest, os.W_OK):
-        raise InputError(out, "output exists and is not writable")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from difftest.capture.scratch import scratch_dir
 
 QEMU = "qemu-system-x86_64"
 DEFAULT_TIMEOUT = 60.0
@@ -59,7 +60,7 @@ def qemu_command(image: Path, debugcon: Path, cpu: str, memory_mib: int) -> list
 
 def boot(image: Path, cpu: str, *, memory_mib: int = 64, timeout: float = DEFAULT_TIMEOUT) -> BootResult:
     """Run ``image`` until it exits through isa-debug-exit or ``timeout`` seconds pass."""
-    with tempfile.TemporaryDirectory(prefix="pksdt-qemu-") as tmp:
+    with scratch_dir("qemu") as tmp:
         out = Path(tmp) / "debugcon.txt"
         cmd = qemu_command(image, out, cpu, memory_mib)
         t0 = time.perf_counter()

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from difftest.capture.qemu.runtime import LINKER_SCRIPT
+from difftest.capture.scratch import scratch_dir
 
 TOOLS = ("as", "ld", "objcopy")
 
@@ -41,8 +42,7 @@ def build_image(source: str, cache: Path | None = None) -> Path:
     if image.is_file():
         return image
     root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="pksdt-guest-") as tmp:
-        t = Path(tmp)
+    with scratch_dir("guest") as t:
         (t / "guest.S").write_text(source)
         (t / "link.ld").write_text(LINKER_SCRIPT)
         steps = (

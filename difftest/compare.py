@@ -194,6 +194,44 @@ def compare_snapshot(row: TraceRow, machines: tuple[Machine, Machine],
     return xa, xb, diffs
 
 
+def compare_row(row: TraceRow, machines: tuple[Machine, Machine], res: CompareResult, profile: Profile) -> CompareRow:
+    """One row on both machines: its CompareRow (with its rule if the sides differ), counted in ``res``'s replays."""
+    ma, mb = machines
+    ra, rb = res.replay_a, res.replay_b
+    state_rule = None
+    if row.snapshot is not None:
+        xa, xb, diffs = compare_snapshot(row, (ma, mb), (ra, rb))
+    else:
+        ev = row.event
+        assert ev is not None
+        oa, ob = ma.step(ev), mb.step(ev)
+        res.events += 1
+        ra.events += 1
+        rb.events += 1
+        ra.rule_hits.update(oa.rules)
+        rb.rule_hits.update(ob.rules)
+        xa = RowResult(row.index, row.seq, ev, row.expect, oa, note=row.note)
+        xb = RowResult(row.index, row.seq, ev, row.expect, ob, note=row.note)
+        if row.expect is not None:
+            for rr, rep in ((xa, ra), (xb, rb)):
+                rep.compared += 1
+                rr.diffs, rr.masked = diff_outcome(row.expect, rr.outcome, ev, profile)  # type: ignore[arg-type]
+                rep.masked_count += len(rr.masked)
+                if rr.diffs:
+                    rr.status = "diverge"
+                    rep.divergence_count += 1
+        diffs = diff_outcomes(oa, ob)
+        sa, sb = ma.observe(ev.vcpu), mb.observe(ev.vcpu)
+        for (name, rule), va, vb in zip(OBSERVED_STATE, sa, sb, strict=False):
+            if va is not None and vb is not None and va != vb:
+                diffs.append(FieldDiff(f"vcpu{ev.vcpu}.{name}", va, vb))
+                state_rule = state_rule or rule
+    cr = CompareRow(xa, xb, diffs)
+    if diffs:
+        cr.rule = _rule_for(xa, xb, state_rule)
+    return cr
+
+
 def _compare_rows(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: Profile,
                   stop_at_first: bool = False) -> CompareResult:
     """The row-by-row reference comparison (``stop_at_first``: end at the first difference, for the shrinker)."""
@@ -209,37 +247,8 @@ def _compare_rows(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile:
             break
         ra.rows += 1
         rb.rows += 1
-        state_rule = None
-        if row.snapshot is not None:
-            xa, xb, diffs = compare_snapshot(row, (ma, mb), (ra, rb))
-        else:
-            ev = row.event
-            assert ev is not None
-            oa, ob = ma.step(ev), mb.step(ev)
-            res.events += 1
-            ra.events += 1
-            rb.events += 1
-            ra.rule_hits.update(oa.rules)
-            rb.rule_hits.update(ob.rules)
-            xa = RowResult(row.index, row.seq, ev, row.expect, oa, note=row.note)
-            xb = RowResult(row.index, row.seq, ev, row.expect, ob, note=row.note)
-            if row.expect is not None:
-                for rr, rep in ((xa, ra), (xb, rb)):
-                    rep.compared += 1
-                    rr.diffs, rr.masked = diff_outcome(row.expect, rr.outcome, ev, profile)  # type: ignore[arg-type]
-                    rep.masked_count += len(rr.masked)
-                    if rr.diffs:
-                        rr.status = "diverge"
-                        rep.divergence_count += 1
-            diffs = diff_outcomes(oa, ob)
-            sa, sb = ma.observe(ev.vcpu), mb.observe(ev.vcpu)
-            for (name, rule), va, vb in zip(OBSERVED_STATE, sa, sb, strict=False):
-                if va is not None and vb is not None and va != vb:
-                    diffs.append(FieldDiff(f"vcpu{ev.vcpu}.{name}", va, vb))
-                    state_rule = state_rule or rule
-        cr = CompareRow(xa, xb, diffs)
-        if diffs:
-            cr.rule = _rule_for(xa, xb, state_rule)
+        cr = compare_row(row, (ma, mb), res, profile)
+        if cr.diffs:
             res.difference_count += 1
             if res.difference_count == 1:
                 res.context = [*recent, cr]

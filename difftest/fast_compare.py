@@ -51,18 +51,19 @@ class FastCompare(FastReplay):
         self.lane = self.lanes[0]
         self.recent_rows: deque[CompareRow] = deque(maxlen=CONTEXT)
         self.after_first = 0
+        self.stretches_done = 0
 
     def run_compare(self, batches: Any) -> CompareResult:
-        start = 0
         self.state_pairs: dict[tuple[int, ...], StateDiff] = {}
-        for batch in batches:
-            self.range_state: dict[int, dict[int, StateDiff]] = {}
-            self.keyed_state: dict[int, StateDiff] = {}
-            self.batch(BatchRows(batch, start))
-            start += batch.num_rows
+        self.feed(batches)
         for lane in self.lanes:
             lane.result.counters.update(lane.memo.counters)
         return self.res
+
+    def _open_batch(self, b: BatchRows) -> None:
+        super()._open_batch(b)
+        self.range_state: dict[int, dict[int, StateDiff]] = {}
+        self.keyed_state: dict[int, StateDiff] = {}
 
     # -- per range and per stepped row -------------------------------------------------------
     def _range_opened(self, pos: int, sids: list[int]) -> None:

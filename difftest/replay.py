@@ -33,31 +33,11 @@ def replay_rows(rows: Iterable[TraceRow], machine: Machine, profile: Profile, re
     """
     recent: deque[RowResult] = deque(maxlen=CONTEXT)
     after_first = -1  # rows still to append to the context after the first divergence
-    rule_hits = result.rule_hits
     for row in rows:
         if stop_at_first and result.divergence_count:
             break
         result.rows += 1
-        if row.snapshot is not None:
-            rr = _check_snapshot(row, machine, result)
-        else:
-            ev = row.event
-            assert ev is not None
-            out = machine.step(ev)
-            result.events += 1
-            rule_hits.update(out.rules)
-            rr = RowResult(row.index, row.seq, ev, row.expect, out, note=row.note)
-            if row.expect is None:
-                rr.status = "uncompared"
-            else:
-                result.compared += 1
-                rr.diffs, rr.masked = diff_outcome(row.expect, out, ev, profile)
-                if rr.masked:
-                    result.masked_count += len(rr.masked)
-                    result.masked_by.update(d.mask or "" for d in rr.masked)
-                    rr.status = "masked"
-                if rr.diffs:
-                    rr.status = "diverge"
+        rr = step_row(row, machine, profile, result)
         if observer is not None:
             observer(row, rr, machine)
         if rr.status == "diverge":
@@ -82,6 +62,30 @@ def replay_rows(rows: Iterable[TraceRow], machine: Machine, profile: Profile, re
             recent.append(rr)
     result.counters.update(machine.counters)
     return result
+
+
+def step_row(row: TraceRow, machine: Machine, profile: Profile, result: ReplayResult) -> RowResult:
+    """One row on ``machine``: its RowResult, counted in ``result`` (all but rows and divergences)."""
+    if row.snapshot is not None:
+        return _check_snapshot(row, machine, result)
+    ev = row.event
+    assert ev is not None
+    out = machine.step(ev)
+    result.events += 1
+    result.rule_hits.update(out.rules)
+    rr = RowResult(row.index, row.seq, ev, row.expect, out, note=row.note)
+    if row.expect is None:
+        rr.status = "uncompared"
+    else:
+        result.compared += 1
+        rr.diffs, rr.masked = diff_outcome(row.expect, out, ev, profile)
+        if rr.masked:
+            result.masked_count += len(rr.masked)
+            result.masked_by.update(d.mask or "" for d in rr.masked)
+            rr.status = "masked"
+        if rr.diffs:
+            rr.status = "diverge"
+    return rr
 
 
 def _check_snapshot(row: TraceRow, machine: Machine, result: ReplayResult) -> RowResult:

@@ -7,6 +7,8 @@ rules (VMX.*).  Host ioctls other than the CPUID choice have no meaning here (X8
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from .cpu import Cpu
 from .events import Event, Outcome, gp, unsupported
 from .host import DEFAULT_HOST, HostCpu
@@ -169,6 +171,22 @@ class HwMachine(Machine):
 
     def step(self, ev: Event) -> Outcome:
         return self.hw_vcpu(ev.vcpu).step(ev)
+
+    def vcpu_ids(self) -> list[int]:
+        return list(self.hw_vcpus)
+
+    def cpus(self) -> Iterator[tuple[tuple[int, str], Cpu]]:
+        for i, v in self.hw_vcpus.items():
+            yield (i, "l1"), v.l1
+            yield (i, "l2"), v.l2
+
+    def access_cpu(self, vcpu: int, level: str) -> Cpu | None:
+        v = self.hw_vcpus.get(vcpu)
+        if v is None:
+            return None
+        if level == "l2":  # HwVcpu.step: L2 runs only in guest mode outside SMM (l2_step passes accesses to L2's CPU)
+            return v.l2 if v.guest_mode and not v.in_smm else None
+        return v.l1 if not v.guest_mode or v.in_smm else None
 
     def observe(self, vcpu: int) -> tuple[int | None, ...]:
         """(effective PKRS, None): a bare CPU has no host to exit to."""

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from test_fast_replay import assert_same_compare, assert_same_replay, drafts, plant_wrong_expectations
 
-from difftest import trace_io
+from difftest import fast_replay, trace_io
 from difftest import transition_cache as tc
 from difftest.fast_replay import FastReplay, fast_replay_trace
 from difftest.profiles import get_profile
@@ -27,6 +27,13 @@ from reference_model.host import DEFAULT_HOST
 from reference_model.policies import get_policy
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, params=["columns", "judge"])
+def stretch_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every stretch on columns (where the memo works), or judged stretch by stretch as by default."""
+    monkeypatch.setattr(fast_replay, "STRETCH_MODE", request.param)
+    return str(request.param)
 
 
 def repeated(draft: Any, times: int) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from difftest.trace_io import rows_to_table
+from difftest.trace.io import rows_to_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import measure

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from difftest.builder import TraceBuilder
-from difftest.generate import Draft, refill_expectations
-from difftest.trace_io import rows_to_table
+from difftest.search.generate import Draft, refill_expectations
+from difftest.trace.builder import TraceBuilder
+from difftest.trace.io import rows_to_table
 from reference_model.policies import get_policy
 from reference_model.registers import MSR_IA32_PKRS
 

@@ -20,8 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from difftest.schema import ARROW_SCHEMA
-from difftest.trace_io import rows_to_table
+from difftest.trace.io import rows_to_table
+from difftest.trace.schema import ARROW_SCHEMA
 from reference_model.events import OPTIONAL_EVENT_FIELDS, OUTCOME_FIELDS, Event, Outcome
 from reference_model.host import DEFAULT_HOST
 from reference_model.policies import get_policy

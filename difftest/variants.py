@@ -77,3 +77,10 @@ def load_variant_file(path: str) -> Policy:
     except (ValueError, TypeError) as exc:
         raise InputError(path, f"knobs: {exc}") from None
     return policy
+
+
+def resolve_policy(name: str) -> Policy:
+    """A registered policy, or the user variant a TOML file describes."""
+    if name.endswith(".toml") or "/" in name:
+        return load_variant_file(name)
+    return get_policy(name)

@@ -1,10 +1,10 @@
-"""Refresh the generated tables of docs/trace-format.md from difftest.schema.render_markdown().
+"""Refresh the generated tables of docs/trace-format.md from difftest.trace.schema.render_markdown().
 
     python docs/regen_trace_format.py          # rewrite the generated part in place
     python docs/regen_trace_format.py --check  # exit 1 if the document has drifted from the code
 
 Only the text between the BEGIN/END GENERATED markers is replaced; the prose around it is kept,
-so the schema tables can never disagree with difftest/schema.py (tests/unit/test_trace_format_doc.py
+so the schema tables can never disagree with difftest/trace/schema.py (tests/unit/test_trace_format_doc.py
 fails when they do).
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from difftest.schema import render_markdown
-from difftest.trace_io import write_text_atomic
+from difftest.trace.io import write_text_atomic
+from difftest.trace.schema import render_markdown
 
 DOC = Path(__file__).resolve().parent / "trace-format.md"
 BEGIN = "<!-- BEGIN GENERATED -->"

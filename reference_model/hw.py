@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from . import vmx
 from .cpu import Cpu
 from .events import Event, Outcome, gp, unsupported
 from .host import DEFAULT_HOST, HostCpu
 from .machine import SNAPSHOT_PATH, Machine
-from .registers import EXIT_REASON_FAILED_ENTRY, EXIT_REASON_INVALID_STATE, MSR_IA32_PKRS
+from .registers import MSR_IA32_PKRS
 from .vmcs12 import VMX_ERROR_UNSUPPORTED_FIELD, Vmcs12
 from .vmx import LOW32
 
@@ -86,17 +87,16 @@ class HwVcpu:
     def vmentry(self) -> Outcome:
         """VMLAUNCH/VMRESUME: VMX.CTL, VMX.ENTRY.CHK.HOST, VMX.ENTRY.CHK.GUEST, VMX.ENTRY.LOAD."""
         v = self.vmcs
-        if (v.entry_load and not self.host.has("vmx_entry_load_pkrs")) or (
-                v.exit_load and not self.host.has("vmx_exit_load_pkrs")):
-            return Outcome("vmfail", vm_error=7, rules=("VMX.CTL",))
-        if v.exit_load and v.host_pkrs >> 32:
-            return Outcome("vmfail", vm_error=8, rules=("VMX.ENTRY.CHK.HOST",))
-        if v.entry_load and v.guest_pkrs >> 32:
+        failed = (vmx.check_controls(v, self.host.has("vmx_entry_load_pkrs"), self.host.has("vmx_exit_load_pkrs"))
+                  or vmx.check_host_state(v))
+        if failed is not None:
+            return failed
+        failed = vmx.check_guest_state(v)
+        if failed is not None:
             # A failed entry loads host state as a VM exit would.
             if v.exit_load:
                 self.l1.pkrs = v.host_pkrs & LOW32
-            return Outcome("entry_fail", exit_reason=EXIT_REASON_FAILED_ENTRY | EXIT_REASON_INVALID_STATE, exit_qual=0,
-                           rules=("VMX.ENTRY.CHK.GUEST",))
+            return failed
         self.l2.cpuid_7_ecx = self.l1.cpuid_7_ecx
         self.l2.pkrs = v.guest_pkrs & LOW32 if v.entry_load else self.l1.pkrs
         self.guest_mode = True

@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import vmx
 from .cpu import Cpu
-from .events import Event, Outcome, gp, unsupported
+from .events import Event, Outcome, gp, kinds_where, unsupported
 from .host import HostCpu
 from .kvm_knobs import KvmKnobs
 from .machine import SNAPSHOT_PATH, Machine
@@ -57,11 +58,7 @@ EXIT_REASON_MSR_WRITE = 32
 # Guest events that always exit to KVM: CR0/CR4 writes (KVM owns CR4.PKS), CPUID, MSRs other
 # than a passed-through 0x6E1, KVM's own page walks, and RDPKRU on a host that emulates it.
 KVM_HANDLED = frozenset({"mov_cr0", "mov_cr4", "cpuid", "wrmsr", "rdmsr", "emu_access"})
-HOST_KINDS = frozenset({
-    "create_vcpu", "set_cpuid", "get_cpuid", "get_msr_index_list", "set_msrs", "get_msrs", "set_sregs",
-    "get_sregs", "set_msr_filter", "enable_user_msr", "get_nested_state", "set_nested_state", "run",
-    "host_pkrs", "pvm_start", "reset", "init",
-})
+HOST_KINDS = kinds_where("host_handled")  # dispatched host-side whatever guest level is active
 
 
 @dataclass
@@ -815,10 +812,10 @@ class KvmVcpu:
     def l1_vmlaunch(self, ev: Event) -> Outcome:
         """VMLAUNCH/VMRESUME: VMX.CTL, VMX.ENTRY.CHK.HOST, then the entry (KVM.NESTED.ENTRY)."""
         v12 = self.vmcs12
-        if (v12.entry_load and not self.nested_entry_cap) or (v12.exit_load and not self.nested_exit_cap):
-            return Outcome("vmfail", vm_error=7, rules=("VMX.CTL", "KVM.NESTED.CAPS"))
-        if v12.exit_load and v12.host_pkrs >> 32:
-            return Outcome("vmfail", vm_error=8, rules=("VMX.ENTRY.CHK.HOST",))
+        failed = (vmx.check_controls(v12, self.nested_entry_cap, self.nested_exit_cap, ("VMX.CTL", "KVM.NESTED.CAPS"))
+                  or vmx.check_host_state(v12))
+        if failed is not None:
+            return failed
         self.vm.count("nested.vmentry")
         self.hw_exit()  # the VMLAUNCH itself exits to L0; guest state stays loaded
         failed = self.enter_non_root(from_vmentry=True, run_pending=True)
@@ -842,8 +839,7 @@ class KvmVcpu:
         self.vmcs02.entry_load = self.vmcs01.entry_load or v12.entry_load
         self.vmcs02.exit_load = self.vmcs01.exit_load
         if from_vmentry:
-            vm12 = Vmcs("vmcs12", guest_pkrs=v12.guest_pkrs, entry_load=v12.entry_load)
-            failed = check_guest_state(vm12)
+            failed = check_guest_state(v12)
             if failed is not None:
                 self.switch_vmcs(self.vmcs01)
                 self.load_vmcs12_host_state()

@@ -10,6 +10,7 @@ the VMCS it caches so that a VMCS switch carries it along.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from .events import Outcome
 from .registers import (
@@ -34,21 +35,41 @@ class Vmcs:
     host_cache: int = 0  # KVM's software cache of host_pkrs (not architectural)
 
 
-def check_controls(vmcs: Vmcs, entry_supported: bool, exit_supported: bool) -> Outcome | None:
-    """VMX.CTL: a load-PKRS control the capability MSR does not allow is VMfail error 7."""
+class PkrsControls(Protocol):
+    """What the entry checks read of a VMCS: a hardware one (:class:`Vmcs`) or L1's vmcs12."""
+
+    @property
+    def entry_load(self) -> bool: ...
+
+    @property
+    def exit_load(self) -> bool: ...
+
+    @property
+    def guest_pkrs(self) -> int: ...
+
+    @property
+    def host_pkrs(self) -> int: ...
+
+
+def check_controls(vmcs: PkrsControls, entry_supported: bool, exit_supported: bool,
+                   rules: tuple[str, ...] = ("VMX.CTL",)) -> Outcome | None:
+    """VMX.CTL: a load-PKRS control the capability MSR does not allow is VMfail error 7.
+
+    ``rules`` names who decided what the capability MSR allows (KVM adds KVM.NESTED.CAPS for L1's).
+    """
     if (vmcs.entry_load and not entry_supported) or (vmcs.exit_load and not exit_supported):
-        return Outcome("vmfail", vm_error=VMX_ERROR_ENTRY_INVALID_CONTROL, rules=("VMX.CTL",))
+        return Outcome("vmfail", vm_error=VMX_ERROR_ENTRY_INVALID_CONTROL, rules=rules)
     return None
 
 
-def check_host_state(vmcs: Vmcs) -> Outcome | None:
+def check_host_state(vmcs: PkrsControls) -> Outcome | None:
     """VMX.ENTRY.CHK.HOST: exit control set and host field 63:32 != 0 is VMfail error 8."""
     if vmcs.exit_load and vmcs.host_pkrs >> 32:
         return Outcome("vmfail", vm_error=VMX_ERROR_ENTRY_INVALID_HOST_STATE, rules=("VMX.ENTRY.CHK.HOST",))
     return None
 
 
-def check_guest_state(vmcs: Vmcs) -> Outcome | None:
+def check_guest_state(vmcs: PkrsControls) -> Outcome | None:
     """VMX.ENTRY.CHK.GUEST: entry control set and guest field 63:32 != 0 is an entry failure."""
     if vmcs.entry_load and vmcs.guest_pkrs >> 32:
         return Outcome("entry_fail", exit_reason=EXIT_REASON_FAILED_ENTRY | EXIT_REASON_INVALID_STATE, exit_qual=0,

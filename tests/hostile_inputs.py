@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from hypothesis import strategies as st
 
 from difftest.errors import InputError
-from difftest.schema import COLUMN_BY_NAME, META_PREFIX
+from difftest.trace.schema import COLUMN_BY_NAME, META_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -404,9 +404,9 @@ def pkvm_bytes(draw: st.DrawFn) -> bytes:
 # --------------------------------------------------------------------------- the readers and the check
 def _replay_parquet(path: Path, out_dir: Path) -> None:
     from difftest.cli import default_policy_for, from_metadata, resolve_policy
-    from difftest.profiles import get_profile
-    from difftest.replay import replay_trace
-    from difftest.trace_io import open_trace
+    from difftest.engine import replay_trace
+    from difftest.trace.io import open_trace
+    from difftest.verdict.profiles import get_profile
 
     tf = open_trace(path)
     for _ in tf.rows():
@@ -428,8 +428,8 @@ def _load_variant(path: Path, out_dir: Path) -> None:
 
 
 def _import_ftrace(path: Path, out_dir: Path) -> None:
-    from difftest.importers.ftrace import import_ftrace, metadata
-    from difftest.trace_io import open_trace, write_trace
+    from difftest.capture.importers.ftrace import import_ftrace, metadata
+    from difftest.trace.io import open_trace, write_trace
 
     res = import_ftrace(str(path))
     dest = write_trace(out_dir / "imported.parquet", res.rows, metadata(str(path), res, None))
@@ -438,7 +438,7 @@ def _import_ftrace(path: Path, out_dir: Path) -> None:
 
 
 def _import_pkvm(path: Path, out_dir: Path) -> None:
-    from difftest.importers.pkvm_vmexit import compare, parse_vmexit_trace, render
+    from difftest.capture.importers.pkvm_vmexit import compare, parse_vmexit_trace, render
 
     table = parse_vmexit_trace(str(path))
     render(table)

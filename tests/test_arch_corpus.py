@@ -15,9 +15,9 @@ from types import ModuleType
 import pyarrow.parquet as pq
 import pytest
 
-from difftest.profiles import get_profile
-from difftest.replay import replay_trace
-from difftest.trace_io import open_trace
+from difftest.engine import replay_trace
+from difftest.trace.io import open_trace
+from difftest.verdict.profiles import get_profile
 from reference_model import get_policy
 from reference_model.rules import RULES, is_spec_rule
 

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from difftest.trace_io import open_trace, remove_stale_temps, write_text_atomic
+from difftest.trace.io import open_trace, remove_stale_temps, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 
 # The child writes version 1, 2, 3, ... of one output in a loop, announcing each on stdout first.
 CHILD = textwrap.dedent("""
     import sys
-    from difftest.trace_io import write_text_atomic, write_trace
+    from difftest.trace.io import write_text_atomic, write_trace
     kind, dest, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
     for version in range(1, 1000):
         print(version, flush=True)
@@ -159,10 +159,10 @@ WRITE_CALL = re.compile(r"\.write_text\(|\.write_bytes\(|open\([^)]*['\"][wax]b?
 # Writes that are not outputs of a run: temporary build files, tracefs control files, caches
 # written with their own temp + rename, the debug copy of a guest source that failed to build.
 NOT_OUTPUTS = {
-    "difftest/trace_io.py": 2,       # the atomic helpers themselves
-    "difftest/kvm/guest_asm.py": 2,  # source into a TemporaryDirectory, cache via mkstemp + os.replace
-    "difftest/kvm/tracefs.py": 2,    # tracefs control files
-    "difftest/qemu/build.py": 4,     # sources into a TemporaryDirectory, cache copy + os.replace, failed source kept
+    "difftest/trace/io.py": 2,       # the atomic helpers themselves
+    "difftest/capture/kvm/guest_asm.py": 2,  # source into a TemporaryDirectory, cache via mkstemp + os.replace
+    "difftest/capture/kvm/tracefs.py": 2,    # tracefs control files
+    "difftest/capture/qemu/build.py": 4,     # sources into a TemporaryDirectory, cache copy + os.replace, failed source kept
 }
 
 
@@ -175,4 +175,4 @@ def test_every_writer_uses_the_atomic_helpers() -> None:
             found[rel] = hits
     unexpected = {k: v for k, v in found.items() if v > NOT_OUTPUTS.get(k, 0)}
     assert not unexpected, f"direct file writes outside write_table_atomic/write_text_atomic: {unexpected}"
-    assert os.path.exists(REPO / "difftest" / "trace_io.py")
+    assert os.path.exists(REPO / "difftest" / "trace" / "io.py")

@@ -20,10 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 import tomllib
 
-from difftest.profiles import get_profile
-from difftest.replay import replay_trace
-from difftest.results import ReplayResult
-from difftest.trace_io import TraceRow, open_trace
+from difftest.engine import replay_trace
+from difftest.trace.io import TraceRow, open_trace
+from difftest.verdict.profiles import get_profile
+from difftest.verdict.results import ReplayResult
 from reference_model.machine import Machine
 from reference_model.policies import get_policy
 from reference_model.rules import RULES

@@ -1,4 +1,4 @@
-"""The fast path (difftest.fast_replay / fast_compare) gives exactly the reference path's answers.
+"""The fast path (difftest.engine.fast.replay / fast_compare) gives exactly the reference path's answers.
 
 The reference path (replay_rows / compare_trace row by row, ``DIFFTEST_REFERENCE=1``) is the
 oracle: for generated traces of every domain, with wrong expectations planted, and for the whole
@@ -19,21 +19,21 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from difftest import compare as compare_mod
-from difftest import fast_replay, trace_io
 from difftest.cli import main
-from difftest.compare import render_compare
-from difftest.fast_compare import fast_compare_trace
-from difftest.fast_replay import REFERENCE_ENV, can_use, fast_replay_trace
-from difftest.profiles import get_profile
-from difftest.render_text import render_replay
-from difftest.replay import replay_rows
-from difftest.results import ReplayResult
-from difftest.trace_io import open_trace
+from difftest.engine import can_use, compare_trace
+from difftest.engine.fast import replay as fast_replay
+from difftest.engine.fast.compare import fast_compare_trace
+from difftest.engine.fast.replay import REFERENCE_ENV, fast_replay_trace
+from difftest.engine.reference import replay_rows
+from difftest.report.text import render_compare, render_replay
+from difftest.trace import io as trace_io
+from difftest.trace.io import open_trace
+from difftest.verdict.profiles import get_profile
+from difftest.verdict.results import ReplayResult
 from reference_model.machine import Machine
 from reference_model.policies import get_policy
 
-generate = pytest.importorskip("difftest.generate", reason="the trace generator (difftest/generate.py) is absent")
+generate = pytest.importorskip("difftest.search.generate", reason="the trace generator (difftest/search/generate.py) is absent")
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = sorted(p for sub in ("arch", "bugs", "real", "qemu") for p in (ROOT / "traces" / sub).glob("*.parquet"))
@@ -69,7 +69,7 @@ def assert_same_compare(path: Path, a: str, b: str, monkeypatch: pytest.MonkeyPa
     pa, pb, prof = get_policy(a), get_policy(b), get_profile(profile)
     with monkeypatch.context() as m:
         m.setenv(REFERENCE_ENV, "1")
-        ref = compare_mod.compare_trace(open_trace(path), pa, pb, prof)
+        ref = compare_trace(open_trace(path), pa, pb, prof)
     fast = fast_compare_trace(open_trace(path), pa, pb, prof)
     assert fast.to_json() == ref.to_json(), f"{path.name}: {a} vs {b}"
     for side in ("replay_a", "replay_b"):
@@ -166,7 +166,7 @@ def test_qemu_profile_masks_are_counted_the_same() -> None:
 
 def test_stale_tlb_across_batches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """ARCH.TLB: fills by accesses on columns, a CR4.PKS toggle without flush, INVLPG and CR3 flushes."""
-    from difftest.builder import TraceBuilder
+    from difftest.trace.builder import TraceBuilder
 
     t = TraceBuilder("tlb", "stale entries", policy="hw")
     t.cpuid(pks=True, pku=True).long_mode().cr4(pks=True).wrmsr(0x6E1, 0x4)

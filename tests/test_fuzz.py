@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from difftest.cli import main
-from difftest.fuzz import FuzzRun, fuzz
-from difftest.generate import Draft, load_draft
+from difftest.search.fuzz import FuzzRun, fuzz
+from difftest.search.generate import Draft, load_draft
 from reference_model.policies import get_policy
 from reference_model.registers import CR4_PKE, CR4_PKS
 

@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from difftest.cli import main
-from difftest.generate import DOMAINS, generate, load_draft
-from difftest.profiles import get_profile
-from difftest.replay import replay_trace
-from difftest.trace_io import open_trace
+from difftest.engine import replay_trace
+from difftest.search.generate import DOMAINS, generate, load_draft
+from difftest.trace.io import open_trace
+from difftest.verdict.profiles import get_profile
 from reference_model.policies import get_policy
 from reference_model.registers import (
     CPUID7_ECX_PKS,
@@ -73,7 +73,7 @@ def test_preconditions_hold(domain: str) -> None:
         vmcs12: dict[int, set[object]] = {}
         for r in rows:
             v, kind = r["vcpu"], r["kind"]
-            assert kind == "snapshot" or r is rows[0] or v in cpuid or kind == "set_cpuid", f"vCPU {v} used before CPUID"
+            assert kind in ("snapshot", "create_vcpu", "set_cpuid") or r is rows[0] or v in cpuid, f"vCPU {v} used before CPUID"
             if kind == "set_cpuid":
                 cpuid[v] = r["cpuid_7_ecx"]
             elif kind == "mov_cr4" and r["value"] & CR4_PKS:
@@ -123,7 +123,7 @@ def test_cli_generate(tmp_path: Path) -> None:
                                     "--policy", "kvm-v6", "-o", str(out)])
     assert res.exit_code == 0, res.output
     tf = open_trace(out)
-    assert tf.meta["policy"] == "kvm-v6" and tf.meta["setup_rows"] == "1"
+    assert tf.meta["policy"] == "kvm-v6" and tf.meta["setup_rows"] == "2"  # KVM_CREATE_VCPU, KVM_SET_CPUID2
     assert load_draft(out).events == 12
     bad = CliRunner().invoke(main, ["generate", "--seed", "5", "--events", "12", "--policy", "no-such", "-o",
                                     str(tmp_path / "x.parquet")])

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from difftest.capture.importers.exit_reasons import SVM_BY_NAME, VMX_BY_NAME
+from difftest.capture.importers.ftrace import import_ftrace
 from difftest.cli import main
 from difftest.errors import InputError
-from difftest.importers.exit_reasons import SVM_BY_NAME, VMX_BY_NAME
-from difftest.importers.ftrace import import_ftrace
-from difftest.trace_io import open_trace
+from difftest.trace.io import open_trace
 
 FIX = Path(__file__).parent / "fixtures"
 

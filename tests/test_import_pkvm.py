@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from difftest.capture.importers.pkvm_vmexit import compare, parse_vmexit_trace
 from difftest.cli import main
 from difftest.errors import InputError
-from difftest.importers.pkvm_vmexit import compare, parse_vmexit_trace
 
 FIX = Path(__file__).parent / "fixtures"
 NPVM, PVM = str(FIX / "pkvm_vmexit_npvm.txt"), str(FIX / "pkvm_vmexit_pvm.txt")

@@ -15,21 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from difftest.kvm import executor as executor_mod
-from difftest.kvm.guest_asm import assembler_missing
-from difftest.kvm.recorder import record_scenarios, write_recording
-from difftest.kvm.scenarios import SCENARIOS
-from difftest.kvm.tracefs import our_instances, tracefs_unusable
-from difftest.kvm.vm import OPEN_VMS, kvm_fds_of_this_process, kvm_usable
-from difftest.trace_io import open_trace
+from difftest.capture.kvm import executor as executor_mod
+from difftest.capture.kvm.guest_asm import assembler_missing
+from difftest.capture.kvm.recorder import record_scenarios, write_recording
+from difftest.capture.kvm.scenarios import SCENARIOS
+from difftest.capture.kvm.tracefs import our_instances, tracefs_unusable
+from difftest.capture.kvm.vm import OPEN_VMS, kvm_fds_of_this_process, kvm_usable
+from difftest.trace.io import open_trace
 
 WHY = kvm_usable() or assembler_missing() or (None if os.geteuid() == 0 else "needs root")
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(WHY is not None, reason=f"cannot record here: {WHY}")]
 
 
 def _host_has_pks() -> bool:
-    from difftest.kvm import host_facts
-    from difftest.kvm.vm import Kvm
+    from difftest.capture.kvm import host_facts
+    from difftest.capture.kvm.vm import Kvm
     with Kvm() as kvm:
         return "pks" in host_facts.collect(kvm).features
 

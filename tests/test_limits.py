@@ -1,6 +1,6 @@
 """Absurd sizes end in a clear InputError, not an out-of-memory kill (issue 9 §6).
 
-The bounds (difftest.trace_io MAX_ROWS, MAX_GROUP_ROWS, MAX_CHUNK_BYTES; difftest.validate
+The bounds (difftest.trace.io MAX_ROWS, MAX_GROUP_ROWS, MAX_CHUNK_BYTES; difftest.trace.validate
 MAX_LIST) are checked from the Parquet footer before any data is decoded, and per list cell on
 each batch.  Files that really hold 2^32 rows or half a GiB per column chunk are too big for a
 unit test, so those footer checks are exercised with the bounds lowered; the list bound is
@@ -14,10 +14,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from difftest import trace_io
 from difftest.errors import InputError
-from difftest.trace_io import open_trace, write_trace
-from difftest.validate import MAX_LIST
+from difftest.trace import io as trace_io
+from difftest.trace.io import open_trace, write_trace
+from difftest.trace.validate import MAX_LIST
 
 
 def _trace(path: Path, n: int = 9, msrs_len: int = 1) -> Path:

@@ -22,9 +22,9 @@ import pytest
 
 import reference_model.cpu as cpu_mod
 import reference_model.paging as paging_mod
-from difftest.profiles import get_profile
-from difftest.replay import replay_trace
-from difftest.trace_io import open_trace
+from difftest.engine import replay_trace
+from difftest.trace.io import open_trace
+from difftest.verdict.profiles import get_profile
 from reference_model import get_policy
 from reference_model.events import Event, Outcome, gp
 from reference_model.paging import Mapping

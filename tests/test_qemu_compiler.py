@@ -6,13 +6,13 @@ sources/pks_semantics.md §4 (the reserved-CR4 livelock, the guest recipe).
 
 from __future__ import annotations
 
-from difftest.qemu.boot import BootResult
-from difftest.qemu.compiler import compile_unit, keys_by_preference
-from difftest.qemu.layout import cpu_string
-from difftest.qemu.pagetables import GuestTables, Page, same_page
-from difftest.qemu.recorder import parse_output
-from difftest.qemu.scenarios import SCENARIOS, scenario_rows
-from difftest.trace_io import TraceRow
+from difftest.capture.qemu.boot import BootResult
+from difftest.capture.qemu.compiler import compile_unit, keys_by_preference
+from difftest.capture.qemu.layout import cpu_string
+from difftest.capture.qemu.pagetables import GuestTables, Page, same_page
+from difftest.capture.qemu.recorder import parse_output
+from difftest.capture.qemu.scenarios import SCENARIOS, scenario_rows
+from difftest.trace.io import TraceRow
 from reference_model.events import Event
 from reference_model.registers import CR4_PAE, CR4_PKS, MSR_IA32_PKRS
 

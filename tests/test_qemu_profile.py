@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from difftest.profiles import get_profile
+from difftest.verdict.profiles import get_profile
 from reference_model.events import Event, Outcome
 
 MASKS = {m.name: m for m in get_profile("qemu").masks}

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 import reference_model.paging as paging
-from difftest.profiles import get_profile
-from difftest.qemu.recorder import TraceInput, record, record_one
-from difftest.qemu.scenarios import SCENARIOS, scenario_rows
-from difftest.replay import replay_trace
-from difftest.results import ReplayResult
-from difftest.trace_io import open_trace, write_trace
+from difftest.capture.qemu.recorder import TraceInput, record, record_one
+from difftest.capture.qemu.scenarios import SCENARIOS, scenario_rows
+from difftest.engine import replay_trace
+from difftest.trace.io import open_trace, write_trace
+from difftest.verdict.profiles import get_profile
+from difftest.verdict.results import ReplayResult
 from reference_model.policies import get_policy
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from difftest.kvm import executor as executor_mod
-from difftest.kvm.guest_asm import assembler_missing
-from difftest.kvm.recorder import record_scenarios
-from difftest.kvm.scenarios import SCENARIOS
-from difftest.kvm.tracefs import our_instances, tracefs_unusable
-from difftest.kvm.vm import OPEN_VMS, kvm_fds_of_this_process, kvm_usable
+from difftest.capture.kvm import executor as executor_mod
+from difftest.capture.kvm.guest_asm import assembler_missing
+from difftest.capture.kvm.recorder import record_scenarios
+from difftest.capture.kvm.scenarios import SCENARIOS
+from difftest.capture.kvm.tracefs import our_instances, tracefs_unusable
+from difftest.capture.kvm.vm import OPEN_VMS, kvm_fds_of_this_process, kvm_usable
 
 KVM_WHY = kvm_usable() or assembler_missing() or (None if os.geteuid() == 0 else "needs root")
 needs_kvm = pytest.mark.skipif(KVM_WHY is not None, reason=f"cannot record on /dev/kvm here: {KVM_WHY}")
@@ -106,8 +106,8 @@ def _running(pid: int) -> bool:
 
 
 def _qemu_why() -> str | None:
-    from difftest.qemu.boot import qemu_path
-    from difftest.qemu.build import missing_tools
+    from difftest.capture.qemu.boot import qemu_path
+    from difftest.capture.qemu.build import missing_tools
 
     missing = ([] if qemu_path() else ["qemu-system-x86_64"]) + missing_tools()
     return f"missing {', '.join(missing)} (Debian: qemu-system-x86, binutils)" if missing else None

@@ -16,14 +16,14 @@ import pytest
 from click.testing import CliRunner
 
 from difftest.cli import main
-from difftest.corpus_run import CorpusRun
-from difftest.coverage import rule_coverage
-from difftest.profiles import get_profile
-from difftest.replay import replay_rows
-from difftest.report_html import render_report
-from difftest.results import ReplayResult
-from difftest.schema import META_KEYS
-from difftest.trace_io import Expect, Snapshot, TraceRow, write_trace
+from difftest.engine.reference import replay_rows
+from difftest.report.coverage import rule_coverage
+from difftest.report.html import render_report
+from difftest.trace.io import Expect, Snapshot, TraceRow, write_trace
+from difftest.trace.schema import META_KEYS
+from difftest.verdict.corpus import CorpusRun
+from difftest.verdict.profiles import get_profile
+from difftest.verdict.results import ReplayResult
 from reference_model.events import Event
 from reference_model.policies import get_policy
 

@@ -11,10 +11,10 @@ import pytest
 from report_corpus import DIVERGING_RULE, HOSTILE_STRINGS, PAGE, build_corpus
 
 from difftest import TraceBuilder
-from difftest.corpus_run import find_traces, run_corpus
-from difftest.coverage import rule_coverage
-from difftest.report_html import render_report
-from difftest.results import ReplayResult
+from difftest.report.corpus import find_traces, run_corpus
+from difftest.report.coverage import rule_coverage
+from difftest.report.html import render_report
+from difftest.verdict.results import ReplayResult
 from reference_model.rules import RULES, describe, is_spec_rule
 
 

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from report_corpus import DIVERGING_RULE, HOSTILE_NAME, build_corpus, write_wd_write
 
 from difftest.cli import main
-from difftest.corpus_run import DEFAULT_POLICY, policies_for
-from difftest.junit import junit_xml
-from difftest.results import ReplayResult
+from difftest.report.corpus import DEFAULT_POLICY, policies_for
+from difftest.report.junit import junit_xml
+from difftest.verdict.results import ReplayResult
 
 
 @pytest.fixture(scope="module")

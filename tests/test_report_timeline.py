@@ -7,8 +7,9 @@ from pathlib import Path
 from report_corpus import PAGE, write_hostile
 
 from difftest import TraceBuilder, open_trace, replay_trace
-from difftest.profiles import get_profile
-from difftest.timeline import TimelineRecorder, layout, rights
+from difftest.report.timeline import layout, rights
+from difftest.verdict.profiles import get_profile
+from difftest.verdict.timeline import TimelineRecorder
 from reference_model.policies import get_policy
 
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from difftest import TraceBuilder
 from difftest.cli import main
-from difftest.generate import Draft, generate, load_draft, refill_expectations
-from difftest.shrink import Goal, drop_vcpus, shrink, simplify_values, to_python
+from difftest.search.generate import Draft, generate, load_draft, refill_expectations
+from difftest.search.shrink import Goal, drop_vcpus, shrink, simplify_values, to_python
 from reference_model.policies import get_policy
 from reference_model.registers import MSR_IA32_PKRS, VM_EXIT_LOAD_IA32_PKRS, VMCS_VM_EXIT_CONTROLS
 
@@ -136,7 +136,7 @@ def test_cli_shrink_exit_codes(tmp_path: Path) -> None:
 
 def test_checkpoints_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """Resuming candidates from pickled machines (every 3 rows) shrinks to exactly what replaying from scratch does."""
-    from difftest import shrink as shrink_mod
+    from difftest.search import shrink as shrink_mod
 
     for domain, seed in (("kvm", 1), ("nested", 2), ("arch", 3), ("pkvm", 4)):
         d = generate(seed, 120, domain, V7)
@@ -170,7 +170,7 @@ def test_program_uses_the_builders_named_methods(tmp_path: Path) -> None:
 def test_b16_keeps_its_nested_entry_and_diverges_under_kvm_ctl() -> None:
     """B16 (sources/kvm_pks_series.md §11: CPUID change while vmcs02 is loaded) must not drift to a trace
     without nesting, nor end on a snapshot of a vCPU no event creates (issue 21)."""
-    from difftest.shrink import passing_policies, snapshots_live
+    from difftest.search.shrink import passing_policies, snapshots_live
 
     d = load_draft(ROOT / "traces" / "bugs" / "B16-cpuid-while-l2-active.parquet")
     goal = Goal(V7)

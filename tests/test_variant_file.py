@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from difftest.compare import compare_trace
-from difftest.profiles import get_profile
-from difftest.trace_io import open_trace
+from difftest.engine import compare_trace
+from difftest.trace.io import open_trace
 from difftest.variants import load_variant_file
+from difftest.verdict.profiles import get_profile
 from reference_model.policies import get_policy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from difftest.builder import TraceBuilder
+from difftest.trace.builder import TraceBuilder
 from reference_model.registers import CR0_ET, CR0_PE, CR0_PG, CR0_WP, MSR_IA32_PKRS
 
 PKRS = MSR_IA32_PKRS

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from difftest.builder import TraceBuilder
+from difftest.trace.builder import TraceBuilder
 from reference_model.registers import (
     CR0_ET,
     CR0_PE,

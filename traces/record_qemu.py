@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from difftest.qemu.recorder import TraceInput, record
-from difftest.trace_io import open_trace, write_trace
+from difftest.capture.qemu.recorder import TraceInput, record
+from difftest.trace.io import open_trace, write_trace
 
 HERE = Path(__file__).resolve().parent
 

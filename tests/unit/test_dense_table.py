@@ -1,10 +1,10 @@
-"""DenseTable: many small-integer lookups at once, each value made once (difftest.dense_table)."""
+"""DenseTable: many small-integer lookups at once, each value made once (difftest.engine.fast.dense_table)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from difftest.dense_table import DenseTable
+from difftest.engine.fast.dense_table import DenseTable
 
 
 def test_values_are_made_once_each_in_ascending_order() -> None:

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from difftest.cli import main
-from difftest.schema import PRODUCERS, render_markdown
+from difftest.trace.schema import PRODUCERS, render_markdown
 from reference_model.host import HOST_FEATURES
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from difftest import TraceBuilder, trace_io
-from difftest.schema import ARROW_SCHEMA, COLUMNS, META_KEYS, META_PREFIX, SNAPSHOT_KIND, Column
-from difftest.trace_io import Expect, Snapshot, open_trace, write_trace
+from difftest import TraceBuilder
+from difftest.trace import io as trace_io
+from difftest.trace.io import Expect, Snapshot, open_trace, write_trace
+from difftest.trace.schema import ARROW_SCHEMA, COLUMNS, META_KEYS, META_PREFIX, SNAPSHOT_KIND, Column
 from reference_model.events import KINDS, Event
 
 U64_TOP = 2**64 - 1
@@ -148,7 +149,7 @@ def test_every_kind_round_trips(built: tuple[Path, list[dict[str, Any]], TraceBu
 
 
 def _host_kinds() -> frozenset[str]:
-    from difftest.builder import _HOST_KINDS
+    from difftest.trace.builder import _HOST_KINDS
 
     return _HOST_KINDS
 
@@ -291,9 +292,9 @@ def test_duckdb_reads_the_file_as_it_is(built: tuple[Path, list[dict[str, Any]],
 
 def test_notes_come_back_for_the_rows_a_replay_reports(tmp_path: Path) -> None:
     """The streaming pass leaves notes out; the rows a report shows get theirs afterwards."""
-    from difftest.builder import TraceBuilder
-    from difftest.profiles import get_profile
-    from difftest.replay import replay_trace
+    from difftest.engine import replay_trace
+    from difftest.trace.builder import TraceBuilder
+    from difftest.verdict.profiles import get_profile
     from reference_model.policies import get_policy
 
     t = TraceBuilder("notes", policy="hw", long_mode=True)

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from difftest import TraceBuilder
 from difftest.cli import main
 from difftest.errors import InputError
-from difftest.trace_io import open_trace, write_trace
+from difftest.trace.io import open_trace, write_trace
 
 PKRS = 0x6E1
 
@@ -264,7 +264,7 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_error_in_a_later_batch_names_the_absolute_event(tmp_path: Path) -> None:
     """Row numbers are counted across record batches, not per batch."""
-    from difftest import trace_io
+    from difftest.trace import io as trace_io
 
     rows = [{"seq": i, "kind": "wrmsr", "vcpu": 0, "level": "l1", "msr": PKRS, "value": 0, "exp_result": "ok"}
             for i in range(10)]

@@ -1,0 +1,5 @@
+"""``python -m difftest.cli``."""
+
+from difftest.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Traces on disk: the schema, Arrow columns, validation, the one row decoder, atomic reading and writing, the builder."""

@@ -78,13 +78,17 @@ def replay(trace: str, policy_name: str | None, profile_name: str | None, host_f
 @click.option("--baseline", "baseline", default=None, help="a previous run's JSONL or -o folder: report what changed")
 @click.option("--jobs", "-j", "jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="worker processes")
+@click.option("--cluster", "cluster", default=None, metavar="ADDRESS",
+              help="run the traces on a Ray cluster: ray://HOST:PORT, or auto for the one started here "
+                   "(pip install 'pks-difftest[cluster]')")
 @input_errors
 def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str, ...], profile_name: str | None,
-           junit: str | None, jsonl: str | None, baseline: str | None, jobs: int) -> None:
+           junit: str | None, jsonl: str | None, baseline: str | None, jobs: int, cluster: str | None) -> None:
     """Replay every trace under PATHS and summarise (exit 1 if anything diverges)."""
     from difftest.report.corpus import ReportRequest, run_report
 
-    outcome = run_report(ReportRequest(paths, policy_names, profile_name, out_dir, junit, jsonl, baseline, jobs))
+    outcome = run_report(ReportRequest(paths, policy_names, profile_name, out_dir, junit, jsonl, baseline, jobs,
+                                       cluster=cluster))
     click.echo(outcome.text)
     if out_dir:
         click.echo(f"report: {Path(out_dir) / 'index.html'}")

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import click
 
 from difftest.cli.options import input_errors
+from difftest.search.campaign import CHUNK, Campaign, CampaignSpec, run_campaign
 from difftest.search.fuzz import MIN_EVENTS, FuzzRun, ProgressFn, fuzz, render_summary
 from difftest.search.generate import DEFAULT_DOMAIN, DEFAULT_GENERATION_POLICY, DOMAINS, generate, load_draft
 from difftest.search.program import to_python
@@ -108,14 +109,29 @@ def progress_display(budget_seconds: float, iterations: int | None) -> Iterator[
               help="run exactly this many traces (ignores the budget; fully repeatable)")
 @click.option("--profile", "profile_name", default="strict", show_default=True)
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True)
+@click.option("--campaign", is_flag=True,
+              help="DIR is a resumable campaign: the seeds tried and the divergences kept live there, and a "
+                   "second run (or node) continues it with nothing tried twice")
+@click.option("--cluster", "cluster", default=None, metavar="ADDRESS",
+              help="compare on a Ray cluster (ray://HOST:PORT, or auto for the one started here); implies --campaign")
 def fuzz_cmd(policy_a: str, policy_b: str, budget_seconds: float, seed: int, max_events: int, iterations: int | None,
-             profile_name: str, out_dir: str) -> None:
+             profile_name: str, out_dir: str, campaign: bool, cluster: str | None) -> None:
     """Generate traces, compare A with B, shrink and keep each new kind of divergence in DIR (exit 1: some kept)."""
-
 
     @input_errors
     def run() -> int:
         a, b, prof = resolve_policy(policy_a), resolve_policy(policy_b), get_profile(profile_name)
+        if campaign or cluster is not None:
+            spec = CampaignSpec(a.name, b.name, seed, max_events, prof.name)
+            chunks = None if iterations is None else -(-iterations // CHUNK)
+            done = run_campaign(out_dir, spec, budget_seconds=budget_seconds, chunks=chunks, cluster=cluster)
+            total = Campaign(out_dir, spec).tried()
+            click.echo(f"{out_dir}: {done.iterations} traces compared in {done.seconds:.1f}s "
+                       f"({done.iterations / max(done.seconds, 1e-9):.1f}/s), {done.differing} differing, "
+                       f"{len(done.kept)} new divergence(s) kept; {total} tried by the whole campaign")
+            for path in done.kept:
+                click.echo(f"  kept {path}")
+            return 1 if done.kept else 0
         with progress_display(budget_seconds, iterations) as update:
             result = fuzz(a, b, out_dir, budget_seconds=budget_seconds, seed=seed, max_events=max_events,
                           iterations=iterations, profile=prof, on_progress=update)

@@ -34,6 +34,7 @@ from .jsonl import jsonl_rows
 from .junit import junit_xml
 
 DEFAULT_POLICY = "kvm-v7"
+CLUSTER_CHUNK = 32  # traces per Ray task
 
 
 def default_policies() -> list[str]:
@@ -90,8 +91,9 @@ def _progress(total: int, enabled: bool | None) -> Any:
 
 
 def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | None, *, jobs: int = 1,
-               timelines: bool = False, progress: bool | None = None) -> CorpusRun:
-    """Replay every trace; ``progress`` None = a bar only when stdout is a terminal."""
+               timelines: bool = False, progress: bool | None = None, cluster: str | None = None) -> CorpusRun:
+    """Replay every trace; ``progress`` None = a bar only when stdout is a terminal; ``cluster``: on the Ray
+    cluster at that address (:mod:`difftest.cluster`) instead of ``jobs`` local processes."""
     t0 = time.perf_counter()
     for name in policies:  # unknown names fail here, once, before any work
         resolve_policy(name)
@@ -102,7 +104,7 @@ def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | N
     done: dict[int, list[tuple[ReplayResult, Timeline | None]]] = {}
     with _progress(len(tasks), progress) as bar:
         task_id = bar.add_task("replay", total=len(tasks)) if bar is not None else None
-        for index, out in _results(tasks, jobs):
+        for index, out in _results(tasks, jobs, cluster):
             if isinstance(out, tuple):
                 _, path, message, row, seq, column, line = out
                 raise InputError(path, message, row=row, seq=seq, column=column, line=line)
@@ -119,7 +121,19 @@ def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | N
     return run
 
 
-def _results(tasks: list[_Task], jobs: int) -> Iterator[tuple[int, Any]]:
+def _run_chunk(tasks: list[_Task]) -> list[tuple[int, Any]]:
+    """Several traces in one cluster task (a task's overhead is worth more than one short trace)."""
+    return [_run_task(t) for t in tasks]
+
+
+def _results(tasks: list[_Task], jobs: int, cluster: str | None = None) -> Iterator[tuple[int, Any]]:
+    if cluster is not None:  # Ray tasks of CLUSTER_CHUNK traces, streamed back as they finish
+        from difftest import cluster as ray_cluster
+
+        chunks = [tasks[i:i + CLUSTER_CHUNK] for i in range(0, len(tasks), CLUSTER_CHUNK)]
+        for part in ray_cluster.map_unordered(_run_chunk, chunks, cluster):
+            yield from part
+        return
     if jobs == 1:
         yield from map(_run_task, tasks)
         return
@@ -143,6 +157,7 @@ class ReportRequest:
     baseline: str | None = None
     jobs: int = 1
     progress: bool | None = None
+    cluster: str | None = None  # a Ray cluster's address (difftest.cluster)
 
 
 @dataclass
@@ -163,7 +178,7 @@ def run_report(req: ReportRequest) -> ReportOutcome:
         raise InputError("--jobs", f"must be at least 1, got {req.jobs}")
     before = load_baseline(req.baseline) if req.baseline else None  # read before -o may overwrite it
     run = run_corpus(traces, req.policies, req.profile, jobs=req.jobs, timelines=req.out_dir is not None,
-                     progress=req.progress)
+                     progress=req.progress, cluster=req.cluster)
     results = run.results
     diff = compare_with_baseline(req.baseline or "", before, results) if before is not None else None
     summary = render_summary(results)

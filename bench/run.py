@@ -5,7 +5,9 @@
 
 The issue-21 workloads (bench/workloads.py): generated 1M-event kvm/nested/arch traces (--quick: 100k),
 the hostile shapes at full size (--quick: a quarter), a 100,000-trace corpus of short scenario traces
-(--quick: 2,000; the in-process engine ratio is taken on its first 2,000), fuzz throughput.
+(--quick: 2,000; the in-process engine ratio is taken on its first 2,000), fuzz throughput, and the
+speed-up of ``report --cluster`` on a local Ray head with 2 worker CPUs over 1 (on a 20,000-trace slice
+of the corpus; --quick: 2,000): on this 2-core machine the full 100,000 would take too long twice.
 
 Every input is generated into a temporary directory (never into the repository).  The CLI
 commands run as subprocesses, so their times include start-up and their peak RSS is their own
@@ -219,6 +221,8 @@ def main() -> None:
                         f"{n_scen / t_scen:,.0f} traces/s (exit {code}), --jobs 2 {t_scen2:.1f} s; in process on 2,000: "
                         f"default {f_cpu:.2f} s, reference {r_cpu:.2f} s ({r_cpu / f_cpu:.2f}x)"))
         numbers.update(scenario_tps=n_scen / t_scen, scenario_speedup=r_cpu / f_cpu, scenario_jobs=t_scen / t_scen2)
+        text, numbers["ray_speedup"] = workloads.ray_speedup(scen, 2_000 if args.quick else 20_000)
+        results.append(("report --cluster, local Ray head", text))
         lines, nums = workloads.fuzz_throughput(tmp, 100 if args.quick else 500)
         results += lines
         numbers.update(nums)
@@ -235,7 +239,8 @@ def main() -> None:
           + " ".join(f"shape_{s}_ratio={numbers[f'shape_{s}_ratio']:.2f}" for s in workloads.shapes.SHAPES) + " "
           f"generate_eps={numbers['generate_eps']:.0f} scenario_tps={numbers['scenario_tps']:.0f} "
           f"scenario_speedup={numbers['scenario_speedup']:.2f} scenario_jobs={numbers['scenario_jobs']:.2f} "
-          f"fuzz_v4_v7_cps={numbers['fuzz_v4_v7_cps']:.1f} fuzz_v7_rebase_cps={numbers['fuzz_v7_rebase_cps']:.1f}")
+          f"fuzz_v4_v7_cps={numbers['fuzz_v4_v7_cps']:.1f} fuzz_v7_rebase_cps={numbers['fuzz_v7_rebase_cps']:.1f} "
+          f"ray_speedup={numbers['ray_speedup']:.2f}")
 
 
 if __name__ == "__main__":

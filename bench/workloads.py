@@ -134,3 +134,53 @@ def compare_engines(path: Path, repeat: int) -> float:
         fast.append(cpu_seconds(lambda: compare_trace(open_trace(path), a, b, prof, engine="fast")))
         ref.append(cpu_seconds(lambda: compare_trace(open_trace(path), a, b, prof, engine="reference")))
     return statistics.median(ref) / statistics.median(fast)
+
+
+def ray_speedup(folder: Path, limit: int) -> tuple[str, float]:
+    """``report --cluster`` on the first ``limit`` traces of ``folder``, on a local Ray head of 1 CPU, then of 2:
+    (what happened, the 1-CPU time over the 2-CPU time).  Each head is started and stopped here."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    ray_cli = shutil.which("ray")
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "not measured: Ray is not installed (pip install 'pks-difftest[cluster]')", float("nan")
+    if ray_cli is None:
+        return "not measured: no ray command", float("nan")
+    part = folder.parent / f"{folder.name}-slice"
+    part.mkdir(exist_ok=True)
+    for p in sorted(folder.glob("*.parquet"))[:limit]:
+        (part / p.name).symlink_to(p)
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    times = []
+    for cpus in (1, 2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        head = subprocess.Popen([ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+                                 f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            for _ in range(180):
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        break
+                except OSError:
+                    time.sleep(0.5)
+            time.sleep(3)
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "difftest.cli", "report", str(part), "--cluster", f"127.0.0.1:{port}"],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=7200, check=False)
+            times.append(time.perf_counter() - t0)
+        finally:
+            os.killpg(head.pid, signal.SIGTERM)
+            head.wait(timeout=120)
+    return (f"{limit:,} traces: 1 worker {times[0]:.1f} s, 2 workers {times[1]:.1f} s "
+            f"({times[0] / times[1]:.2f}x; start-up and connection included)"), times[0] / times[1]

@@ -187,3 +187,18 @@ def test_b16_keeps_its_nested_entry_and_diverges_under_kvm_ctl() -> None:
                                                  "delete single events"]
     assert res.passes[-1].name == "simplify values"
     assert sum(p.shrinks for p in res.passes) >= 1 and all(p.calls >= p.shrinks for p in res.passes)
+
+
+def test_cli_shrink_verbose_prints_pass_statistics_and_a_named_program(tmp_path: Path) -> None:
+    out = tmp_path / "b16.parquet"
+    r = CliRunner().invoke(main, ["shrink", str(ROOT / "traces" / "bugs" / "B16-cpuid-while-l2-active.parquet"),
+                                  "--policy", "kvm-v7", "-o", str(out), "-v"])
+    assert r.exit_code == 1, r.output
+    assert "kept passing: kvm-v7r" in r.output
+    assert [line.split(":")[0].strip() for line in r.output.splitlines() if line.strip().startswith("pass ")] == [
+        "pass delete blocks", "pass delete vCPUs", "pass delete nesting levels", "pass delete single events",
+        "pass delete redundant writes", "pass simplify values"]
+    program = r.output[r.output.index("from difftest import TraceBuilder"):]
+    assert ".set_nested_state(" in program and "t.event(" not in program
+    exec(compile(program, "<shrunk>", "exec"), {})  # runnable as printed: it rewrites the shrunk trace
+    assert load_draft(out).rows

@@ -144,6 +144,10 @@ class KvmMachine(Machine):
             yield (i, "l1"), v.l1
             yield (i, "l2"), v.l2
 
+    def cpu_at(self, vcpu: int, level: str) -> Cpu | None:
+        v = self.kvm_vcpus.get(vcpu)
+        return None if v is None else (v.l2 if level == "l2" else v.l1)
+
     def access_cpu(self, vcpu: int, level: str) -> Cpu | None:
         v = self.kvm_vcpus.get(vcpu)
         return None if v is None else v.access_cpu(level)

@@ -61,6 +61,10 @@ class Machine:
         for i, cpu in self.vcpus.items():
             yield (i, "l1"), cpu
 
+    def cpu_at(self, vcpu: int, level: str) -> Cpu | None:
+        """The CPU of ``vcpu`` at ``level`` ("l1" or "l2") if the vCPU exists (creating nothing)."""
+        return self.vcpus.get(vcpu) if level != "l2" else None
+
     def access_cpu(self, vcpu: int, level: str) -> Cpu | None:
         """The CPU on which ``step`` would run an ``access`` of ``vcpu`` at ``level`` ("l1" or "l2") as
         ``Cpu.access`` alone, with no other effect (no vCPU creation, VM entry, exit or refusal); None

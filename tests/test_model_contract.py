@@ -118,6 +118,9 @@ class ModelContract(RuleBasedStateMachine):
         paths = [p for p, _ in self.m.cpus()]
         assert {v for v, _ in paths} == set(self.m.vcpu_ids())
         assert sorted(paths) == sorted((v, lv) for v in self.m.vcpu_ids() for lv in ("l1", "l2"))
+        for (v, lv), cpu in self.m.cpus():
+            assert self.m.cpu_at(v, lv) is cpu
+        assert self.m.cpu_at(99, "l1") is None and 99 not in self.m.vcpu_ids()  # (asking creates nothing)
 
     @invariant()
     def access_cpu_agrees_with_step(self) -> None:

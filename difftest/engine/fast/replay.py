@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from difftest.engine.fast.transitions import KEY_BITS, EventKeys, TransitionCache, event_key, vcpus_of
+from difftest.engine.fast.transitions import KEY_BITS, EventKeys, TransitionCache, event_key
 from difftest.trace.arrow_columns import index_array, int_values, valid_mask
 from difftest.trace.io import _EVENT_COLUMNS, _LIST_COLUMNS, Expect, Snapshot, TraceFile, TraceRow, column_values
 from difftest.trace.schema import SNAPSHOT_KIND
@@ -126,7 +126,7 @@ _RELIED_ON = (
       for name in ("access", "access_inputs", "pkrs_for_access", "set_cr4", "mov_cr4", "map", "flush_tlb", "invlpg",
                    "__init__")),
     *((cls, name, cls.__module__, f"{cls.__name__}.{name}")
-      for cls in (KvmMachine, HwMachine) for name in ("access_cpu", "cpus")),
+      for cls in (KvmMachine, HwMachine) for name in ("access_cpu", "cpus", "cpu_at")),
     (KvmVcpu, "access_cpu", "reference_model.kvm", "KvmVcpu.access_cpu"),
     (GuestCpu, "pkrs_for_access", "reference_model.kvm", "GuestCpu.pkrs_for_access"),
     (KvmMachine, "step", "reference_model.kvm", "KvmMachine.step"),
@@ -430,11 +430,8 @@ def guest_cpu(machine: Machine, vcpu: int, level: int) -> Cpu | None:
 
 
 def tlb_cpu(machine: Machine, vcpu: int, level: str) -> Cpu | None:
-    """The CPU whose TLB an event of ``vcpu`` at ``level`` may touch (None: unknown)."""
-    v = (vcpus_of(machine) or {}).get(vcpu)
-    if v is None:
-        return None
-    return v.l2 if level == "l2" else v.l1  # type: ignore[no-any-return]
+    """The CPU whose TLB an event of ``vcpu`` at ``level`` may touch (None: unknown), as the model says."""
+    return machine.cpu_at(vcpu, "l2" if level == "l2" else "l1") if type(machine) in _MACHINES else None
 
 
 class PageIds:

@@ -125,15 +125,6 @@ _DISPATCH = {HostCpu: _reduce_constant, KvmKnobs: _reduce_constant, TlbLog: _red
              LiveCounters: _reduce_counters}
 
 
-def vcpus_of(machine: Machine) -> dict[int, Any] | None:
-    """The vCPUs (each with ``l1`` and ``l2`` CPUs) of a machine class the fast path knows, else None."""
-    if type(machine) in (KvmMachine, PkvmMachine):
-        return machine.kvm_vcpus  # type: ignore[attr-defined, no-any-return]
-    if type(machine) is HwMachine:
-        return machine.hw_vcpus  # type: ignore[attr-defined, no-any-return]
-    return None
-
-
 def machine_cpus(machine: Machine) -> Iterator[tuple[TlbPath, Cpu]]:
     """Every CPU of the machine's vCPUs by (vCPU, level), as the model lists them (:meth:`Machine.cpus`)."""
     return machine.cpus() if supports(machine) else iter(())
@@ -141,7 +132,7 @@ def machine_cpus(machine: Machine) -> Iterator[tuple[TlbPath, Cpu]]:
 
 def supports(machine: Machine) -> bool:
     """Machines whose CPUs this module can find (the ones the fast path knows)."""
-    return vcpus_of(machine) is not None
+    return type(machine) in (KvmMachine, PkvmMachine, HwMachine)
 
 
 class TransitionCache:

@@ -782,41 +782,55 @@ class FastReplay:
                 start += piece.num_rows
 
     def stretches(self, batch: pa.RecordBatch) -> Iterator[tuple[pa.RecordBatch, bool]]:
-        """``batch`` cut into slices of consecutive stretches with the same verdict of :meth:`repeats`."""
+        """``batch`` cut into slices of consecutive stretches with the same verdict (True: on columns).
+
+        A stretch whose verdict rests on the memo (:meth:`verdict` "memo") is its own slice, so the next
+        one is judged after it ran, on the memo's fresh record; the others are judged ahead and joined.
+        """
         n = batch.num_rows
         if STRETCH_MODE == "alternate":
-            verdicts = [(lo // STRETCH) % 2 == self.stretches_done % 2 for lo in range(0, n, STRETCH)]
+            for k, lo in enumerate(range(0, n, STRETCH)):
+                yield batch.slice(lo, STRETCH), k % 2 == self.stretches_done % 2
             self.stretches_done += 1
-        elif STRETCH_MODE != "judge":
-            verdicts = [STRETCH_MODE == "columns"] * ((n + STRETCH - 1) // STRETCH)
-        else:
-            verdicts = [self.repeats(batch.slice(lo, STRETCH)) for lo in range(0, n, STRETCH)]
+            return
+        if STRETCH_MODE != "judge":
+            yield batch, STRETCH_MODE == "columns"
+            return
         lo = 0
-        while lo < len(verdicts):
-            hi = lo
-            while hi + 1 < len(verdicts) and verdicts[hi + 1] == verdicts[lo]:
-                hi += 1
-            yield batch.slice(lo * STRETCH, (hi + 1 - lo) * STRETCH), verdicts[lo]
-            lo = hi + 1
+        while lo < n:
+            v = self.verdict(batch.slice(lo, STRETCH))
+            hi = lo + STRETCH
+            if v != "memo":
+                while hi < n and self.verdict(batch.slice(hi, STRETCH)) == v:
+                    hi += STRETCH
+            yield batch.slice(lo, hi - lo), v != "model"
+            lo = hi
 
-    def repeats(self, piece: pa.RecordBatch) -> bool:
-        """Whether the columns will beat the model on ``piece``, judged from its columns and the memo's record.
+    def verdict(self, piece: pa.RecordBatch) -> str:
+        """How ``piece`` goes: "columns" (its accesses come in runs), "memo" (its stepped rows repeat their
+        events and every lane's memo is on) or "model" (row by row), judged from its columns and the memo.
 
         The columns pay for their fixed cost where accesses come in runs (one access state serves the
-        run), or where the stepped rows repeat their events (a memoised transition replaces a step).
-        Events that are mostly new cannot recur in a state seen before, and a memo that has just
-        failed will not be asked again before its retry: such stretches go to the model row by row.
+        run), or where the memo replaces steps by remembered transitions.  Events that are mostly new
+        cannot recur in a state seen before; a memo that is off (before its first window, or after
+        failing) replaces nothing: such stretches go to the model row by row, and count towards the
+        memo's next try (:meth:`~difftest.engine.fast.transitions.TransitionCache.stepped_outside`).
         """
         n = piece.num_rows
         if n < MIN_FAST_ROWS:
-            return False
+            return "model"
         slow = np.flatnonzero(_codes(piece.column("kind"), {"access": 0}, n) != 0)
         if n - len(slow) >= ACCESS_RUN * (len(slow) + 1):
-            return True
-        if not all(lane.memo.may_help() for lane in self.lanes):
-            return False
+            return "columns"
+        if not all(lane.memo.enabled for lane in self.lanes):
+            return "model"
         sample = slow[:REPEAT_SAMPLE]
-        return len(np.unique(_row_hashes(piece, sample)[0])) * DISTINCT_SHARE <= len(sample)
+        repeated = len(np.unique(_row_hashes(piece, sample)[0])) * DISTINCT_SHARE <= len(sample)
+        return "memo" if repeated else "model"
+
+    def repeats(self, piece: pa.RecordBatch) -> bool:
+        """Whether :meth:`verdict` sends ``piece`` to the columns."""
+        return self.verdict(piece) != "model"
 
     def fast_part(self, piece: pa.RecordBatch, start: int) -> None:
         """A stretch on columns (see the module docstring)."""

@@ -306,10 +306,6 @@ class TransitionCache:
             self.window_done()
         return out
 
-    def may_help(self) -> bool:
-        """Whether memoising may pay from here: it is on, or off only until its first window (it never failed)."""
-        return self.supported and (self.enabled or self.retry_after == RETRY_AFTER)
-
     def suspend(self) -> Machine:
         """The live machine, for the caller to step itself until :meth:`resume` (nothing is remembered)."""
         m = self.live()

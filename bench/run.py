@@ -1,7 +1,13 @@
 """Benchmark (not a test): replay, compare, memory, shrink and corpus report, measured in one run.
 
-    python bench/run.py            # 10M-event trace, 1,000-trace corpus, 100k-event shrink
-    python bench/run.py --quick    # 1M events, 200 traces, 20k-event shrink: under a minute
+    python bench/run.py            # 10M-event trace, 1,000-trace corpus, 100k-event shrink, the issue-21 workloads
+    python bench/run.py --quick    # 1M events, 200 traces, 20k-event shrink, small workloads: a few minutes
+
+The issue-21 workloads (bench/workloads.py): generated 1M-event kvm/nested/arch traces (--quick: 100k),
+the hostile shapes at full size (--quick: a quarter), a 100,000-trace corpus of short scenario traces
+(--quick: 2,000; the in-process engine ratio is taken on its first 2,000), fuzz throughput, and the
+speed-up of ``report --cluster`` on a local Ray head with 2 worker CPUs over 1 (on a 20,000-trace slice
+of the corpus; --quick: 2,000): on this 2-core machine the full 100,000 would take too long twice.
 
 Every input is generated into a temporary directory (never into the repository).  The CLI
 commands run as subprocesses, so their times include start-up and their peak RSS is their own
@@ -33,6 +39,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import measure
 import workload
+import workloads
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -194,6 +201,31 @@ def main() -> None:
         results.append((f"difftest report, {corpus_size:,} traces", f"--jobs 1: {t1:.1f} s, --jobs 2: {t2:.1f} s "
                         f"({t1 / t2:.2f}x)"))
         numbers.update(report_s=t1, jobs_speedup=t1 / t2)
+        numbers["compare_speedup"] = workloads.compare_engines(trace, 1)
+
+        # -- issue 21: the workloads users have ---------------------------------------------------
+        lines, nums = workloads.generated(tmp, 100_000 if args.quick else 1_000_000, args.repeat)
+        results += lines
+        numbers.update(nums)
+        lines, nums = workloads.hostile(tmp, 0.25 if args.quick else 1.0, args.repeat)
+        results += lines
+        numbers.update(nums)
+        n_scen = 2_000 if args.quick else 100_000
+        t0 = time.perf_counter()
+        scen = workloads.scenario_corpus(tmp / "scenarios", n_scen)
+        made = time.perf_counter() - t0
+        f_cpu, r_cpu = workloads.corpus_engines(scen, 2_000)
+        t_scen, _, code = cli(["report", str(scen), "--jobs", "1"], timeout=36_000)
+        t_scen2, _, _ = cli(["report", str(scen), "--jobs", "2"], timeout=36_000)
+        results.append((f"scenario corpus, {n_scen:,} traces", f"written in {made:.0f} s; report --jobs 1 {t_scen:.1f} s = "
+                        f"{n_scen / t_scen:,.0f} traces/s (exit {code}), --jobs 2 {t_scen2:.1f} s; in process on 2,000: "
+                        f"default {f_cpu:.2f} s, reference {r_cpu:.2f} s ({r_cpu / f_cpu:.2f}x)"))
+        numbers.update(scenario_tps=n_scen / t_scen, scenario_speedup=r_cpu / f_cpu, scenario_jobs=t_scen / t_scen2)
+        text, numbers["ray_speedup"] = workloads.ray_speedup(scen, 2_000 if args.quick else 20_000)
+        results.append(("report --cluster, local Ray head", text))
+        lines, nums = workloads.fuzz_throughput(tmp, 100 if args.quick else 500)
+        results += lines
+        numbers.update(nums)
 
         import report_size  # the HTML report's size and render time (issue 19): bench/report_size.py
 
@@ -208,7 +240,13 @@ def main() -> None:
     print(f"RESULT replay_eps={numbers['replay_eps']:.0f} naive_ratio={numbers['naive_ratio']:.1f} "
           f"compare_ratio={numbers['compare_ratio']:.2f} peak_rss_mb={numbers['peak_rss_mb']:.0f} "
           f"shrink_s={numbers['shrink_s']:.1f} report_s={numbers['report_s']:.1f} "
-          f"jobs_speedup={numbers['jobs_speedup']:.2f} {numbers['report_size']}")
+          f"jobs_speedup={numbers['jobs_speedup']:.2f} compare_speedup={numbers['compare_speedup']:.2f} "
+          + " ".join(f"gen_{d}_speedup={numbers[f'gen_{d}_speedup']:.2f}" for d in workloads.DOMAINS) + " "
+          + " ".join(f"shape_{s}_ratio={numbers[f'shape_{s}_ratio']:.2f}" for s in workloads.shapes.SHAPES) + " "
+          f"generate_eps={numbers['generate_eps']:.0f} scenario_tps={numbers['scenario_tps']:.0f} "
+          f"scenario_speedup={numbers['scenario_speedup']:.2f} scenario_jobs={numbers['scenario_jobs']:.2f} "
+          f"fuzz_v4_v7_cps={numbers['fuzz_v4_v7_cps']:.1f} fuzz_v7_rebase_cps={numbers['fuzz_v7_rebase_cps']:.1f} "
+          f"ray_speedup={numbers['ray_speedup']:.2f} " f"{numbers['report_size']}")
 
 
 if __name__ == "__main__":

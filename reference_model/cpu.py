@@ -9,6 +9,7 @@ which pages were filled before a CR4.PKS/PKE change and not flushed since.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 from .events import Event, Outcome, gp
 from .paging import Mapping, PageTables, check_access, page_base
@@ -41,6 +42,34 @@ from .registers import (
 )
 
 Handler = Callable[[Event], Outcome]
+
+
+class AccessInputs(NamedTuple):
+    """Everything of a CPU an access's outcome depends on besides the mapping and the access itself."""
+
+    cr0: int
+    cr4: int
+    efer: int
+    pkrs: int  # the PKRS the hardware checks against (Cpu.pkrs_for_access)
+    pkru: int
+    stale: frozenset[int]  # TLB pages filled before a CR4.PKS/PKE change or a remap, not flushed
+
+
+def classify_access(m: Mapping | None, addr: int, access: str, cpl: int, inputs: AccessInputs
+                    ) -> tuple[Outcome, int | None]:
+    """What :meth:`Cpu.access` answers, and the page base it puts in the TLB (None: none), changing nothing.
+
+    A stale TLB entry (ARCH.TLB) makes the result undefined; a successful access fills the TLB.
+    """
+    out = check_access(m, addr, access, cpl, inputs.cr0, inputs.cr4, inputs.efer, inputs.pkrs, inputs.pkru)
+    fill = None
+    if m is not None and inputs.cr0 & CR0_PG:
+        if m.base in inputs.stale:
+            out.rules = (*out.rules, "ARCH.TLB")
+            out.undefined = ("result", "pfec", "cr2")
+        elif out.result == "ok":
+            fill = m.base
+    return out, fill
 
 # MSRs holding linear addresses: a non-canonical value is #GP (X86.MSR.CANONICAL).
 CANONICAL_MSRS = frozenset({0xC0000102, 0xC0000082, 0xC0000083, 0x175, 0x176})
@@ -310,17 +339,16 @@ class Cpu:
         """The PKRS value a hardware access is checked against (KVM: the physical register)."""
         return self.pkrs
 
+    def access_inputs(self) -> AccessInputs:
+        """The registers and TLB state an access here depends on (see :func:`classify_access`)."""
+        return AccessInputs(self.cr0, self.cr4, self.efer, self.pkrs_for_access(), self.pkru, frozenset(self.stale))
+
     def access(self, ev: Event) -> Outcome:
         addr = ev.addr or 0
-        m = self.pages.lookup(addr)
-        out = check_access(m, addr, ev.access or "read", ev.cpl or 0, self.cr0, self.cr4, self.efer,
-                           self.pkrs_for_access(), self.pkru)
-        if m is not None and self.cr0 & CR0_PG:
-            if m.base in self.stale:
-                out.rules = (*out.rules, "ARCH.TLB")
-                out.undefined = ("result", "pfec", "cr2")
-            elif out.result == "ok":
-                self.tlb.add(m.base)
+        out, fill = classify_access(self.pages.lookup(addr), addr, ev.access or "read", ev.cpl or 0,
+                                    self.access_inputs())
+        if fill is not None:
+            self.tlb.add(fill)
         return out
 
     # -- SMM ----------------------------------------------------------------------------

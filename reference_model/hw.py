@@ -7,6 +7,8 @@ rules (VMX.*).  Host ioctls other than the CPUID choice have no meaning here (X8
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from . import vmx
 from .cpu import Cpu
 from .events import Event, Outcome, gp, unsupported
@@ -201,6 +203,26 @@ class HwMachine(Machine):
 
     def step(self, ev: Event) -> Outcome:
         return self.hw_vcpu(ev.vcpu).step(ev)
+
+    def vcpu_ids(self) -> list[int]:
+        return list(self.hw_vcpus)
+
+    def cpus(self) -> Iterator[tuple[tuple[int, str], Cpu]]:
+        for i, v in self.hw_vcpus.items():
+            yield (i, "l1"), v.l1
+            yield (i, "l2"), v.l2
+
+    def cpu_at(self, vcpu: int, level: str) -> Cpu | None:
+        v = self.hw_vcpus.get(vcpu)
+        return None if v is None else (v.l2 if level == "l2" else v.l1)
+
+    def access_cpu(self, vcpu: int, level: str) -> Cpu | None:
+        v = self.hw_vcpus.get(vcpu)
+        if v is None or v.wait_for_sipi:  # waiting for SIPI: the access hangs (X86.SIPI), it is stepped
+            return None
+        if level == "l2":  # HwVcpu.step: L2 runs only in guest mode outside SMM (l2_step passes accesses to L2's CPU)
+            return v.l2 if v.guest_mode and not v.in_smm else None
+        return v.l1 if not v.guest_mode or v.in_smm else None
 
     def observe(self, vcpu: int) -> tuple[int | None, ...]:
         """(effective PKRS, None): a bare CPU has no host to exit to."""

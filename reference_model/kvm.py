@@ -10,7 +10,7 @@ event semantics, implicit entries/exits and snapshot paths are documented in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +144,22 @@ class KvmMachine(Machine):
 
     def step(self, ev: Event) -> Outcome:
         return self.kvm_vcpu(ev.vcpu).step(ev)
+
+    def vcpu_ids(self) -> list[int]:
+        return list(self.kvm_vcpus)
+
+    def cpus(self) -> Iterator[tuple[tuple[int, str], Cpu]]:
+        for i, v in self.kvm_vcpus.items():
+            yield (i, "l1"), v.l1
+            yield (i, "l2"), v.l2
+
+    def cpu_at(self, vcpu: int, level: str) -> Cpu | None:
+        v = self.kvm_vcpus.get(vcpu)
+        return None if v is None else (v.l2 if level == "l2" else v.l1)
+
+    def access_cpu(self, vcpu: int, level: str) -> Cpu | None:
+        v = self.kvm_vcpus.get(vcpu)
+        return None if v is None else v.access_cpu(level)
 
     def observe(self, vcpu: int) -> tuple[int | None, ...]:
         """The observable PKRS state of a vCPU: (guest's effective PKRS, host's PKRS after the last exit)."""
@@ -339,6 +355,15 @@ class KvmVcpu:
         self.loaded = False
 
     # ------------------------------------------------------------------ dispatch
+    def access_cpu(self, level: str) -> Cpu | None:
+        """The CPU :meth:`step` runs an ``access`` at ``level`` on directly (in the guest, the level active,
+        no exit: accesses are neither host kinds nor KVM-handled); None where it enters, refuses or exits."""
+        if not self.in_guest or self.wait_for_sipi or self.nested_handler("access", level) is not None:
+            return None
+        if level == "l2":
+            return self.l2 if self.guest_mode else None
+        return self.l1 if not self.guest_mode or self.in_smm else None
+
     def step(self, ev: Event) -> Outcome:
         kind = ev.kind
         if self.wait_for_sipi and kind not in WAKING_KINDS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 
 from .cpu import Cpu
 from .events import Event, Outcome, unsupported
@@ -49,6 +50,26 @@ class Machine:
         if cpu is None:
             cpu = self.vcpus[index] = self.new_vcpu(index)
         return cpu
+
+    # -- the engine contract: what a faster engine may ask instead of restating the model ------------
+    def vcpu_ids(self) -> list[int]:
+        """The vCPUs created so far (an event of a vCPU, or a snapshot of one, creates it)."""
+        return list(self.vcpus)
+
+    def cpus(self) -> Iterator[tuple[tuple[int, str], Cpu]]:
+        """Every CPU by (vCPU, "l1" or "l2"): the objects whose registers, page tables and TLB steps use."""
+        for i, cpu in self.vcpus.items():
+            yield (i, "l1"), cpu
+
+    def cpu_at(self, vcpu: int, level: str) -> Cpu | None:
+        """The CPU of ``vcpu`` at ``level`` ("l1" or "l2") if the vCPU exists (creating nothing)."""
+        return self.vcpus.get(vcpu) if level != "l2" else None
+
+    def access_cpu(self, vcpu: int, level: str) -> Cpu | None:
+        """The CPU on which ``step`` would run an ``access`` of ``vcpu`` at ``level`` ("l1" or "l2") as
+        ``Cpu.access`` alone, with no other effect (no vCPU creation, VM entry, exit or refusal); None
+        when the access must be stepped.  The base machine answers None: step everything."""
+        return None
 
     def step(self, ev: Event) -> Outcome:
         handler = self.vcpu(ev.vcpu).handlers.get(ev.kind)

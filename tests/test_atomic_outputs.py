@@ -168,6 +168,7 @@ NOT_OUTPUTS = {
     "difftest/capture/kvm/guest_asm.py": 2,  # source into a TemporaryDirectory, cache via mkstemp + os.replace
     "difftest/capture/kvm/tracefs.py": 2,    # tracefs control files
     "difftest/capture/qemu/build.py": 4,     # sources into a TemporaryDirectory, cache copy + os.replace, failed source kept
+    "difftest/search/campaign.py": 2,        # claim files: O_EXCL create, and a take-over written beside + os.replace
 }
 
 

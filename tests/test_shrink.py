@@ -21,6 +21,7 @@ from reference_model.policies import get_policy
 from reference_model.registers import MSR_IA32_PKRS, VM_EXIT_LOAD_IA32_PKRS, VMCS_VM_EXIT_CONTROLS
 
 V4, V5, V7 = get_policy("kvm-v4"), get_policy("kvm-v5"), get_policy("kvm-v7")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def padded_b5() -> Draft:
@@ -151,3 +152,53 @@ def test_checkpoints_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -
         scratch = shrink(d, goal)
         assert resumed.draft.rows == scratch.draft.rows, domain
         assert (resumed.kind, resumed.index, resumed.tried) == (scratch.kind, scratch.index, scratch.tried)
+
+
+def test_program_uses_the_builders_named_methods(tmp_path: Path) -> None:
+    """The printed program says t.wrmsr(...), t.vmlaunch() ... as a person would, and still rebuilds the trace."""
+    d = generate(12, 60, "nested", V7)
+    out = tmp_path / "named.parquet"
+    code = to_python(d, str(out))
+    calls = [line for line in code.splitlines() if line.startswith("t.")]
+    generic = [c for c in calls if ".event(" in c]
+    assert len(generic) * 4 < len(calls), generic  # most rows are written with a named method
+    assert any(".wrmsr(" in c for c in calls) and any(".vmlaunch(" in c or ".vmresume(" in c for c in calls)
+    exec(compile(code, "<snippet>", "exec"), {})
+    assert load_draft(out).rows == d.numbered()
+
+
+def test_b16_keeps_its_nested_entry_and_diverges_under_kvm_ctl() -> None:
+    """B16 (sources/kvm_pks_series.md §11: CPUID change while vmcs02 is loaded) must not drift to a trace
+    without nesting, nor end on a snapshot of a vCPU no event creates (issue 21)."""
+    from difftest.search.shrink import passing_policies, snapshots_live
+
+    d = load_draft(ROOT / "traces" / "bugs" / "B16-cpuid-while-l2-active.parquet")
+    goal = Goal(V7)
+    goal = Goal(V7, None, None, passing_policies(d, goal))
+    assert [p.name for p in goal.keep_passing] == ["kvm-v7r"]  # the trace's metadata names the policy that passes
+    res = shrink(d, goal)
+    body = res.draft.rows[res.draft.setup_rows:]
+    assert res.kind.rule == "KVM.CTL" and res.kind.kind == "snapshot"
+    assert any(r["kind"] in ("vmlaunch", "vmresume", "set_nested_state") for r in body), body
+    assert snapshots_live(res.draft)
+    assert res.trigger["path"] == "vcpu1.vmcs01.exit_ctls.load_pkrs"
+    assert goal.first(res.draft) is not None and goal.passes(get_policy("kvm-v7r"), res.draft)
+    assert [p.name for p in res.passes][:4] == ["delete blocks", "delete vCPUs", "delete nesting levels",
+                                                 "delete single events"]
+    assert res.passes[-1].name == "simplify values"
+    assert sum(p.shrinks for p in res.passes) >= 1 and all(p.calls >= p.shrinks for p in res.passes)
+
+
+def test_cli_shrink_verbose_prints_pass_statistics_and_a_named_program(tmp_path: Path) -> None:
+    out = tmp_path / "b16.parquet"
+    r = CliRunner().invoke(main, ["shrink", str(ROOT / "traces" / "bugs" / "B16-cpuid-while-l2-active.parquet"),
+                                  "--policy", "kvm-v7", "-o", str(out), "-v"])
+    assert r.exit_code == 0, r.output  # shrink did its job (issue 20: exit 0, not 1)
+    assert "kept passing: kvm-v7r" in r.output
+    assert [line.split(":")[0].strip() for line in r.output.splitlines() if line.strip().startswith("pass ")] == [
+        "pass delete blocks", "pass delete vCPUs", "pass delete nesting levels", "pass delete single events",
+        "pass delete redundant writes", "pass simplify values"]
+    program = r.output[r.output.index("from difftest import TraceBuilder"):]
+    assert ".set_nested_state(" in program and "t.event(" not in program
+    exec(compile(program, "<shrunk>", "exec"), {})  # runnable as printed: it rewrites the shrunk trace
+    assert load_draft(out).rows

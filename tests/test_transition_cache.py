@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from test_fast_replay import assert_same_compare, assert_same_replay, drafts, plant_wrong_expectations
 
+from difftest.engine.fast import replay as fast_replay
 from difftest.engine.fast import transitions as tc
 from difftest.engine.fast.replay import FastReplay, fast_replay_trace
 from difftest.trace import io as trace_io
@@ -27,6 +28,25 @@ from reference_model.host import DEFAULT_HOST
 from reference_model.policies import get_policy
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+MEMO_INTERNALS = frozenset({
+    "test_steady_state_is_served_by_transitions", "test_memoising_stops_on_a_trace_that_never_repeats",
+    "test_tlb_peeks_agree_with_settling", "test_memoising_starts_early_on_a_trace_whose_events_repeat",
+    "test_memoising_does_not_start_early_on_distinct_events"})
+
+
+@pytest.fixture(autouse=True, params=["columns", "judge"])
+def stretch_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every stretch on columns (where the memo works), or judged stretch by stretch as by default.
+
+    The tests of the memo's own behaviour run on columns only: judged, most of their traces (short, or
+    never repeating by design) are stepped by the model and never reach the memo.
+    """
+    if request.param == "judge" and request.node.originalname in MEMO_INTERNALS:
+        pytest.skip("judged stretch by stretch, this trace is stepped by the model: the memo is not used")
+    monkeypatch.setattr(fast_replay, "STRETCH_MODE", request.param)
+    return str(request.param)
 
 
 def repeated(draft: Any, times: int) -> list[dict[str, Any]]:

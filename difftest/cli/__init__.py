@@ -104,11 +104,14 @@ def replay(trace: str, policy_name: str | None, profile_name: str | None, host_f
 @click.option("--baseline", "baseline", default=None, help="a previous run's JSONL or -o folder: report what changed")
 @click.option("--jobs", "-j", "jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="worker processes")
+@click.option("--cluster", "cluster", default=None, metavar="ADDRESS",
+              help="run the traces on a Ray cluster: ray://HOST:PORT, or auto for the one started here "
+                   "(pip install 'pks-difftest[cluster]')")
 @known_options
 @input_errors
 def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str, ...], profile_name: str | None,
            junit: str | None, jsonl: str | None, tap: str | None, as_json: bool, baseline: str | None, jobs: int,
-           known_files: tuple[str, ...], no_known: bool) -> None:
+           known_files: tuple[str, ...], no_known: bool, cluster: str | None) -> None:
     """Replay every trace under PATHS and summarise.
 
     Each run is judged against the known outcomes (docs/known-outcomes.md): PASS, FAIL, XFAIL
@@ -123,7 +126,7 @@ def report(paths: tuple[str, ...], out_dir: str | None, policy_names: tuple[str,
     from difftest.trace.outputs import to_stdout
 
     req = ReportRequest(paths, policy_names, profile_name, out_dir, junit, jsonl, baseline, jobs, tap=tap,
-                        known_files=known_files, known=not no_known)
+                        known_files=known_files, known=not no_known, cluster=cluster)
     outcome = run_report(req)
     if to_stdout(junit, jsonl, tap):  # stdout carries that stream; the summary goes to stderr
         click.echo(outcome.text.splitlines()[-1], err=True)

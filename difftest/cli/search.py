@@ -16,9 +16,11 @@ import difftest.progress as progress
 from difftest.cli.options import input_errors
 from difftest.cli.output_options import writable_dir, writable_file
 from difftest.cli.vocabulary import echo_json, info
+from difftest.search.campaign import CHUNK, Campaign, CampaignSpec, run_campaign
 from difftest.search.fuzz import MIN_EVENTS, FuzzRun, ProgressFn, fuzz, render_summary
 from difftest.search.generate import DEFAULT_DOMAIN, DEFAULT_GENERATION_POLICY, DOMAINS, generate, load_draft
-from difftest.search.shrink import DEFAULT_MAX_CANDIDATES, Goal, shrink, to_python
+from difftest.search.program import to_python
+from difftest.search.shrink import DEFAULT_MAX_CANDIDATES, Goal, passing_policies, shrink
 from difftest.trace.io import open_trace
 from difftest.trace.outputs import to_stdout, write_trace_output
 from difftest.variants import resolve_policy
@@ -67,9 +69,12 @@ def generate_cmd(seed: int, events: int, domain: str, policy_name: str, output: 
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False), required=True, callback=writable_file,
               help="the shrunk trace to write ('-' = stdout)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON (no builder code)")
+@click.option("-v", "--verbose", is_flag=True, help="print each shrink pass's statistics")
 def shrink_cmd(trace: str, policy_a: str | None, policy_b: str | None, profile_name: str | None, max_candidates: int,
-               output: str, as_json: bool) -> None:
-    """Shrink TRACE while its first divergence keeps its rule id and event kind (exit 0: done, whether or not it diverged).
+               output: str, as_json: bool, verbose: bool) -> None:
+    """Shrink TRACE while its first divergence keeps its rule id, event kind and triggering event (exit 0: done).
+
+    Without --against, the policies of TRACE's ``policy`` metadata that pass it must go on passing.
 
     Policy, profile and host default to the trace's metadata, as in ``replay``, so the divergence
     kept is the one ``replay`` shows.
@@ -89,6 +94,8 @@ def shrink_cmd(trace: str, policy_a: str | None, policy_b: str | None, profile_n
             else:
                 click.echo(f"{trace}: no divergence ({goal.describe()}); nothing to shrink", err=err)
             return 0
+        if goal.against is None:
+            goal = Goal(goal.policy, None, goal.profile, passing_policies(draft, goal))
         with progress.task("shrinking", total=max_candidates, unit="candidates"):
             res = shrink(draft, goal, max_candidates)
         path = write_trace_output(output, res.draft.numbered(), res.draft.meta)
@@ -96,10 +103,17 @@ def shrink_cmd(trace: str, policy_a: str | None, policy_b: str | None, profile_n
         if as_json and not err:
             echo_json({"trace": trace, "diverged": True, "goal": goal.describe(), "output": where,
                        "original_events": res.original_events, "events": res.draft.events, "first_divergence":
-                       {"kind": str(res.kind), "index": res.index}, "tried": res.tried, "capped": res.capped})
+                       {"kind": str(res.kind), "index": res.index}, "tried": res.tried, "capped": res.capped,
+                       "kept_passing": [p.name for p in goal.keep_passing],
+                       "passes": [p.describe() for p in res.passes]})
             return 0
         click.echo(f"{where}: {res.original_events} -> {res.draft.events} events; first divergence {res.kind} "
                    f"(event {res.index}); {res.tried} candidates tried" + (" (cap reached)" if res.capped else ""), err=err)
+        if goal.keep_passing:
+            click.echo(f"  kept passing: {', '.join(p.name for p in goal.keep_passing)}", err=err)
+        if verbose:
+            for p in res.passes:
+                click.echo(f"  pass {p.describe()}", err=err)
         if not progress.is_quiet() and not err:
             click.echo("")
             click.echo(to_python(res.draft, output), nl=False)
@@ -142,8 +156,13 @@ def progress_display(budget_seconds: float, iterations: int | None) -> Iterator[
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False), required=True, callback=writable_dir,
               help="a directory: each kept (shrunk) divergence is written there as a trace")
 @click.option("--json", "as_json", is_flag=True, help="print the findings as JSON instead of the table")
+@click.option("--campaign", is_flag=True,
+              help="DIR is a resumable campaign: the seeds tried and the divergences kept live there, and a "
+                   "second run (or node) continues it with nothing tried twice")
+@click.option("--cluster", "cluster", default=None, metavar="ADDRESS",
+              help="compare on a Ray cluster (ray://HOST:PORT, or auto for the one started here); implies --campaign")
 def fuzz_cmd(policy_a: str, policy_b: str, budget_seconds: float, seed: int, max_events: int, iterations: int | None,
-             profile_name: str | None, out_dir: str, as_json: bool) -> None:
+             profile_name: str | None, out_dir: str, as_json: bool, campaign: bool, cluster: str | None) -> None:
     """Generate traces, compare A with B, shrink and keep each new kind of divergence in DIR (exit 0: done)."""
 
     @input_errors
@@ -152,6 +171,21 @@ def fuzz_cmd(policy_a: str, policy_b: str, budget_seconds: float, seed: int, max
         if not as_json:
             click.echo(f"using policy {a.name} against {b.name} (options), profile {prof.name} "
                        f"({'option' if profile_name else 'default'}), host: each generated trace's own (its metadata)")
+        if campaign or cluster is not None:
+            spec = CampaignSpec(a.name, b.name, seed, max_events, prof.name)
+            chunks = None if iterations is None else -(-iterations // CHUNK)
+            done = run_campaign(out_dir, spec, budget_seconds=budget_seconds, chunks=chunks, cluster=cluster)
+            total = Campaign(out_dir, spec).tried()
+            if as_json:
+                echo_json({"campaign": out_dir, "iterations": done.iterations, "seconds": round(done.seconds, 3),
+                           "differing": done.differing, "kept": [str(p) for p in done.kept], "tried_by_campaign": total})
+                return 0
+            info(f"{out_dir}: {done.iterations} traces compared in {done.seconds:.1f}s "
+                 f"({done.iterations / max(done.seconds, 1e-9):.1f}/s), {done.differing} differing, "
+                 f"{len(done.kept)} new divergence(s) kept; {total} tried by the whole campaign")
+            for path in done.kept:
+                info(f"  kept {path}")
+            return 0  # the job was done; what it found is in DIR
         with progress_display(budget_seconds, iterations) as update:
             result = fuzz(a, b, out_dir, budget_seconds=budget_seconds, seed=seed, max_events=max_events,
                           iterations=iterations, profile=prof, on_progress=update)

@@ -39,6 +39,7 @@ from .jsonl import jsonl_rows
 from .junit import junit_xml
 
 DEFAULT_POLICY = "kvm-v7"
+CLUSTER_CHUNK = 32  # traces per Ray task
 
 
 def default_policies() -> list[str]:
@@ -85,8 +86,9 @@ def _run_task(task: _Task) -> tuple[int, list[tuple[ReplayResult, Timeline | Non
 
 
 def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | None, *, jobs: int = 1,
-               timelines: bool = False, progress: bool | None = None) -> CorpusRun:
-    """Replay every trace; ``progress`` False = never a bar (None: on stderr when it is a terminal)."""
+               timelines: bool = False, progress: bool | None = None, cluster: str | None = None) -> CorpusRun:
+    """Replay every trace; ``progress`` False = never a bar (None: on stderr when it is a terminal); ``cluster``:
+    on the Ray cluster at that address (:mod:`difftest.cluster`) instead of ``jobs`` local processes."""
     t0 = time.perf_counter()
     check_policy_names(policies)  # unknown names and clashing variant names fail here, once, before any work
     policies = unique(policies)
@@ -98,7 +100,7 @@ def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | N
     done: dict[int, list[tuple[ReplayResult, Timeline | None]]] = {}
     errors: dict[int, tuple[Any, ...]] = {}
     with progress_task("replaying", total=len(tasks), unit="traces") if progress is not False else nullcontext() as bar:
-        for index, out in _results(tasks, jobs):
+        for index, out in _results(tasks, jobs, cluster):
             if isinstance(out, tuple):  # (the other traces finish; the first bad one in trace order is reported)
                 errors[index] = out
             else:
@@ -118,15 +120,28 @@ def run_corpus(traces: Sequence[Path], policies: Sequence[str], profile: str | N
     return run
 
 
-def _results(tasks: list[_Task], jobs: int) -> Iterator[tuple[int, Any]]:
+def _run_chunk(tasks: list[_Task]) -> list[tuple[int, Any]]:
+    """Several traces in one cluster task (a task's overhead is worth more than one short trace)."""
+    return [_run_task(t) for t in tasks]
+
+
+def _results(tasks: list[_Task], jobs: int, cluster: str | None = None) -> Iterator[tuple[int, Any]]:
     """``(index, outcome)`` of every task, in completion order, each exactly once.
 
-    A worker that dies (killed, out of memory, the Parquet library aborting on a data page) takes
+    On a Ray cluster, tasks of CLUSTER_CHUNK traces are streamed back as they finish.  Locally, a
+    worker that dies (killed, out of memory, the Parquet library aborting on a data page) takes
     down the pool it belongs to, and with it every task still running there.  Those tasks are then
     run again, each alone in a process of its own: the one whose process dies again is that trace's
     error, naming the trace and the signal; the others finish normally.  Nothing waits forever on a
     result that a dead process will never send.
     """
+    if cluster is not None:
+        from difftest import cluster as ray_cluster
+
+        chunks = [tasks[i:i + CLUSTER_CHUNK] for i in range(0, len(tasks), CLUSTER_CHUNK)]
+        for part in ray_cluster.map_unordered(_run_chunk, chunks, cluster):
+            yield from part
+        return
     if jobs == 1:
         yield from map(_run_task, tasks)
         return
@@ -234,6 +249,7 @@ class ReportRequest:
     known: bool = True  # False: --no-known, judge every run by its divergences alone
     tap: str | None = None  # TAP13 file ('-' = stdout)
     statuses: Any = None  # verdicts for TAP beyond each result's own status (see difftest.report.tap)
+    cluster: str | None = None  # a Ray cluster's address (difftest.cluster)
 
 
 @dataclass
@@ -280,7 +296,8 @@ def run_report(req: ReportRequest) -> ReportOutcome:
     known = KnownOutcomes(req.known_files) if req.known else NO_KNOWN_OUTCOMES  # bad files fail before the run
     for t in traces:
         known.files_for(t)
-    run = run_corpus(traces, req.policies, req.profile, jobs=req.jobs, progress=req.progress)  # the fast path
+    run = run_corpus(traces, req.policies, req.profile, jobs=req.jobs, progress=req.progress,
+                     cluster=req.cluster)  # the fast path
     results = run.results
     for r in results:
         r.judge(known.lookup(r.trace, r.policy))

@@ -259,6 +259,7 @@ class Generator:
         self.seed, self.target, self.domain, self.policy = seed, max(1, events), domain, policy
         self.host = self._choose_host()
         self.machine: Machine = policy.build(self.host)
+        self.known: dict[str, object] = {}  # snapshot path -> P's value (None: not modelled) since P's last step
         # A variant file's policy is recorded by its name, base and knobs, never by its path, and not as
         # 'pksdt.policy' (which names registered policies only): replay it with --policy FILE.
         from difftest.variants import variant_provenance
@@ -297,6 +298,7 @@ class Generator:
         v = self.cur if vcpu is None else vcpu
         lvl = level or self.level(v)
         fields = {k: v2 for k, v2 in fields.items() if v2 is not None}
+        self.known.clear()  # (the state is about to change)
         out = self.machine.step(event_of({"kind": kind, "vcpu": v, "level": lvl, **fields}))
         self.tb.event(kind, vcpu=v, level=lvl, **fields)
         exp = expectation_of(out)
@@ -309,10 +311,14 @@ class Generator:
         return out
 
     def snap(self, path: str, default: int = 0) -> int:
-        try:
-            return self.machine.snapshot(path)
-        except KeyError:
-            return default
+        """P's state at ``path`` (``default`` where P does not model it), read once per step of P."""
+        got = self.known.get(path, self)
+        if got is self:
+            try:
+                got = self.known[path] = self.machine.snapshot(path)
+            except KeyError:
+                got = self.known[path] = None
+        return default if got is None else got  # type: ignore[return-value]
 
     def snapshot(self, path: str) -> None:
         """A snapshot row with P's value (only for state P models), citing the most specific rule of P's last event."""

@@ -1,18 +1,26 @@
 """Shrink a trace while it still shows the same divergence.
 
-The property kept is the *kind* of the first divergence: its rule id and event kind
-(:class:`DivergenceKind`).  With two policies it is the first difference between A and B
-(lockstep compare); with one, the first divergence of A from the trace's expectations.  Passes
-run in order and repeat until none makes progress: drop chunks of events (large to small), drop
-vCPUs and nesting levels, simplify values to 0 or a single bit, drop redundant writes.  The
-setup prologue (metadata ``setup_rows``) is never touched.  Every candidate tried is remembered,
-so nothing is tested twice and the loop ends; a cap on candidates bounds the work; the result
-is checked once more at the end.
+The property kept is the first divergence: its rule id and event kind (:class:`DivergenceKind`)
+and the event that triggers it (the same row content, wherever it moves).  With two policies it
+is the first difference between A and B (lockstep compare); with one, the first divergence of A
+from the trace's expectations, and then the policies known to pass the trace (``keep_passing``:
+by default those of its ``policy`` metadata that pass it) must still pass every candidate, so the
+expectations stay right and the shrink cannot drift to a trace that is merely wrong.  No candidate
+snapshots a vCPU that no event before it creates.
+
+Passes are ordered as Hypothesis orders its shrink passes: delete blocks (halves down to pairs,
+whole vCPUs, nesting levels), then single events (any one, then redundant writes), then simplify
+values (0 or one set bit); the list repeats until no pass makes progress.  Each pass keeps its
+statistics (:class:`ShrinkPass`: candidates tried, accepted, rows deleted), shown by ``--verbose``.
+The setup prologue (metadata ``setup_rows``) is never touched.  Every candidate tried is remembered,
+so nothing is tested twice and the loop ends; a cap on candidates bounds the work; the result is
+checked once more at the end.
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +36,7 @@ from reference_model.events import kinds_where
 from reference_model.policies import Policy
 
 from .generate import Draft, MemoryTrace, refill_expectations, trace_row
+from .program import to_python as to_python  # (re-exported: the printer of shrunk traces)
 
 # Fields a value-simplification pass may change (kind-defining fields such as msr, field and addr stay).
 SIMPLIFIABLE = ("value", "values", "cpuid_7_ecx", "cpuid_1_ecx", "cr0", "cr3", "cr4", "efer", "key", "filter_allow",
@@ -35,7 +44,9 @@ SIMPLIFIABLE = ("value", "values", "cpuid_7_ecx", "cpuid_1_ecx", "cr0", "cr3", "
 NESTED_KINDS = kinds_where("nested")
 # Writes whose effect a later write of the same target replaces.
 WRITE_KINDS = kinds_where("overwrites")
+_VCPU_PATH = re.compile(r"vcpu(\d+)\.")
 DEFAULT_MAX_CANDIDATES = 4000
+CAUSE_SEARCH = 64  # events before a diverging snapshot searched for the one that triggers it
 CHECKPOINT_ROWS = 512  # rows between two machine checkpoints of the current draft (replay mode)
 
 
@@ -66,6 +77,7 @@ class Goal:
     policy: Policy
     against: Policy | None = None
     profile: Profile | None = None
+    keep_passing: tuple[Policy, ...] = ()  # (replay mode) policies that must still pass every candidate
 
     def first(self, draft: Draft, rows: RowCache | None = None) -> tuple[DivergenceKind, int] | None:
         """The first divergence's kind and row index, or None if the trace shows none."""
@@ -82,6 +94,14 @@ class Goal:
         replay_rows(trace.rows(with_notes=False), self.policy.build(trace.host()), profile, rep, stop_at_first=True)
         rr = rep.first
         return None if rr is None else (DivergenceKind.of_divergence(rr), rr.index)
+
+    def passes(self, policy: Policy, draft: Draft, rows: RowCache | None = None) -> bool:
+        """Whether ``policy`` replays ``draft`` without a divergence from its expectations."""
+        profile = self.profile or get_profile("strict")
+        trace: Any = draft.as_trace() if rows is None else rows.trace(draft)
+        rep = ReplayResult(str(trace.path), trace.name, policy.name, profile.name)
+        replay_rows(trace.rows(with_notes=False), policy.build(trace.host()), profile, rep, stop_at_first=True)
+        return rep.first is None
 
     def describe(self) -> str:
         if self.against is not None:
@@ -100,6 +120,22 @@ class ShrinkResult:
     tried: int
     accepted: int
     capped: bool
+    passes: list[ShrinkPass] = field(default_factory=list)
+    trigger: dict[str, Any] = field(default_factory=dict)  # the row content of the first divergence kept
+
+
+@dataclass
+class ShrinkPass:
+    """One pass of the shrinker and what it achieved (Hypothesis keeps the same per-pass statistics)."""
+
+    name: str
+    candidates: Callable[[Draft], Iterator[Draft]] = field(repr=False)
+    calls: int = 0  # candidates tried (not seen before)
+    shrinks: int = 0  # candidates accepted
+    deletions: int = 0  # rows removed by the accepted ones
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.calls} tried, {self.shrinks} accepted, {self.deletions} rows deleted"
 
 
 class RowCache:
@@ -206,6 +242,9 @@ class Shrinker:
         if found is None:
             raise ValueError(f"the trace shows no divergence ({self.goal.describe()}): nothing to shrink")
         self.kind = found[0]
+        self.trigger = trigger_of(draft.rows[found[1]])
+        self.cause = cause_of(draft, found[1], self.goal, self.kind)  # (a snapshot's: kept too)
+        self.live_snapshots = snapshots_live(draft)  # (kept only if the original has it)
         self.adopt(draft)
         self.seen.add(self.rows.fingerprint(draft))
         # Nothing after the first divergence can change it: cut there first (one candidate, checked).
@@ -217,51 +256,126 @@ class Shrinker:
             if self.holds(cut):
                 self.adopt(cut)
                 self.accepted += 1
-        passes: tuple[Callable[[Draft], Iterator[Draft]], ...] = (
-            drop_chunks, drop_vcpus, drop_levels, simplify_values, drop_redundant_writes)
+        self.passes = [ShrinkPass(name, fn) for name, fn in PASSES]
         progress = True
         while progress and not self.capped:
             progress = False
-            for candidates in passes:
-                while self.run_pass(candidates):
+            for p in self.passes:
+                while self.run_pass(p):
                     progress = True
         result = self.current
+        assert result is not None
         if self.goal.against is not None:
             # the expectations a minimal A-vs-B trace states are B's, so it replays clean under B
             refilled = refill_expectations(result, self.goal.against)
             if self.holds(refilled):
                 result = refilled
         final = self.goal.first(result)  # the final re-check, from scratch
-        if final is None or final[0] != self.kind:
+        if final is None or final[0] != self.kind or trigger_of(result.rows[final[1]]) != self.trigger:
             result, final = draft, found
         assert final is not None
-        return ShrinkResult(result, self.kind, final[1], draft.events, self.tried, self.accepted, self.capped)
+        return ShrinkResult(result, self.kind, final[1], draft.events, self.tried, self.accepted, self.capped,
+                            self.passes, dict(result.rows[final[1]]))
 
     @property
     def capped(self) -> bool:
         return self.tried >= self.max_candidates
 
-    def holds(self, cand: Draft) -> bool:
-        found = self.first(cand)
-        return found is not None and found[0] == self.kind
+    def valid(self, cand: Draft) -> bool:
+        """Checks that need no replay: every snapshot is of a vCPU an earlier event created."""
+        return not self.live_snapshots or snapshots_live(cand)
 
-    def run_pass(self, candidates: Callable[[Draft], Iterator[Draft]]) -> bool:
+    def holds(self, cand: Draft) -> bool:
+        """The candidate keeps the first divergence (kind and trigger) and the passing policies still pass."""
+        found = self.first(cand)
+        if found is None or found[0] != self.kind or trigger_of(cand.rows[found[1]]) != self.trigger:
+            return False
+        if self.cause is not None and self.cause not in {trigger_of(r) for r in cand.rows[:found[1]]}:
+            return False
+        return all(self.goal.passes(p, cand, self.rows) for p in self.goal.keep_passing)
+
+    def run_pass(self, p: ShrinkPass) -> bool:
         """Try the pass's candidates on the current trace; True (and adopt it) at the first that keeps the divergence."""
         assert self.current is not None
-        for cand in candidates(self.current):
+        for cand in p.candidates(self.current):
             fp = self.rows.fingerprint(cand)
             if fp in self.seen:
                 continue
             if self.capped:
                 return False
             self.seen.add(fp)
+            if not self.valid(cand):
+                continue
             self.tried += 1
             advance_progress(1, unit="candidates")
+            p.calls += 1
             if self.holds(cand):
+                p.shrinks += 1
+                p.deletions += len(self.current.rows) - len(cand.rows)
                 self.adopt(cand)
                 self.accepted += 1
                 return True
         return False
+
+
+def trigger_of(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """What identifies the event a divergence is at, wherever shrinking moves it: its kind, vCPU, level and
+    fields (a snapshot: its path and expected value), not its seq or expectations."""
+    snap = row["kind"] == SNAPSHOT_KIND
+    out = []
+    for k, v in row.items():
+        if v is None or k in ("seq", "note") or (k.startswith("exp_") and not snap):
+            continue
+        out.append((k, v))
+    return tuple(sorted(out))
+
+
+def cause_of(draft: Draft, index: int, goal: Goal, kind: DivergenceKind) -> tuple[tuple[str, Any], ...] | None:
+    """For a snapshot row at ``index`` (a snapshot only observes): the event that triggers its divergence, the
+    last one before it without which the divergence (``kind`` at that snapshot) does not happen; looked for
+    among the ``CAUSE_SEARCH`` events before it.  None for an event row, or if no single event is needed."""
+    row = draft.rows[index]
+    if row["kind"] != SNAPSHOT_KIND:
+        return None
+    trigger = trigger_of(row)
+    for j in range(index - 1, max(draft.setup_rows, index - CAUSE_SEARCH) - 1, -1):
+        if draft.rows[j]["kind"] == SNAPSHOT_KIND:
+            continue
+        cand = draft.with_rows(draft.rows[:j] + draft.rows[j + 1:index + 1])
+        found = goal.first(cand)
+        if found is None or found[0] != kind or trigger_of(cand.rows[found[1]]) != trigger:
+            return trigger_of(draft.rows[j])
+    return None
+
+
+def snapshots_live(d: Draft) -> bool:
+    """Whether every snapshot of a vCPU's state comes after an event of that vCPU (which creates it)."""
+    seen: set[int] = set()
+    for r in d.rows:
+        if r["kind"] == SNAPSHOT_KIND:
+            m = _VCPU_PATH.match(r.get("path") or "")
+            if m is not None and int(m.group(1)) not in seen:
+                return False
+        else:
+            seen.add(r.get("vcpu", 0))
+    return True
+
+
+def passing_policies(draft: Draft, goal: Goal) -> tuple[Policy, ...]:
+    """The policies of the trace's ``policy`` metadata, other than the goal's, that pass it: kept passing."""
+    from reference_model.policies import get_policy
+
+    out = []
+    for name in (p.strip() for p in draft.meta.get("policy", "").split(",")):
+        if not name or name in (goal.policy.name, goal.against.name if goal.against else None):
+            continue
+        try:
+            pol = get_policy(name)
+        except KeyError:
+            continue
+        if goal.passes(pol, draft):
+            out.append(pol)
+    return tuple(out)
 
 
 def shrink(draft: Draft, goal: Goal, max_candidates: int = DEFAULT_MAX_CANDIDATES) -> ShrinkResult:
@@ -270,16 +384,30 @@ def shrink(draft: Draft, goal: Goal, max_candidates: int = DEFAULT_MAX_CANDIDATE
 
 
 # --------------------------------------------------------------------------- passes
-def drop_chunks(d: Draft) -> Iterator[Draft]:
-    """Remove runs of rows after the prologue, half the body first, then smaller runs down to one row."""
+def drop_chunks(d: Draft, smallest: int = 1) -> Iterator[Draft]:
+    """Remove runs of rows after the prologue, half the body first, then smaller runs down to ``smallest`` rows."""
     start, n = d.setup_rows, len(d.rows)
     size = max(1, (n - start) // 2)
+    if size < smallest:
+        return
     while True:
         for i in range(start, n, size):
             yield d.with_rows(d.rows[:i] + d.rows[i + size:])
-        if size == 1:
+        if size <= smallest:
             return
-        size = max(1, size // 2)
+        size = max(smallest, size // 2)
+
+
+def drop_blocks(d: Draft) -> Iterator[Draft]:
+    """Remove runs of two rows or more (halves first)."""
+    return drop_chunks(d, smallest=2)
+
+
+def drop_events(d: Draft) -> Iterator[Draft]:
+    """Remove one row."""
+    start = d.setup_rows
+    for i in range(start, len(d.rows)):
+        yield d.with_rows(d.rows[:i] + d.rows[i + 1:])
 
 
 def _body_vcpus(d: Draft) -> list[int]:
@@ -382,48 +510,15 @@ def _same_event(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return strip(a) == strip(b)
 
 
-# --------------------------------------------------------------------------- output
-_META_ARGS = (("name", "name"), ("description", "description"))
-_BUILDER_KW = (("producer", "producer"), ("policy", "policy"), ("source", "source"), ("notes", "notes"),
-               ("cpu.features", "host_features"))
-
-
-def to_python(draft: Draft, out_path: str = "min.parquet") -> str:
-    """The trace as a runnable snippet in the trace-builder API (writes ``out_path``)."""
-    meta = draft.meta
-    args = [repr(meta.get("name", "shrunk")), repr(meta.get("description", ""))]
-    args += [f"{kw}={meta[key]!r}" for key, kw in _BUILDER_KW if key in meta]
-    lines = ["from difftest import TraceBuilder", "", f"t = TraceBuilder({', '.join(args)})"]
-    for i, r in enumerate(draft.rows):
-        if i == draft.setup_rows and i:
-            lines.append("t.end_setup()")
-        if r["kind"] == SNAPSHOT_KIND:
-            extra = f", rule={r['exp_rule']!r}" if r.get("exp_rule") else ""
-            lines.append(f"t.on(vcpu={r.get('vcpu', 0)}).snapshot({r['path']!r}, {_lit(r['exp_value'])}{extra})")
-            continue
-        fields = [f"{k}={_lit(v)}" for k, v in r.items()
-                  if k not in ("seq", "kind", "note") and not k.startswith("exp_") and v is not None]
-        call = f"t.event({r['kind']!r}, {', '.join(fields)})"
-        exp = {k[4:]: v for k, v in r.items() if k.startswith("exp_") and v is not None}
-        if exp:
-            result = exp.pop("result", None)
-            parts = [repr(result)] + [f"{k}={_lit(v)}" for k, v in exp.items()]
-            call += f".expect({', '.join(parts)})"
-        lines.append(call)
-    if draft.setup_rows == len(draft.rows) and draft.rows:
-        lines.append("t.end_setup()")
-    lines.append(f"t.write({out_path!r})")
-    return "\n".join(lines) + "\n"
-
-
-def _lit(v: Any) -> str:
-    if isinstance(v, bool) or v is None or isinstance(v, str):
-        return repr(v)
-    if isinstance(v, int):
-        return hex(v) if v > 9 else str(v)
-    if isinstance(v, tuple):
-        return "(" + ", ".join(_lit(x) for x in v) + ("," if len(v) == 1 else "") + ")"
-    return repr(v)
+# In Hypothesis's order: delete blocks, then single events, then simplify values.
+PASSES: tuple[tuple[str, Callable[[Draft], Iterator[Draft]]], ...] = (
+    ("delete blocks", drop_blocks),
+    ("delete vCPUs", drop_vcpus),
+    ("delete nesting levels", drop_levels),
+    ("delete single events", drop_events),
+    ("delete redundant writes", drop_redundant_writes),
+    ("simplify values", simplify_values),
+)
 
 
 # --------------------------------------------------------------------------- command line

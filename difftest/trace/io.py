@@ -131,7 +131,12 @@ class TraceFile:
         nulls: dict[tuple[str, int], pa.Array] = {}
         try:
             for groups, read in self._read_plan(names):
-                for part in self._pf.iter_batches(batch_size=BATCH_ROWS, row_groups=groups, columns=read):
+                # (small row groups read together come out one batch each: joined, so that the
+                # consumers' per-batch cost is paid once per plan entry, not once per row group)
+                parts = list(self._pf.iter_batches(batch_size=BATCH_ROWS, row_groups=groups, columns=read))
+                if len(parts) > 1 and sum(p.num_rows for p in parts) <= BATCH_ROWS:
+                    parts = [pa.concat_batches(parts)]
+                for part in parts:
                     if len(read) == len(names):
                         arrays = part.columns
                     else:  # the columns not decoded, as the all-null arrays they are

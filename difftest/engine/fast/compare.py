@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from difftest.engine.fast.replay import SMALL, BatchRows, FastReplay, Lane, PageIds, _matches
+from difftest.engine.fast.replay import SMALL, BatchRows, FastReplay, Lane, PageIds, _matches, whole_trace_plain
 from difftest.engine.fast.transitions import MAX_STATES, EventKeys, TransitionCache, event_key
-from difftest.progress import advance as advance_progress
 from difftest.trace.io import TraceFile, TraceRow
 from difftest.verdict.compare import CompareResult, CompareRow, new_compare_result, rule_for
 from difftest.verdict.diff import FieldDiff, diff_outcome, diff_outcomes
@@ -52,19 +51,19 @@ class FastCompare(FastReplay):
         self.lane = self.lanes[0]
         self.recent_rows: deque[CompareRow] = deque(maxlen=CONTEXT)
         self.after_first = 0
+        self.stretches_done = 0
 
     def run_compare(self, batches: Any) -> CompareResult:
-        start = 0
         self.state_pairs: dict[tuple[int, ...], StateDiff] = {}
-        for batch in batches:
-            self.range_state: dict[int, dict[int, StateDiff]] = {}
-            self.keyed_state: dict[int, StateDiff] = {}
-            self.batch(BatchRows(batch, start))
-            start += batch.num_rows
-            advance_progress(batch.num_rows)
+        self.feed(batches)
         for lane in self.lanes:
             lane.result.counters.update(lane.memo.counters)
         return self.res
+
+    def _open_batch(self, b: BatchRows) -> None:
+        super()._open_batch(b)
+        self.range_state: dict[int, dict[int, StateDiff]] = {}
+        self.keyed_state: dict[int, StateDiff] = {}
 
     # -- per range and per stepped row -------------------------------------------------------
     def _range_opened(self, pos: int, sids: list[int]) -> None:
@@ -396,6 +395,10 @@ def _state_diffs(ma: TransitionCache, mb: TransitionCache, vcpu: int, state_a: i
 
 def fast_compare_trace(trace: TraceFile, policy_a: Policy, policy_b: Policy, profile: Profile) -> CompareResult:
     """compare_trace on record batches: the same CompareResult, faster."""
+    if whole_trace_plain(trace):
+        from difftest.engine.reference import compare_rows
+
+        return compare_rows(trace, policy_a, policy_b, profile)
     t0 = time.perf_counter()
     host = trace.host()
     ma, mb = policy_a.build(host), policy_b.build(host)

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from difftest.engine.fast.transitions import KEY_BITS, EventKeys, TransitionCache, event_key, vcpus_of
+from difftest.engine.fast.transitions import KEY_BITS, EventKeys, TransitionCache, event_key
 from difftest.progress import advance as advance_progress
 from difftest.trace.arrow_columns import index_array, int_values, valid_mask
 from difftest.trace.io import _EVENT_COLUMNS, _LIST_COLUMNS, Expect, Snapshot, TraceFile, TraceRow, column_values
@@ -60,12 +60,12 @@ from difftest.verdict.snapshot import check_snapshot
 from reference_model import cpu as cpu_mod
 from reference_model import kvm as kvm_mod
 from reference_model import paging as paging_mod
-from reference_model.cpu import Cpu
+from reference_model.cpu import AccessInputs, Cpu, classify_access
 from reference_model.events import ACCESS_KINDS, OUTCOME_FIELDS, RESULTS, Event, Outcome, kinds_where
 from reference_model.hw import HwMachine, HwVcpu
 from reference_model.kvm import GuestCpu, KvmMachine, KvmVcpu
 from reference_model.machine import Machine
-from reference_model.paging import Mapping, PageTables, check_access
+from reference_model.paging import Mapping, PageTables
 from reference_model.pkvm import PkvmMachine, PkvmVcpu
 from reference_model.policies import Policy
 from reference_model.registers import CR0_PG, CR4_PKE, CR4_PKS
@@ -86,13 +86,19 @@ _FAST_COLUMNS = frozenset({"seq", "kind", "vcpu", "level", "addr", "access", "cp
                            "exp_result", "exp_pfec", "exp_cr2", "exp_rule"})
 # Events that read the TLB (Cpu.map, Cpu.set_cr4): pending accesses are settled before them.
 _TLB_READERS = kinds_where("reads_tlb")
-_KVM_MACHINES = (KvmMachine, PkvmMachine)
-_KVM_VCPUS = (KvmVcpu, PkvmVcpu)
+_MACHINES = (KvmMachine, PkvmMachine, HwMachine)
 _CPUS = (Cpu, GuestCpu)
 _NO_PAGES: frozenset[int] = frozenset()
 SMALL = 512  # rows up to which a lookup in Python beats numpy's per-call cost
 PAGE_WINDOW = 1 << 20  # 4 KiB pages (4 GiB) from the lowest first seen, whose ids a dense table gives
 assert len(ACCESS_KINDS) <= 8, "Lane.classify packs (access << 2 | cpl) in 5 bits"
+# Stretches: the trace is judged STRETCH rows at a time (see FastReplay.stretches) ...
+STRETCH = 8192
+ACCESS_RUN = 2  # ... repeated enough for the columns when its accesses outnumber its stepped rows this many times ...
+REPEAT_SAMPLE = 1024  # ... or when at most 1 in DISTINCT_SHARE of up to this many stepped rows is a new event;
+DISTINCT_SHARE = 4
+STRETCH_MODE = "judge"  # tests: "columns" or "model" for every stretch, "alternate" to switch at each
+MIN_FAST_ROWS = 64  # (a stretch this short is stepped by the model: the columns' fixed cost is more than it saves)
 TLB_PEEK = 256  # pending accesses a TLB reader looks at one by one before it settles them all instead
 # Event's fields after ``kind``, in declaration order (trace columns of the same names fill them).
 _EVENT_FIELDS = tuple(f.name for f in dataclass_fields(Event))[1:]
@@ -116,8 +122,13 @@ _RELIED_ON = (
     (cpu_mod, "check_access", "reference_model.paging", "check_access"),
     (paging_mod, "check_access", "reference_model.paging", "check_access"),
     (paging_mod, "denies", "reference_model.pkeys", "denies"),
+    (cpu_mod, "classify_access", "reference_model.cpu", "classify_access"),
     *((Cpu, name, "reference_model.cpu", f"Cpu.{name}")
-      for name in ("access", "pkrs_for_access", "set_cr4", "mov_cr4", "map", "flush_tlb", "invlpg", "__init__")),
+      for name in ("access", "access_inputs", "pkrs_for_access", "set_cr4", "mov_cr4", "map", "flush_tlb", "invlpg",
+                   "__init__")),
+    *((cls, name, cls.__module__, f"{cls.__name__}.{name}")
+      for cls in (KvmMachine, HwMachine) for name in ("access_cpu", "cpus", "cpu_at")),
+    (KvmVcpu, "access_cpu", "reference_model.kvm", "KvmVcpu.access_cpu"),
     (GuestCpu, "pkrs_for_access", "reference_model.kvm", "GuestCpu.pkrs_for_access"),
     (KvmMachine, "step", "reference_model.kvm", "KvmMachine.step"),
     (KvmVcpu, "step", "reference_model.kvm", "KvmVcpu.step"),
@@ -216,6 +227,42 @@ def _gap_masks(slow_idx: np.ndarray, fast_idx: np.ndarray, fast_keys: np.ndarray
     return masks
 
 
+def _row_hashes(batch: pa.RecordBatch, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 64-bit hash of the event columns (all but ``seq``) of each row at ``idx``, and those columns as int64.
+
+    Equal events hash equally; a list column (KVM_SET/GET_MSRS) makes its row its own group.
+    """
+    m = len(idx)
+    names = [f for f in ("kind", *(f for f in _EVENT_FIELDS if f != "seq"))
+             if f in batch.schema.names and batch.column(f).null_count < batch.num_rows]
+    sub = batch.select(names).take(index_array(idx))
+    cols: list[np.ndarray] = []
+    for name, arr in zip(names, sub.columns, strict=True):
+        if arr.null_count == m:
+            continue
+        if name in _LIST_COLUMNS:
+            cols.append(np.where(valid_mask(arr), np.arange(m, dtype=np.int64), -1))
+            continue
+        t = arr.type
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            arr = arr.dictionary_encode()
+        if pa.types.is_dictionary(arr.type):
+            codes = int_values(arr).astype(np.int64)
+            if arr.null_count:
+                codes[~valid_mask(arr)] = -1
+            cols.append(codes)
+            continue
+        cols.append(int_values(arr).astype(np.uint64).view(np.int64))
+        if arr.null_count:
+            cols.append(valid_mask(arr).astype(np.int64))
+    mat = np.stack(cols, axis=1) if cols else np.zeros((m, 1), dtype=np.int64)
+    h = np.zeros(m, dtype=np.uint64)
+    for c in cols:
+        h = (h ^ c.view(np.uint64)) * np.uint64(0x100000001B3)
+        h ^= h >> np.uint64(29)
+    return h, mat
+
+
 class BatchRows:
     """One validated record batch: numpy columns for the fast path, exact TraceRows on demand."""
 
@@ -280,33 +327,7 @@ class BatchRows:
         m = len(idx)
         if m == 0:
             return np.zeros(0, dtype=np.int64)
-        names = [f for f in ("kind", *(f for f in _EVENT_FIELDS if f != "seq"))
-                 if f in self.cols and self.cols[f].null_count < self.n]
-        sub = self.batch.select(names).take(index_array(idx))
-        cols: list[np.ndarray] = []
-        for name, arr in zip(names, sub.columns, strict=True):
-            if arr.null_count == m:
-                continue
-            if name in _LIST_COLUMNS:  # rare (KVM_SET/GET_MSRS): such a row is its own group
-                cols.append(np.where(valid_mask(arr), np.arange(m, dtype=np.int64), -1))
-                continue
-            t = arr.type
-            if pa.types.is_string(t) or pa.types.is_large_string(t):
-                arr = arr.dictionary_encode()
-            if pa.types.is_dictionary(arr.type):
-                codes = int_values(arr).astype(np.int64)
-                if arr.null_count:
-                    codes[~valid_mask(arr)] = -1
-                cols.append(codes)
-                continue
-            cols.append(int_values(arr).astype(np.uint64).view(np.int64))
-            if arr.null_count:
-                cols.append(valid_mask(arr).astype(np.int64))
-        mat = np.stack(cols, axis=1)
-        h = np.zeros(m, dtype=np.uint64)
-        for c in cols:
-            h = (h ^ c.view(np.uint64)) * np.uint64(0x100000001B3)
-            h ^= h >> np.uint64(29)
+        h, mat = _row_hashes(self.batch, idx)
         _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
         if not (mat[first][inverse] == mat).all():  # a hash collision: group the rows exactly
             _, first, inverse = np.unique(mat, axis=0, return_index=True, return_inverse=True)
@@ -371,17 +392,13 @@ def rows_of_batch(batch: pa.RecordBatch, start: int, idx: Sequence[int] | np.nda
 # ------------------------------------------------------------------------------------ lanes
 @dataclass(frozen=True, slots=True)
 class AccessState:
-    """What an access's outcome depends on, for one CPU between two model-stepped rows."""
+    """What an access's outcome depends on, for one CPU between two model-stepped rows: the model's
+    :meth:`~reference_model.cpu.Cpu.access_inputs` and the page tables (as of a version)."""
 
     cpu: Cpu
-    cr0: int
-    cr4: int
-    efer: int
-    pkrs: int
-    pkru: int
+    inputs: AccessInputs
     pages: PageTables
     pages_version: int
-    stale: frozenset[int]
 
 
 @dataclass(slots=True)
@@ -404,40 +421,18 @@ class AccessClass:
 def guest_cpu(machine: Machine, vcpu: int, level: int) -> Cpu | None:
     """The CPU an access of ``vcpu`` at ``level`` (1 = L1, 2 = L2) runs on without any other effect, or None.
 
-    None means "let the model step it": the vCPU does not exist or is not in the guest (KVM enters
-    it first), the level is not the active one (the model answers ``unsupported``), or the
-    machine is a class this module does not know.
+    The model answers (:meth:`~reference_model.machine.Machine.access_cpu`); None means "let the model
+    step it", as does a machine or CPU class this module does not know.
     """
-    mt = type(machine)
-    if mt in _KVM_MACHINES:
-        v = machine.kvm_vcpus.get(vcpu)  # type: ignore[attr-defined]
-        if v is None or type(v) not in _KVM_VCPUS or not v.in_guest or v.wait_for_sipi:
-            return None
-        if level == 2:
-            cpu = v.l2 if v.guest_mode else None
-        else:
-            cpu = v.l1 if not v.guest_mode or v.in_smm else None
-    elif mt is HwMachine:
-        hv = machine.hw_vcpus.get(vcpu)  # type: ignore[attr-defined]
-        if hv is None or type(hv) is not HwVcpu or hv.wait_for_sipi:
-            return None
-        if level == 2:
-            cpu = hv.l2 if hv.guest_mode and not hv.in_smm else None
-        else:
-            cpu = hv.l1 if not hv.guest_mode or hv.in_smm else None
-    else:
+    if type(machine) not in _MACHINES:
         return None
-    if cpu is None or type(cpu) not in _CPUS:
-        return None
-    return cpu
+    cpu = machine.access_cpu(vcpu, "l2" if level == 2 else "l1")
+    return cpu if cpu is not None and type(cpu) in _CPUS else None
 
 
 def tlb_cpu(machine: Machine, vcpu: int, level: str) -> Cpu | None:
-    """The CPU whose TLB an event of ``vcpu`` at ``level`` may touch (None: unknown)."""
-    v = (vcpus_of(machine) or {}).get(vcpu)
-    if v is None:
-        return None
-    return v.l2 if level == "l2" else v.l1  # type: ignore[no-any-return]
+    """The CPU whose TLB an event of ``vcpu`` at ``level`` may touch (None: unknown), as the model says."""
+    return machine.cpu_at(vcpu, "l2" if level == "l2" else "l1") if type(machine) in _MACHINES else None
 
 
 class PageIds:
@@ -484,7 +479,9 @@ class Lane:
         self.classes: list[AccessClass] = []
         self.class_of: dict[int, int] = {}  # (state, page id, access, cpl) key -> class id
         self.class_table = DenseTable()  # the same: [state, page id << 5 | access << 2 | cpl]
-        self._cls = np.zeros((64, 5), dtype=np.int64)  # per class: result, pfec, fill, cpu index, rule set (grows by doubling)
+        # per class: result, pfec, filled page number (base >> 12, so any u64 base fits; -1 none), cpu index,
+        # rule set (grows by doubling)
+        self._cls = np.zeros((64, 5), dtype=np.int64)
         self.rule_sets: dict[tuple[str, ...], int] = {}  # distinct rule tuples of classes, by id
         self.fills: list[tuple[int, int]] = []  # per class: (page base it fills or -1, cpu index)
         self.cpu_index: dict[int, int] = {}
@@ -549,13 +546,13 @@ class Lane:
             cpu.tlb = tlb = TlbLog(tlb, self.clock)
             self.logs.append(tlb)
         pages = cpu.pages
-        stale = cpu.stale
-        key = (id(cpu), cpu.cr0, cpu.cr4, cpu.efer, cpu.pkrs_for_access(), cpu.pkru, id(pages),
-               self.pages_version.get(id(pages), 0), frozenset(stale) if stale else _NO_PAGES)
+        inputs = cpu.access_inputs()
+        version = self.pages_version.get(id(pages), 0)
+        key = (id(cpu), inputs, id(pages), version)
         sid = self.state_ids.get(key)
         if sid is None:
             sid = self.state_ids[key] = len(self.states)
-            self.states.append(AccessState(cpu, *key[1:6], pages, key[7], key[8]))
+            self.states.append(AccessState(cpu, inputs, pages, version))
         return sid
 
     def pages_changed(self) -> None:
@@ -601,13 +598,8 @@ class Lane:
             m = self.mappings[mkey]
         else:
             m = self.mappings[mkey] = st.pages.lookup(page << 12)
-        out = check_access(m, page << 12, ACCESS_KINDS[access], cpl, st.cr0, st.cr4, st.efer, st.pkrs, st.pkru)
-        rules, undefined, fill = out.rules, out.undefined, -1
-        if m is not None and st.cr0 & CR0_PG:  # Cpu.access: ARCH.TLB
-            if m.base in st.stale:
-                rules, undefined = (*rules, "ARCH.TLB"), ("result", "pfec", "cr2")
-            elif out.result == "ok":
-                fill = m.base
+        out, filled = classify_access(m, page << 12, ACCESS_KINDS[access], cpl, st.inputs)
+        rules, undefined, fill = out.rules, out.undefined, -1 if filled is None else filled
         cls = AccessClass(_RESULT_CODE[out.result], -1 if out.pfec is None else out.pfec, rules, undefined, fill,
                           st.cpu)
         cpu_ix = self.cpu_index.setdefault(id(st.cpu), len(self.cpu_index))
@@ -615,7 +607,8 @@ class Lane:
         n = len(self.classes)
         if n == len(self._cls):
             self._cls = np.concatenate((self._cls, np.zeros_like(self._cls)))
-        self._cls[n] = (cls.result, cls.pfec, fill, cpu_ix, self.rule_sets.setdefault(rules, len(self.rule_sets)))
+        rule_set = self.rule_sets.setdefault(rules, len(self.rule_sets))
+        self._cls[n] = (cls.result, cls.pfec, fill >> 12 if fill >= 0 else -1, cpu_ix, rule_set)
         self.classes.append(cls)
         self.fills.append((fill, cpu_ix))
         return n
@@ -630,6 +623,7 @@ class Lane:
 
     @property
     def cls_fill(self) -> np.ndarray:
+        """Per class, the page number (not the base) its accesses fill, -1 for none."""
         return self._cls[: len(self.classes), 2]
 
     @property
@@ -665,9 +659,9 @@ class Lane:
                     r, b = r[keep], b[keep]
                 for p, base in log:
                     if base is not None:
-                        keep = ~((b == base) & (r < p))
+                        keep = ~((b == base >> 12) & (r < p))
                         r, b = r[keep], b[keep]
-                set.update(cpu.tlb, np.unique(b).tolist())
+                set.update(cpu.tlb, [pn << 12 for pn in np.unique(b).tolist()])
         for log in self.logs:
             log.log.clear()
 
@@ -748,6 +742,7 @@ class FastReplay:
         self._adopt_lanes()
         self.tails: deque[_Tail] = deque()  # the last rows before this batch (context, built if ever needed)
         self.after_first = 0  # rows still to append to the context after the first divergence
+        self.stretches_done = 0
 
     def _adopt_lanes(self) -> None:
         """Have each lane's memo settle the queued runs before it forgets their state ids."""
@@ -771,24 +766,146 @@ class FastReplay:
                 tids.clear()
 
     def run(self, batches: Iterator[pa.RecordBatch]) -> ReplayResult:
-        start = 0
-        for batch in batches:
-            self.batch(BatchRows(batch, start))
-            start += batch.num_rows
-            advance_progress(batch.num_rows)
+        self.feed(batches)
         self.result.counters.update(self.lane.memo.counters)
         return self.result
 
-    # -- one batch -------------------------------------------------------------------------
-    def batch(self, b: BatchRows) -> None:
+    # -- stretches: on columns where the trace repeats, row by row where it does not --------
+    def feed(self, batches: Iterator[pa.RecordBatch]) -> None:
+        """Every batch, stretch by stretch (:meth:`stretches`), through the columns or the model."""
+        start = 0
+        for batch in batches:
+            for piece, repeats in self.stretches(batch):
+                if repeats:
+                    self.fast_part(piece, start)
+                else:
+                    self.plain_part(piece, start)
+                start += piece.num_rows
+                advance_progress(piece.num_rows)
+
+    def stretches(self, batch: pa.RecordBatch) -> Iterator[tuple[pa.RecordBatch, bool]]:
+        """``batch`` cut into slices of consecutive stretches with the same verdict (True: on columns).
+
+        A stretch whose verdict rests on the memo (:meth:`verdict` "memo") is its own slice, so the next
+        one is judged after it ran, on the memo's fresh record; the others are judged ahead and joined.
+        """
+        n = batch.num_rows
+        if STRETCH_MODE == "alternate":
+            for k, lo in enumerate(range(0, n, STRETCH)):
+                yield batch.slice(lo, STRETCH), k % 2 == self.stretches_done % 2
+            self.stretches_done += 1
+            return
+        if STRETCH_MODE != "judge":
+            yield batch, STRETCH_MODE == "columns"
+            return
+        lo = 0
+        while lo < n:
+            v = self.verdict(batch.slice(lo, STRETCH))
+            hi = lo + STRETCH
+            if v != "memo":
+                while hi < n and self.verdict(batch.slice(hi, STRETCH)) == v:
+                    hi += STRETCH
+            yield batch.slice(lo, hi - lo), v != "model"
+            lo = hi
+
+    def verdict(self, piece: pa.RecordBatch) -> str:
+        """How ``piece`` goes: "columns" (its accesses come in runs), "memo" (its stepped rows repeat their
+        events and every lane's memo is on) or "model" (row by row), judged from its columns and the memo.
+
+        The columns pay for their fixed cost where accesses come in runs (one access state serves the
+        run), or where the memo replaces steps by remembered transitions.  Events that are mostly new
+        cannot recur in a state seen before; a memo that is off (before its first window, or after
+        failing) replaces nothing: such stretches go to the model row by row, and count towards the
+        memo's next try (:meth:`~difftest.engine.fast.transitions.TransitionCache.stepped_outside`).
+        """
+        n = piece.num_rows
+        if n < MIN_FAST_ROWS:
+            return "model"
+        slow = np.flatnonzero(_codes(piece.column("kind"), {"access": 0}, n) != 0)
+        if n - len(slow) >= ACCESS_RUN * (len(slow) + 1):
+            return "columns"
+        if not all(lane.memo.enabled for lane in self.lanes):
+            return "model"
+        sample = slow[:REPEAT_SAMPLE]
+        repeated = len(np.unique(_row_hashes(piece, sample)[0])) * DISTINCT_SHARE <= len(sample)
+        return "memo" if repeated else "model"
+
+    def repeats(self, piece: pa.RecordBatch) -> bool:
+        """Whether :meth:`verdict` sends ``piece`` to the columns."""
+        return self.verdict(piece) != "model"
+
+    def fast_part(self, piece: pa.RecordBatch, start: int) -> None:
+        """A stretch on columns (see the module docstring)."""
+        self.batch(BatchRows(piece, start))
+
+    def plain_part(self, piece: pa.RecordBatch, start: int) -> None:
+        """A stretch that does not repeat: every row through the model, with no memo in the way.
+
+        The events are built from the columns in one pass and stepped on each lane's live machine;
+        their outcomes are judged on columns like keyed rows (:meth:`_compare_keyed`), so RowResults
+        are made only for the rows a report shows.
+        """
+        b = BatchRows(piece, start)
+        self._open_batch(b)
+        machines = [lane.memo.suspend() for lane in self.lanes]
+        cols, n = b.cols, b.n
+        fields = _event_fields(cols, n, column_values(cols["seq"]))
+        special_idx = np.flatnonzero(b.special)
+        special_rows = dict(zip(special_idx.tolist(), b.rows(special_idx), strict=True))
+        keyed_rows = self.keyed_rows
+        hook = None if type(self)._keyed_stepped is FastReplay._keyed_stepped else self._keyed_stepped
+        kinds = column_values(cols["kind"])
+        try:
+            if len(machines) == 1 and hook is None and not special_rows:  # (replay: the common case, inlined)
+                step, outs = machines[0].step, self.keyed_outs[0]
+                for kind, vals in zip(kinds, zip(*fields, strict=True), strict=True):
+                    outs.append(step(Event(kind, *vals)))
+                keyed_rows += range(n)
+            else:
+                pairs = list(zip(machines, self.keyed_outs, strict=True))
+                for i, (kind, vals) in enumerate(zip(kinds, zip(*fields, strict=True), strict=True)):
+                    row = special_rows.get(i)
+                    if row is not None:
+                        self._step(row, i)
+                        continue
+                    ev = Event(kind, *vals)
+                    keyed_rows.append(i)
+                    for m, outs in pairs:
+                        outs.append(m.step(ev))
+                    if hook is not None:
+                        hook(i, (kind, ev.vcpu))
+        finally:
+            for lane in self.lanes:
+                lane.memo.resume(n)
+        if "map" in kinds:  # (stepped on the live page tables: mappings looked up before are stale)
+            for lane in self.lanes:
+                lane.pages_changed()
+        self._compare_keyed()
+        self._finish_batch()
+
+    def _open_batch(self, b: BatchRows) -> None:
+        """The per-batch bookkeeping every batch starts with (rows counted, TLB logs and row records empty)."""
         for lane in self.lanes:
             lane.result.rows += b.n
             for log in lane.logs:  # positions in the logs are per batch
                 log.log.clear()
         self.clock[0] = 0
+        self.b = b
+        self.pending = _Pending()
+        # evaluated accesses: (rows, class ids per lane, start of each row's range)
+        self.chunks: list[tuple[np.ndarray, list[np.ndarray], np.ndarray]] = []
+        self.diverged: list[RowResult] = []  # this batch's divergent rows, any order
+        self.slow_at: dict[int, tuple[TraceRow, Outcome | None, RowResult | None]] = {}
+        self.keyed_rows: list[int] = []  # stepped rows compared on columns (see _step_keyed) ...
+        self.keyed_outs: list[list[Outcome]] = [[] for _ in self.lanes]  # ... and their outcomes per lane
+        self._keyed_at: dict[int, int] | None = None  # batch row -> position in keyed_rows (built when needed)
+        self.run_spans: list[tuple[int, int, int]] = []  # (first stepped row, end, first access row) of each run
+
+    # -- one batch -------------------------------------------------------------------------
+    def batch(self, b: BatchRows) -> None:
+        self._open_batch(b)
         fast_idx = np.flatnonzero(b.fast)
         slow_idx = np.flatnonzero(~b.fast)
-        self.b = b
         self.fast_idx = fast_idx
         self.slow_idx = slow_idx
         fast_keys = b.key[fast_idx]
@@ -799,19 +916,11 @@ class FastReplay:
         self.combo[fast_idx] = self.page_ids.combos(b.addr[fast_idx], b.access[fast_idx], b.cpl[fast_idx])
         # Per stepped row, the access keys (bit kp: self.keys[kp]) with accesses in the range just before it.
         self.gapmask: list[int] = _gap_masks(slow_idx, fast_idx, fast_keys, self.keys_arr)
-        self.pending = _Pending()
-        # evaluated accesses: (rows, class ids per lane, start of each row's range)
-        self.chunks: list[tuple[np.ndarray, list[np.ndarray], np.ndarray]] = []
-        self.diverged: list[RowResult] = []  # this batch's divergent rows, any order
-        self.slow_at: dict[int, tuple[TraceRow, Outcome | None, RowResult | None]] = {}
         special = b.special[slow_idx]
         special_rows = dict(zip(slow_idx[special].tolist(), b.rows(slow_idx[special]), strict=True))
         kids = np.full(len(slow_idx), -1, dtype=np.int64)  # event key id of each stepped row (-1: a TraceRow)
         kids[~special] = b.key_ids(slow_idx[~special], self.event_keys)
         self.slow_kids: list[int] = kids.tolist()
-        self.keyed_rows: list[int] = []  # stepped rows compared on columns (see _step_keyed) ...
-        self.keyed_outs: list[list[Outcome]] = [[] for _ in self.lanes]  # ... and their outcomes per lane
-        self._keyed_at: dict[int, int] | None = None  # batch row -> position in keyed_rows (built when needed)
         slow_list = slow_idx.tolist()
         n, n_slow, si, pos = b.n, len(slow_list), 0, 0
         single = len(self.keys) == 1 and len(self.lanes) == 1
@@ -826,7 +935,6 @@ class FastReplay:
         self.peeks: dict[tuple[int, tuple[int, str]], TlbPeek] = {}
         self.key_row_lists: dict[int, list[int]] = {}
         self.before_at = [np.full(n_slow, -1, dtype=np.int64) for _ in self.lanes]  # memo state before each run row
-        self.run_spans: list[tuple[int, int, int]] = []  # (first stepped row, end, first access row) of each run
         # memo state -> the batch's access keys with an access state there (kept while the keys are the same)
         self.runnable: list[dict[int, int]] = self.runnable_for.setdefault(tuple(self.keys), [{} for _ in self.lanes])
         if len(self.keys) > 62:
@@ -1450,10 +1558,21 @@ def _matches(e: Expect, out: Outcome) -> bool:
 assert OUTCOME_FIELDS == ("result", "pfec", "cr2", "value", "values", "count", "exit_reason", "vm_error", "exit_qual")
 
 
+def whole_trace_plain(trace: TraceFile) -> bool:
+    """A trace shorter than one stretch is one stretch judged at once: row by row, as the reference engine
+    steps it (numpy's fixed cost per batch is more than such a trace takes to step)."""
+    return STRETCH_MODE == "judge" and trace.num_rows < STRETCH
+
+
 def fast_replay_trace(trace: TraceFile, policy: Policy, profile: Profile) -> ReplayResult:
     """Replay ``trace`` under ``policy`` with ``profile``: the same ReplayResult as replay_trace, faster."""
     t0 = time.perf_counter()
     result = ReplayResult(str(trace.path), trace.name, policy.name, profile.name, meta=dict(trace.meta))
-    FastReplay(policy.build(trace.host()), profile, result).run(trace.batches())
+    if whole_trace_plain(trace):
+        from difftest.engine.reference import replay_rows
+
+        replay_rows(trace.rows(with_notes=False), policy.build(trace.host()), profile, result)
+    else:
+        FastReplay(policy.build(trace.host()), profile, result).run(trace.batches())
     result.seconds = time.perf_counter() - t0
     return result

@@ -125,25 +125,14 @@ _DISPATCH = {HostCpu: _reduce_constant, KvmKnobs: _reduce_constant, TlbLog: _red
              LiveCounters: _reduce_counters}
 
 
-def vcpus_of(machine: Machine) -> dict[int, Any] | None:
-    """The vCPUs (each with ``l1`` and ``l2`` CPUs) of a machine class the fast path knows, else None."""
-    if type(machine) in (KvmMachine, PkvmMachine):
-        return machine.kvm_vcpus  # type: ignore[attr-defined, no-any-return]
-    if type(machine) is HwMachine:
-        return machine.hw_vcpus  # type: ignore[attr-defined, no-any-return]
-    return None
-
-
 def machine_cpus(machine: Machine) -> Iterator[tuple[TlbPath, Cpu]]:
-    """Every CPU of the machine's vCPUs by (vCPU, level)."""
-    for i, v in (vcpus_of(machine) or {}).items():
-        yield (i, "l1"), v.l1
-        yield (i, "l2"), v.l2
+    """Every CPU of the machine's vCPUs by (vCPU, level), as the model lists them (:meth:`Machine.cpus`)."""
+    return machine.cpus() if supports(machine) else iter(())
 
 
 def supports(machine: Machine) -> bool:
     """Machines whose CPUs this module can find (the ones the fast path knows)."""
-    return vcpus_of(machine) is not None
+    return type(machine) in (KvmMachine, PkvmMachine, HwMachine)
 
 
 class TransitionCache:
@@ -316,6 +305,41 @@ class TransitionCache:
         if self.window_hits + self.window_misses >= self.window:
             self.window_done()
         return out
+
+    def suspend(self) -> Machine:
+        """The live machine, for the caller to step itself until :meth:`resume` (nothing is remembered)."""
+        m = self.live()
+        self._suspended = (self.enabled, self.off_windows)
+        self.enabled = False
+        self.off_windows = 0
+        return m
+
+    def resume(self, steps: int) -> None:
+        """After :meth:`suspend`: the caller stepped the machine ``steps`` times."""
+        self.enabled, self.off_windows = self._suspended
+        self.stepped_outside(steps)
+
+    def stepped_outside(self, steps: int) -> None:
+        """The caller stepped the live machine ``steps`` times itself (a stretch that does not repeat).
+
+        New vCPUs get logged TLBs; memoising on, the state is interned afresh; off, the steps count
+        towards its next try, as steps through :meth:`step` would.
+        """
+        self._adopt(self._machine)
+        if self.enabled:
+            self.state = self.live_state = self._intern()
+            return
+        if not self.off_windows:
+            return
+        self.off_steps += steps
+        while self.off_windows and self.off_steps >= self.window:
+            self.off_steps -= self.window
+            self.off_windows -= 1
+        if not self.off_windows:
+            self.off_steps = 0
+            self.first_events = None
+            self.enabled = True
+            self._reset_tables()
 
     def _repeats_early(self, key: tuple[Any, ...]) -> bool:
         """Before memoising first starts: have the steps so far repeated their events enough to start now?"""

@@ -206,7 +206,7 @@ class Kvm2026Vcpu(KvmVcpu):
         super().__init__(vm, index)
         self.born = True
 
-    @property  # type: ignore[override]
+    @property
     def hw_pkrs(self) -> int:
         return self.vm.pcpus.of(self.index).pkrs
 

@@ -557,7 +557,7 @@ def test_a_hostile_name_cannot_retitle_or_restyle_the_page(tmp_path: Path) -> No
 
     got, ref = inspect(out / "index.html"), inspect(clean / "index.html")
     assert got["problems"] == [], got["problems"]
-    assert got["title"] == ref["title"] == "pks-difftest report: 0 of 1 runs diverge"
+    assert got["title"] == ref["title"] == "pks-difftest report: PASS, 1 passed (1 runs)"
     assert (got["titles"], got["styles"], got["css"]) == (ref["titles"], ref["styles"], ref["css"])
     assert got["body_display"] == "block"
     assert "</title><title>PWNED</title>" in str(got["text"])  # shown as text

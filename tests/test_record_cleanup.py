@@ -304,12 +304,14 @@ def test_stale_instance_and_mount_of_a_killed_recorder_are_removed_and_reported(
 
 
 @needs_kvm
-@pytest.mark.parametrize("where", ["missing-dir/o.parquet", "ro/o.parquet", "adir"])
+# (a folder that does not exist yet is created, as every command that writes does: under a regular file it cannot be)
+@pytest.mark.parametrize("where", ["a-file/o.parquet", "ro/o.parquet", "adir"])
 def test_unwritable_output_fails_before_recording(tmp_path: Path, where: str) -> None:
     if where.startswith("ro") and os.geteuid() == 0:
-        pytest.skip("root may write into a read-only folder: only the missing folder and the directory cases apply")
+        pytest.skip("root may write into a read-only folder: only the file-as-folder and the directory cases apply")
     (tmp_path / "ro").mkdir()
     (tmp_path / "adir").mkdir()
+    (tmp_path / "a-file").write_text("")
     os.chmod(tmp_path / "ro", 0o555)
     try:
         r = subprocess.run([*RECORD, "--scenario", "all", "-o", str(tmp_path / where)], capture_output=True,

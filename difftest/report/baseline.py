@@ -172,13 +172,13 @@ def compare_with_baseline(source: str, before: Sequence[BaselineRun], now: Seque
     """Sort every run into new failure / fixed / still failing / still passing / new / gone."""
     by_path = {(b.trace, b.policy): b for b in before}
     name_count: dict[tuple[str, str], int] = {}
-    for b in before:
-        name_count[(b.name, b.policy)] = name_count.get((b.name, b.policy), 0) + 1
-    by_name = {(b.name, b.policy): b for b in before if name_count[(b.name, b.policy)] == 1}
+    for run in before:
+        name_count[(run.name, run.policy)] = name_count.get((run.name, run.policy), 0) + 1
+    by_name = {(run.name, run.policy): run for run in before if name_count[(run.name, run.policy)] == 1}
     diff = BaselineDiff(source)
     used: set[int] = set()
     for r in now:
-        b = by_path.get((r.trace, r.policy)) or by_name.get((r.trace_name, r.policy))
+        b: BaselineRun | None = by_path.get((r.trace, r.policy)) or by_name.get((r.trace_name, r.policy))
         if b is not None and id(b) in used:
             b = None
         ch = Change(r.trace, r.trace_name, r.policy, b, r)

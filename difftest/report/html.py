@@ -20,6 +20,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from dataclasses import field as dc_field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,7 @@ class DiffRow:
     actual: str
     mask: str | None = None
     reason: str | None = None
-    keys: list[KeyChange] = field(default_factory=list)
+    keys: list[KeyChange] = dc_field(default_factory=list)  # (this class has a member named field)
 
 
 def _diff_rows(rr: RowResult, diffs: Sequence[FieldDiff]) -> list[DiffRow]:

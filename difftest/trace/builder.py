@@ -284,8 +284,8 @@ class TraceBuilder:
     def map(self, addr: int, *, key: int = 0, user: bool = False, user_upper: bool = True, writable: bool = True,
             present: bool = True, rsvd: bool = False, nx: bool = False, size: str = "4k") -> TraceBuilder:
         """The guest writes a leaf entry for ``addr`` (and the entries above it)."""
-        attrs = dict(key=key, user=user, user_upper=user_upper, writable=writable, present=present, rsvd=rsvd,
-                     nx=nx, page_size=size)
+        attrs: dict[str, Any] = dict(key=key, user=user, user_upper=user_upper, writable=writable, present=present,
+                                     rsvd=rsvd, nx=nx, page_size=size)
         self._view().mapped[addr] = attrs
         return self.event("map", addr=addr, **attrs)
 

@@ -293,9 +293,9 @@ class BatchValidator:
                 raise self.fail(0, "seq", f"sequence number {int(seq_np[0])} does not follow {self.last_seq}",
                                 seq=int(seq_np[0]))
             if n > 1:
-                bad = np.nonzero(seq_np[1:] <= seq_np[:-1])[0]
-                if len(bad):
-                    i = int(bad[0]) + 1
+                later = np.nonzero(seq_np[1:] <= seq_np[:-1])[0]
+                if len(later):
+                    i = int(later[0]) + 1
                     raise self.fail(i, "seq", f"sequence number {int(seq_np[i])} does not follow {int(seq_np[i - 1])}",
                                     seq=int(seq_np[i]))
             self.last_seq = int(seq_np[-1])

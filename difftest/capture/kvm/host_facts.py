@@ -62,7 +62,7 @@ def module_params(modules: tuple[str, ...]) -> dict[str, str]:
             v = _read(p)
             if v is not None and len(v) <= 64 and "," not in v:
                 out[f"{mod}.{p.name}"] = v
-    first = {n: out.pop(n) for n in ("kvm.ignore_msrs", "kvm.report_ignored_msrs") if n in out}
+    first: dict[str, str] = {n: out.pop(n) for n in ("kvm.ignore_msrs", "kvm.report_ignored_msrs") if n in out}
     return {**first, **out}
 
 

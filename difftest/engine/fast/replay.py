@@ -379,7 +379,7 @@ def rows_of_batch(batch: pa.RecordBatch, start: int, idx: Sequence[int] | np.nda
     indexes = (idx + start).tolist()
     for j, (index, seq, ev, note, has_j) in enumerate(zip(indexes, seqs, events, notes, has_list, strict=True)):
         if ev is None:
-            out.append(TraceRow(index, seq, None, Snapshot(paths[j], e3[j], e9[j]), None, note))
+            out.append(TraceRow(index, seq, None, Snapshot(paths[j], e3[j], e9[j]), None, note))  # type: ignore[arg-type]
         elif has_j:  # Expect.is_empty() is false
             v = e4[j]
             out.append(TraceRow(index, seq, ev, None, Expect(e0[j], e1[j], e2[j], e3[j], None if v is None else tuple(v),
@@ -573,10 +573,10 @@ class Lane:
             if None in got:
                 got = [self.class_id(k) if c is None else c for k, c in zip(keys.tolist(), got, strict=True)]
             return np.array(got, dtype=np.int64)
-        got = self.class_table.get_many(sids, (combos >> 8) << 5 | (combos & 0x1F),
-                                        lambda sid, c: self.class_id(sid << 40 | (c >> 5) << 8 | (c & 0x1F)))
-        if got is not None:
-            return got
+        table = self.class_table.get_many(sids, (combos >> 8) << 5 | (combos & 0x1F),
+                                          lambda sid, c: self.class_id(sid << 40 | (c >> 5) << 8 | (c & 0x1F)))
+        if table is not None:
+            return table
         ukeys, inverse = np.unique(keys, return_inverse=True)  # too many states for the table: sort
         return np.array([self.class_id(k) for k in ukeys.tolist()], dtype=np.int64)[inverse]  # type: ignore[no-any-return]
 
@@ -652,12 +652,12 @@ class Lane:
                 cpu = self.cpus[cpu_ix]
                 sel = c_all == cpu_ix
                 r, b = r_all[sel], b_all[sel]
-                log = cpu.tlb.log if type(cpu.tlb) is TlbLog else []
-                clears = [p for p, base in log if base is None]
+                entries: list[tuple[int, int | None]] = cpu.tlb.log if isinstance(cpu.tlb, TlbLog) else []
+                clears = [p for p, base in entries if base is None]
                 if clears:
                     keep = r > max(clears)
                     r, b = r[keep], b[keep]
-                for p, base in log:
+                for p, base in entries:
                     if base is not None:
                         keep = ~((b == base >> 12) & (r < p))
                         r, b = r[keep], b[keep]
@@ -1134,7 +1134,7 @@ class FastReplay:
         out = self._lane_step(self.lane, event_key(ev), ev.seq, ev)
         res.events += 1
         res.rule_hits.update(out.rules)
-        rr = None
+        rr = None  # type: ignore[assignment]  # (a RowResult only where the row diverges or is masked)
         expect = row.expect
         if expect is not None:
             res.compared += 1

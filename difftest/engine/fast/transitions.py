@@ -286,7 +286,7 @@ class TransitionCache:
         finally:
             m.counters = self.counters
             self.counters.update(incs)
-            tlb_ops = tuple((tlb.path, tuple(tlb.ops)) for tlb in tlbs if tlb.ops)
+            tlb_ops = tuple((tlb.path, tuple(tlb.ops)) for tlb in tlbs if tlb.ops and tlb.path is not None)
             for tlb in tlbs:
                 tlb.ops = None
         self._adopt(m)

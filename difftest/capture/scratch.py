@@ -16,17 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from difftest.trace.io import process_exists
+
 _NAME = re.compile(r"pksdt-(?P<kind>[a-z]+)-(?P<pid>\d+)-[A-Za-z0-9_]{8}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_stale(kind: str, root: Path | None = None) -> list[Path]:
@@ -39,7 +31,7 @@ def remove_stale(kind: str, root: Path | None = None) -> list[Path]:
         return removed
     for p in entries:
         m = _NAME.fullmatch(p.name)
-        if m and m.group("kind") == kind and int(m.group("pid")) != os.getpid() and not _alive(int(m.group("pid"))) \
+        if m and m.group("kind") == kind and int(m.group("pid")) != os.getpid() and not process_exists(int(m.group("pid"))) \
                 and p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from difftest.errors import InputError
-from difftest.trace.io import write_text_atomic
+from difftest.trace.io import process_exists, write_text_atomic
 from difftest.variants import resolve_policy
 from difftest.verdict.profiles import get_profile
 
@@ -109,7 +109,7 @@ class Campaign:
             host, pid = path.read_text().split()
         except (OSError, ValueError):
             return False
-        if host != socket.gethostname() or int(pid) == os.getpid() or _alive(int(pid)):
+        if host != socket.gethostname() or int(pid) == os.getpid() or process_exists(int(pid)):
             return False
         tmp = path.with_name(f".{c}.{os.getpid()}")
         tmp.write_text(f"{host} {os.getpid()}\n")
@@ -159,16 +159,6 @@ class Campaign:
         run.chunks.append(c)
         run.iterations += CHUNK
         run.differing += len(found)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_campaign(directory: str | os.PathLike[str], spec: CampaignSpec, *, budget_seconds: float = 60.0,

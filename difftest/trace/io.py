@@ -410,7 +410,8 @@ def _temp_for(dest: Path) -> tuple[int, str]:
     return tempfile.mkstemp(prefix=f".{dest.name}.{os.getpid()}.", suffix=".tmp", dir=dest.parent)
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether process ``pid`` exists (the writer or recorder that named a leftover after itself)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -429,7 +430,7 @@ def remove_stale_temps(dest: Path) -> list[Path]:
     removed = []
     for p in dest.parent.glob(glob.escape(f".{dest.name}.") + "*.tmp"):
         m = pattern.fullmatch(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _process_exists(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not process_exists(int(m.group(1))):
             p.unlink(missing_ok=True)
             removed.append(p)
     return removed

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from difftest.errors import InputError
+from difftest.trace.io import process_exists
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:
@@ -56,16 +57,6 @@ def _check_folder(folder: Path, what: str) -> None:
 _BUILD = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[A-Za-z0-9_]{8}\.(?:new|old)")
 
 
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_builds(dest: Path) -> list[Path]:
     """Remove build and retired folders of ``dest`` left by runs that were killed (their pid is gone)."""
     removed: list[Path] = []
@@ -76,7 +67,7 @@ def remove_stale_builds(dest: Path) -> list[Path]:
     for p in siblings:
         m = _BUILD.fullmatch(p.name)
         if m and m.group("name") == dest.name and int(m.group("pid")) != os.getpid() \
-                and not _process_exists(int(m.group("pid"))) and p.is_dir() and not p.is_symlink():
+                and not process_exists(int(m.group("pid"))) and p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed

@@ -29,7 +29,12 @@ class HostCpu:
 
     features: frozenset[str] = frozenset(HOST_FEATURES)
 
-    def has(self, name: str) -> bool:
+    def __post_init__(self) -> None:
+        # ``has`` is asked a few times per modelled event: the set's own membership test, with no
+        # Python frame in between (an instance attribute, so not a dataclass field: not compared).
+        object.__setattr__(self, "has", self.features.__contains__)
+
+    def has(self, name: str) -> bool:  # (replaced per instance in __post_init__; kept for the type)
         return name in self.features
 
     def describe(self) -> str:

@@ -63,6 +63,10 @@ KVM_HANDLED = frozenset({"mov_cr0", "mov_cr4", "cpuid", "wrmsr", "rdmsr", "emu_a
 HOST_KINDS = kinds_where("host_handled")  # dispatched host-side whatever guest level is active
 # What a vCPU waiting for SIPI (X86.SIPI) still answers: the signals, and host ioctls other than KVM_RUN.
 WAKING_KINDS = (HOST_KINDS - {"run"}) | {"sipi"}
+# Nested-VMX events by level: the KvmVcpu method that handles each (KvmVcpu.nested_handler).
+L1_NESTED = {"vmwrite": "l1_vmwrite", "vmread": "l1_vmread", "vmlaunch": "l1_vmlaunch", "vmresume": "l1_vmlaunch",
+             "set_msr_bitmap": "l1_set_msr_bitmap", "smi": "smi"}
+L2_NESTED = {"nested_exit": "l2_nested_exit", "smi": "smi"}
 
 
 @dataclass
@@ -143,7 +147,8 @@ class KvmMachine(Machine):
         return v
 
     def step(self, ev: Event) -> Outcome:
-        return self.kvm_vcpu(ev.vcpu).step(ev)
+        v = self.kvm_vcpus.get(ev.vcpu)  # (kvm_vcpu, inlined: this runs once per event)
+        return (v if v is not None else self.kvm_vcpu(ev.vcpu)).step(ev)
 
     def vcpu_ids(self) -> list[int]:
         return list(self.kvm_vcpus)
@@ -280,7 +285,7 @@ class KvmVcpu:
             self.vm.count(f"vmread_invalid.{name}")
             self.vm.warnings += 1
             return 0
-        self.vm.count(f"vmread.{name}")
+        self.vm.count("vmread.GUEST_IA32_PKRS" if which == "guest" else "vmread.HOST_IA32_PKRS")
         return vmcs.guest_pkrs if which == "guest" else vmcs.host_pkrs
 
     def vmwrite(self, vmcs: Vmcs, which: str, value: int) -> None:
@@ -289,7 +294,7 @@ class KvmVcpu:
             self.vm.count(f"vmwrite_invalid.{name}")
             self.vm.warnings += 1
             return
-        self.vm.count(f"vmwrite.{name}")
+        self.vm.count("vmwrite.GUEST_IA32_PKRS" if which == "guest" else "vmwrite.HOST_IA32_PKRS")
         if which == "guest":
             vmcs.guest_pkrs = value
         else:
@@ -331,7 +336,7 @@ class KvmVcpu:
             self.hw_pkrs = exit_save_load(self.cur, self.hw_pkrs, self.host.has("vmx_entry_load_pkrs"))
         self.exit_pkrs = self.hw_pkrs
         self.in_guest = False
-        self.vm.count("exit.hw")
+        self.vm.counters["exit.hw"] += 1  # (count(), inlined: once per exit)
         if self.k.pkrs_copy == "lazy":
             self.copy_avail = False
         elif self.k.pkrs_copy == "eager" and self.host.has("pks"):
@@ -395,7 +400,7 @@ class KvmVcpu:
             return handler(ev) if handler is not None else unsupported(kind)
         # An exit to KVM: the hardware saves the guest's PKRS first (VMX.EXIT.SAVE), KVM handles the
         # instruction, then re-enters unless the vCPU went to userspace.
-        self.vm.count("exit.kvm")
+        self.vm.counters["exit.kvm"] += 1  # (count(), inlined)
         self.hw_exit()
         if kind == "emu_access":
             out = self.emulated_access(ev, cpu, level)
@@ -786,11 +791,9 @@ class KvmVcpu:
         self.nested_entry_cap, self.nested_exit_cap = e, x
 
     def nested_handler(self, kind: str, level: str) -> Callable[[Event], Outcome] | None:
-        if level == "l1":
-            return {"vmwrite": self.l1_vmwrite, "vmread": self.l1_vmread, "vmlaunch": self.l1_vmlaunch,
-                    "vmresume": self.l1_vmlaunch, "set_msr_bitmap": self.l1_set_msr_bitmap,
-                    "smi": self.smi}.get(kind)
-        return {"nested_exit": self.l2_nested_exit, "smi": self.smi}.get(kind)
+        """The method that handles a nested-VMX event of ``kind`` at ``level`` (None: not one)."""
+        name = (L1_NESTED if level == "l1" else L2_NESTED).get(kind)
+        return None if name is None else getattr(self, name)  # type: ignore[no-any-return]
 
     def l1_set_msr_bitmap(self, ev: Event) -> Outcome:
         if ev.msr == MSR_IA32_PKRS:
@@ -935,7 +938,7 @@ class KvmVcpu:
         failed = self.enter()
         if failed is not None:
             return failed
-        self.vm.count("exit.kvm")
+        self.vm.counters["exit.kvm"] += 1  # (count(), inlined)
         self.hw_exit()
         self.l1.leave_smm()
         self.in_smm = False
@@ -1018,28 +1021,31 @@ class KvmVcpu:
                     "entry_ctls.load_pkrs": int(v.entry_load), "exit_ctls.load_pkrs": int(v.exit_load)}[rest]
         if head == "l2":
             return self.l2.snapshot(rest)
-        simple: dict[str, Callable[[], int]] = {
-            "pkrs": self.effective_pkrs,
-            "hw_pkrs": lambda: self.hw_pkrs,
-            "exit_pkrs": lambda: self.exit_pkrs,
-            "pkrs_copy": lambda: self.copy,
-            "pkrs_copy_avail": lambda: int(self.copy_avail),
-            "vmcs01_guest_pkrs": lambda: self.vmcs01_guest_pkrs,
-            "msr_bitmap.0x6e1.read": lambda: int(self.intercept_r),
-            "msr_bitmap.0x6e1.write": lambda: int(self.intercept_w),
-            "nested.guest_mode": lambda: int(self.guest_mode),
-            "nested.run_pending": lambda: int(self.run_pending),
-            "mmu.cr4_pks": lambda: int(bool(self.mmu["l1"][0] and self.mmu["l1"][0].cr4_pks)),
-            "pkr_mask": lambda: self.mmu["l1"][1],
-            "vmx.entry_ctls_high.load_pkrs": lambda: int(self.nested_entry_cap),
-            "vmx.exit_ctls_high.load_pkrs": lambda: int(self.nested_exit_cap),
-            "vmx.cr4_fixed1.pks": lambda: int(self.k.pks_support and self.l1.has_pks),
-        }
-        if name in simple:
-            return simple[name]()
+        simple = VCPU_STATE.get(name)
+        if simple is not None:
+            return simple(self)
         if name == "cpuid.7.ecx":
             return self.l1.cpuid_7_ecx
         return self.l1.snapshot(name)
 
+
+# Snapshot paths of a vCPU's own state (KvmVcpu.snapshot), each read from the vCPU.
+VCPU_STATE: dict[str, Callable[[KvmVcpu], int]] = {
+    "pkrs": lambda v: v.effective_pkrs(),
+    "hw_pkrs": lambda v: v.hw_pkrs,
+    "exit_pkrs": lambda v: v.exit_pkrs,
+    "pkrs_copy": lambda v: v.copy,
+    "pkrs_copy_avail": lambda v: int(v.copy_avail),
+    "vmcs01_guest_pkrs": lambda v: v.vmcs01_guest_pkrs,
+    "msr_bitmap.0x6e1.read": lambda v: int(v.intercept_r),
+    "msr_bitmap.0x6e1.write": lambda v: int(v.intercept_w),
+    "nested.guest_mode": lambda v: int(v.guest_mode),
+    "nested.run_pending": lambda v: int(v.run_pending),
+    "mmu.cr4_pks": lambda v: int(bool(v.mmu["l1"][0] and v.mmu["l1"][0].cr4_pks)),
+    "pkr_mask": lambda v: v.mmu["l1"][1],
+    "vmx.entry_ctls_high.load_pkrs": lambda v: int(v.nested_entry_cap),
+    "vmx.exit_ctls_high.load_pkrs": lambda v: int(v.nested_exit_cap),
+    "vmx.cr4_fixed1.pks": lambda v: int(v.k.pks_support and v.l1.has_pks),
+}
 
 __all__ = ["CPUID7_ECX_PKU", "KvmMachine", "KvmVcpu"]

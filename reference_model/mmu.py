@@ -13,6 +13,7 @@ F = fetch); bit 0 of an entry is ANDed with AD, bit 1 with WD.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .registers import CR0_WP, CR4_PKE, CR4_PKS, EFER_LMA, PF_ID, PF_RSVD, PF_U, PF_W
 
@@ -40,6 +41,7 @@ def role_of(cr0: int, cr4: int, efer: int, mode: RoleMode) -> MmuRole:
     return MmuRole(bool(cr0 & CR0_WP), lma, pke, False)
 
 
+@lru_cache(maxsize=4096)  # (pure, an int, and asked on every emulated access with few distinct registers)
 def build_pkr_mask(cr0: int, cr4: int, efer: int, role: MmuRole, mode: RoleMode, by_address: bool) -> int:
     """``update_pkr_bitmask`` as each version wrote it, from the registers at rebuild time."""
     lma = bool(efer & EFER_LMA)

@@ -36,6 +36,7 @@ unknown machine class) is stepped by the model too.  ``DIFFTEST_REFERENCE=1`` (o
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from bisect import bisect_left
@@ -43,6 +44,7 @@ from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -76,6 +78,7 @@ from .tlb_log import TlbLog
 REFERENCE_ENV = "DIFFTEST_REFERENCE"
 
 _RESULT_CODE = {r: i for i, r in enumerate(RESULTS)}
+_RULES_OF = attrgetter("rules")
 _SCALAR_EXPECT = ("pfec", "cr2", "value", "count", "exit_reason", "vm_error", "exit_qual")
 _U64 = (1 << 64) - 1
 _PF = _RESULT_CODE["pf"]
@@ -227,40 +230,38 @@ def _gap_masks(slow_idx: np.ndarray, fast_idx: np.ndarray, fast_keys: np.ndarray
     return masks
 
 
-def _row_hashes(batch: pa.RecordBatch, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _row_hashes(batch: pa.RecordBatch, idx: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     """A 64-bit hash of the event columns (all but ``seq``) of each row at ``idx``, and those columns as int64.
 
-    Equal events hash equally; a list column (KVM_SET/GET_MSRS) makes its row its own group.
+    Equal events hash equally; a list column (KVM_SET/GET_MSRS) makes its row its own group.  The
+    columns are read whole from the batch and indexed in numpy (no Arrow ``take`` of every column).
     """
-    m = len(idx)
-    names = [f for f in ("kind", *(f for f in _EVENT_FIELDS if f != "seq"))
-             if f in batch.schema.names and batch.column(f).null_count < batch.num_rows]
-    sub = batch.select(names).take(index_array(idx))
+    n, m = batch.num_rows, len(idx)
+    whole = m == n
     cols: list[np.ndarray] = []
-    for name, arr in zip(names, sub.columns, strict=True):
-        if arr.null_count == m:
+    for name in ("kind", *(f for f in _EVENT_FIELDS if f != "seq")):
+        arr = batch.column(name) if name in batch.schema.names else None
+        if arr is None or arr.null_count == n:
             continue
         if name in _LIST_COLUMNS:
-            cols.append(np.where(valid_mask(arr), np.arange(m, dtype=np.int64), -1))
+            cols.append(np.where(valid_mask(arr), np.arange(n, dtype=np.int64), -1) if whole
+                        else np.where(valid_mask(arr)[idx], idx, -1))
             continue
         t = arr.type
         if pa.types.is_string(t) or pa.types.is_large_string(t):
             arr = arr.dictionary_encode()
-        if pa.types.is_dictionary(arr.type):
-            codes = int_values(arr).astype(np.int64)
-            if arr.null_count:
-                codes[~valid_mask(arr)] = -1
-            cols.append(codes)
-            continue
-        cols.append(int_values(arr).astype(np.uint64).view(np.int64))
+        c = int_values(arr).astype(np.int64) if pa.types.is_dictionary(arr.type) else int_values(arr).view(np.int64) \
+            if arr.type.bit_width == 64 else int_values(arr).astype(np.int64)
         if arr.null_count:
-            cols.append(valid_mask(arr).astype(np.int64))
-    mat = np.stack(cols, axis=1) if cols else np.zeros((m, 1), dtype=np.int64)
+            c = np.where(valid_mask(arr), c, np.int64(-1)) if pa.types.is_dictionary(arr.type) else c
+        cols.append(c if whole else c[idx])
+        if arr.null_count and not pa.types.is_dictionary(arr.type):
+            cols.append(valid_mask(arr).astype(np.int64) if whole else valid_mask(arr)[idx].astype(np.int64))
     h = np.zeros(m, dtype=np.uint64)
     for c in cols:
         h = (h ^ c.view(np.uint64)) * np.uint64(0x100000001B3)
         h ^= h >> np.uint64(29)
-    return h, mat
+    return h, cols
 
 
 class BatchRows:
@@ -327,9 +328,10 @@ class BatchRows:
         m = len(idx)
         if m == 0:
             return np.zeros(0, dtype=np.int64)
-        h, mat = _row_hashes(self.batch, idx)
+        h, cols = _row_hashes(self.batch, idx)
         _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-        if not (mat[first][inverse] == mat).all():  # a hash collision: group the rows exactly
+        if not all((c[first][inverse] == c).all() for c in cols):  # a hash collision: group the rows exactly
+            mat = np.stack(cols, axis=1) if cols else np.zeros((m, 1), dtype=np.int64)
             _, first, inverse = np.unique(mat, axis=0, return_index=True, return_inverse=True)
         tuples, _ = self.event_keys(idx[first])
         ids = np.array([keys.intern(k) for k in tuples], dtype=np.int64)
@@ -839,46 +841,81 @@ class FastReplay:
         self.batch(BatchRows(piece, start))
 
     def plain_part(self, piece: pa.RecordBatch, start: int) -> None:
+        """A stretch that does not repeat (see :meth:`_plain_part`), with the cyclic collector paused.
+
+        The stretch's events and outcomes live until it is judged, and the collector would walk every
+        one of them several times as they age: a third of the stretch's time.  A model step leaves no
+        cyclic garbage, so the collector runs once the stretch is done instead.
+        """
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._plain_part(piece, start)
+        finally:
+            # (the stretch is judged and its tail kept: let its outcomes go before the collector sees them)
+            self.keyed_outs = [[] for _ in self.lanes]
+            self.keyed_rows = []
+            self._keyed_at = None
+            self.slow_at = {}
+            if collecting:
+                gc.enable()
+
+    def _plain_part(self, piece: pa.RecordBatch, start: int) -> None:
         """A stretch that does not repeat: every row through the model, with no memo in the way.
 
-        The events are built from the columns in one pass and stepped on each lane's live machine;
-        their outcomes are judged on columns like keyed rows (:meth:`_compare_keyed`), so RowResults
-        are made only for the rows a report shows.
+        Each distinct event of the stretch is built once from the columns (:meth:`BatchRows.key_ids`)
+        and stepped on each lane's live machine as often as it occurs; the outcomes are judged on
+        columns like keyed rows (:meth:`_compare_keyed`), so RowResults are made only for the rows a
+        report shows.  Snapshot rows and rows expecting a list are stepped as TraceRows in between.
         """
         b = BatchRows(piece, start)
         self._open_batch(b)
         machines = [lane.memo.suspend() for lane in self.lanes]
-        cols, n = b.cols, b.n
-        fields = _event_fields(cols, n, column_values(cols["seq"]))
+        n = b.n
         special_idx = np.flatnonzero(b.special)
-        special_rows = dict(zip(special_idx.tolist(), b.rows(special_idx), strict=True))
-        keyed_rows = self.keyed_rows
+        ev_idx = np.flatnonzero(~b.special) if len(special_idx) else np.arange(n, dtype=np.int64)
+        kids = b.key_ids(ev_idx, self.event_keys).tolist()
+        events = self.event_keys.events(kids)
+        specials = special_idx.tolist()
+        special_rows = b.rows(special_idx) if specials else []
+        ev_rows = ev_idx.tolist()
+        self.keyed_rows += ev_rows
         hook = None if type(self)._keyed_stepped is FastReplay._keyed_stepped else self._keyed_stepped
-        kinds = column_values(cols["kind"])
         try:
-            if len(machines) == 1 and hook is None and not special_rows:  # (replay: the common case, inlined)
-                step, outs = machines[0].step, self.keyed_outs[0]
-                for kind, vals in zip(kinds, zip(*fields, strict=True), strict=True):
-                    outs.append(step(Event(kind, *vals)))
-                keyed_rows += range(n)
+            if hook is None:
+                # Stretches of events between special rows, each lane stepped through it in turn (the
+                # lanes are independent machines; nothing is observed between the rows of a stretch).
+                done = 0
+                for j, (i, row) in enumerate(zip([*specials, n], [*special_rows, None], strict=True)):
+                    upto = i - j  # events before special row j
+                    if upto > done:
+                        part = events[done:upto]
+                        for m, outs in zip(machines, self.keyed_outs, strict=True):
+                            outs += map(m.step, part)
+                        done = upto
+                    if row is not None:
+                        self._step(row, i)
             else:
                 pairs = list(zip(machines, self.keyed_outs, strict=True))
-                for i, (kind, vals) in enumerate(zip(kinds, zip(*fields, strict=True), strict=True)):
-                    row = special_rows.get(i)
+                rows_at = dict(zip(specials, special_rows, strict=True))
+                k = 0
+                for i in range(n):
+                    row = rows_at.get(i)
                     if row is not None:
                         self._step(row, i)
                         continue
-                    ev = Event(kind, *vals)
-                    keyed_rows.append(i)
+                    ev = events[k]
+                    k += 1
                     for m, outs in pairs:
                         outs.append(m.step(ev))
-                    if hook is not None:
-                        hook(i, (kind, ev.vcpu))
+                    hook(i, (ev.kind, ev.vcpu))
         finally:
             for lane in self.lanes:
                 lane.memo.resume(n)
-        if "map" in kinds:  # (stepped on the live page tables: mappings looked up before are stale)
-            for lane in self.lanes:
+        keys = self.event_keys.keys
+        if any(keys[k][0] == "map" for k in set(kids)) or any(r.event is not None and r.event.kind == "map"
+                                                             for r in special_rows):
+            for lane in self.lanes:  # (stepped on the live page tables: mappings looked up before are stale)
                 lane.pages_changed()
         self._compare_keyed()
         self._finish_batch()
@@ -1282,26 +1319,29 @@ class FastReplay:
                     self.diverged.append(rr)
 
     def _keyed_mismatch(self, rows: np.ndarray, outs: list[Outcome], res: ReplayResult) -> np.ndarray:
-        """Count the rule hits of ``outs`` into ``res``; the keyed rows whose expectation they may not meet."""
-        _, first, codes, counts_arr = np.unique(np.fromiter(map(id, outs), dtype=np.int64, count=len(outs)),
-                                                return_index=True, return_inverse=True, return_counts=True)
-        uniq = [outs[j] for j in first.tolist()]
-        counts = counts_arr.tolist()
+        """Count the rule hits of ``outs`` into ``res``; the keyed rows whose expectation they may not meet.
+
+        Only rows that expect a field have that field looked at; a row kept here may still match (its
+        RowResult is judged exactly by :func:`diff_outcome`), a row left out cannot differ.
+        """
         hits = res.rule_hits
-        for o, cnt in zip(uniq, counts, strict=True):
-            for r in o.rules:
+        for rules, cnt in Counter(map(_RULES_OF, outs)).items():
+            for r in rules:
                 hits[r] += cnt
         b = self.b
-        u_res = np.array([_RESULT_CODE.get(o.result, -3) for o in uniq], dtype=np.int64)
+        bad = np.zeros(len(rows), dtype=bool)
         er = b.exp_result[rows]
-        bad = (er >= 0) & (er != u_res[codes])
+        sel = np.flatnonzero(er >= 0)
+        if len(sel):
+            code = _RESULT_CODE.get
+            got = np.fromiter((code(outs[j].result, -3) for j in sel.tolist()), dtype=np.int64, count=len(sel))
+            bad[sel] = got != er[sel]
         for name, (valid, value) in b.exp.items():
-            vals = [getattr(o, name) for o in uniq]
-            u_has = np.array([type(v) is int and 0 <= v <= _U64 for v in vals], dtype=bool)
-            u_val = np.array([v if h else 0 for v, h in zip(vals, u_has.tolist(), strict=True)], dtype=np.uint64)
-            u_odd = np.array([v is not None and not h for v, h in zip(vals, u_has.tolist(), strict=True)], dtype=bool)
-            c_has = u_has[codes]
-            bad |= valid[rows] & (~c_has | (value[rows] != u_val[codes]) | u_odd[codes])
+            sel = np.flatnonzero(valid[rows])
+            if len(sel):
+                get = attrgetter(name)
+                sl = sel.tolist()
+                bad[[j for j, e in zip(sl, value[rows[sel]].tolist(), strict=True) if get(outs[j]) != e]] = True
         return rows[bad]  # type: ignore[no-any-return]
 
     def _keyed_row_results(self, idx: np.ndarray, lane: int = 0) -> list[RowResult]:

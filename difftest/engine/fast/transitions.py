@@ -75,6 +75,19 @@ class EventKeys:
     def __init__(self) -> None:
         self.ids: dict[tuple[Any, ...], int] = {}
         self.keys: list[tuple[Any, ...]] = []
+        self._events: list[Event | None] = []
+
+    def events(self, kids: list[int]) -> list[Event]:
+        """One Event per id of ``kids``, built once per distinct key and shared: the model never writes to
+        an event nor reads its ``seq`` (the key leaves it out, and so does the Event built here)."""
+        cache = self._events
+        if len(cache) < len(self.keys):
+            cache.extend([None] * (len(self.keys) - len(cache)))
+        for k in set(kids):
+            if cache[k] is None:
+                key = self.keys[k]
+                cache[k] = Event(key[0], key[1], key[2], 0, *key[3:])
+        return list(map(cache.__getitem__, kids))  # type: ignore[arg-type]
 
     def intern(self, key: tuple[Any, ...]) -> int:
         kid = self.ids.get(key)

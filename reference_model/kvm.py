@@ -67,6 +67,7 @@ WAKING_KINDS = (HOST_KINDS - {"run"}) | {"sipi"}
 L1_NESTED = {"vmwrite": "l1_vmwrite", "vmread": "l1_vmread", "vmlaunch": "l1_vmlaunch", "vmresume": "l1_vmlaunch",
              "set_msr_bitmap": "l1_set_msr_bitmap", "smi": "smi"}
 L2_NESTED = {"nested_exit": "l2_nested_exit", "smi": "smi"}
+NESTED_KINDS = frozenset(L1_NESTED) | frozenset(L2_NESTED)
 
 
 @dataclass
@@ -385,15 +386,17 @@ class KvmVcpu:
             return Outcome("unsupported", rules=("X86.NA",))
         if level == "l1" and self.guest_mode and not self.in_smm:
             return Outcome("unsupported", rules=("X86.NA",))
-        failed = self.enter()
-        if failed is not None:
-            return failed
+        if not self.in_guest:  # (enter(), skipped when already in the guest: most events)
+            failed = self.enter()
+            if failed is not None:
+                return failed
         cpu = self.l2 if level == "l2" else self.l1
         if kind in ("wrmsr", "rdmsr") and ev.msr == MSR_IA32_PKRS:
             return self.guest_pkrs_access(ev, cpu, level)  # exits only when intercepted
-        nested = self.nested_handler(kind, level)
-        if nested is not None:
-            return nested(ev)
+        if kind in NESTED_KINDS:
+            nested = self.nested_handler(kind, level)
+            if nested is not None:
+                return nested(ev)
         # Without an exit the CPU runs it (with EPT: CR3, INVLPG, accesses, PKRU)
         if kind not in KVM_HANDLED and not (kind == "rdpkru" and self.k.rdpkru_internal_error):
             handler = cpu.handlers.get(kind)

@@ -12,17 +12,16 @@ F = fetch); bit 0 of an entry is ANDed with AD, bit 1 with WD.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from .registers import CR0_WP, CR4_PKE, CR4_PKS, EFER_LMA, PF_ID, PF_RSVD, PF_U, PF_W
 
 RoleMode = str  # "none" (no PKS bit), "merged" (cr4_pkr = PKE or PKS), "separate" (cr4_pks)
 
 
-@dataclass(frozen=True)
-class MmuRole:
-    """The role bits that matter here."""
+class MmuRole(NamedTuple):
+    """The role bits that matter here (a tuple: compared and hashed on every CR write and emulated access)."""
 
     cr0_wp: bool
     lma: bool

@@ -44,6 +44,7 @@ from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
+from itertools import repeat
 from operator import attrgetter
 from typing import Any
 
@@ -79,6 +80,7 @@ REFERENCE_ENV = "DIFFTEST_REFERENCE"
 
 _RESULT_CODE = {r: i for i, r in enumerate(RESULTS)}
 _RULES_OF = attrgetter("rules")
+_RESULT_OF = attrgetter("result")
 _SCALAR_EXPECT = ("pfec", "cr2", "value", "count", "exit_reason", "vm_error", "exit_qual")
 _U64 = (1 << 64) - 1
 _PF = _RESULT_CODE["pf"]
@@ -304,10 +306,15 @@ class BatchRows:
                 has_expect |= valid
         has_expect |= self.exp_result >= 0
         values = cols.get("exp_values")
-        self.special = kind == 1  # snapshot rows, and rows expecting a list: stepped as TraceRows
+        self.snapshot = kind == 1
+        self.special = self.snapshot.copy()  # snapshot rows, and (on columns) rows expecting a list: stepped as TraceRows
+        self.exp_values: pa.Array | None = None  # the expected lists, where some row has one
+        self.has_values = np.zeros(n, dtype=bool)
         if values is not None and values.null_count < n:
-            has_expect |= _valid(values)
-            self.special |= _valid(values)
+            self.exp_values = values
+            self.has_values = _valid(values)
+            has_expect |= self.has_values
+            self.special |= self.has_values
         self.has_expect = has_expect
 
     def event_keys(self, idx: np.ndarray) -> tuple[list[tuple[Any, ...]], list[int]]:
@@ -870,10 +877,11 @@ class FastReplay:
         """
         b = BatchRows(piece, start)
         self._open_batch(b)
+        self._count_runs()  # (none run here: snapshots below read the counters as they stand)
         machines = [lane.memo.suspend() for lane in self.lanes]
         n = b.n
-        special_idx = np.flatnonzero(b.special)
-        ev_idx = np.flatnonzero(~b.special) if len(special_idx) else np.arange(n, dtype=np.int64)
+        special_idx = np.flatnonzero(b.snapshot)  # (a row expecting a list is judged with the others)
+        ev_idx = np.flatnonzero(~b.snapshot) if len(special_idx) else np.arange(n, dtype=np.int64)
         kids = b.key_ids(ev_idx, self.event_keys).tolist()
         events = self.event_keys.events(kids)
         specials = special_idx.tolist()
@@ -894,7 +902,10 @@ class FastReplay:
                             outs += map(m.step, part)
                         done = upto
                     if row is not None:
-                        self._step(row, i)
+                        if row.snapshot is not None and len(machines) == 1:
+                            self._snapshot(row, i, machines[0])
+                        else:
+                            self._step(row, i)
             else:
                 pairs = list(zip(machines, self.keyed_outs, strict=True))
                 rows_at = dict(zip(specials, special_rows, strict=True))
@@ -1187,6 +1198,13 @@ class FastReplay:
                     self.diverged.append(rr)
         self.slow_at[i] = (row, out, rr)
 
+    def _snapshot(self, row: TraceRow, i: int, machine: Machine) -> None:
+        """A snapshot row of a stretch stepped row by row (:meth:`_step` without the runs to count: none ran)."""
+        rr = check_snapshot(row, machine, self.result)
+        self.slow_at[i] = (row, None, rr)
+        if rr.status == "diverge":
+            self.diverged.append(rr)
+
     def _step_keyed(self, si: int, i: int) -> None:
         """Row ``i`` (the ``si``-th stepped row) on every lane: a remembered transition or the model.
 
@@ -1331,17 +1349,20 @@ class FastReplay:
         b = self.b
         bad = np.zeros(len(rows), dtype=bool)
         er = b.exp_result[rows]
-        sel = np.flatnonzero(er >= 0)
-        if len(sel):
-            code = _RESULT_CODE.get
-            got = np.fromiter((code(outs[j].result, -3) for j in sel.tolist()), dtype=np.int64, count=len(sel))
-            bad[sel] = got != er[sel]
+        if (er >= 0).any():  # (every outcome's result code, in C: cheaper than picking the rows first)
+            got = np.fromiter(map(_RESULT_CODE.get, map(_RESULT_OF, outs), repeat(-3)), dtype=np.int64, count=len(outs))
+            bad |= (er >= 0) & (got != er)
         for name, (valid, value) in b.exp.items():
             sel = np.flatnonzero(valid[rows])
             if len(sel):
                 get = attrgetter(name)
                 sl = sel.tolist()
                 bad[[j for j, e in zip(sl, value[rows[sel]].tolist(), strict=True) if get(outs[j]) != e]] = True
+        if b.exp_values is not None:
+            sel = np.flatnonzero(b.has_values[rows])
+            if len(sel):
+                want = column_values(b.exp_values.take(index_array(rows[sel])))
+                bad[[j for j, e in zip(sel.tolist(), want, strict=True) if outs[j].values != tuple(e)]] = True
         return rows[bad]  # type: ignore[no-any-return]
 
     def _keyed_row_results(self, idx: np.ndarray, lane: int = 0) -> list[RowResult]:

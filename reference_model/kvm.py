@@ -796,7 +796,7 @@ class KvmVcpu:
     def nested_handler(self, kind: str, level: str) -> Callable[[Event], Outcome] | None:
         """The method that handles a nested-VMX event of ``kind`` at ``level`` (None: not one)."""
         name = (L1_NESTED if level == "l1" else L2_NESTED).get(kind)
-        return None if name is None else getattr(self, name)  # type: ignore[no-any-return]
+        return None if name is None else getattr(self, name)
 
     def l1_set_msr_bitmap(self, ev: Event) -> Outcome:
         if ev.msr == MSR_IA32_PKRS:

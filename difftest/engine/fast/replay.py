@@ -859,11 +859,7 @@ class FastReplay:
         try:
             self._plain_part(piece, start)
         finally:
-            # (the stretch is judged and its tail kept: let its outcomes go before the collector sees them)
-            self.keyed_outs = [[] for _ in self.lanes]
-            self.keyed_rows = []
-            self._keyed_at = None
-            self.slow_at = {}
+            self._drop_outcomes()  # (the stretch is judged and its tail kept: before the collector sees them)
             if collecting:
                 gc.enable()
 
@@ -948,6 +944,13 @@ class FastReplay:
         self.keyed_outs: list[list[Outcome]] = [[] for _ in self.lanes]  # ... and their outcomes per lane
         self._keyed_at: dict[int, int] | None = None  # batch row -> position in keyed_rows (built when needed)
         self.run_spans: list[tuple[int, int, int]] = []  # (first stepped row, end, first access row) of each run
+
+    def _drop_outcomes(self) -> None:
+        """Let go of the batch's stepped outcomes and row records (its divergences and tail are kept)."""
+        self.keyed_outs = [[] for _ in self.lanes]
+        self.keyed_rows = []
+        self._keyed_at = None
+        self.slow_at = {}
 
     # -- one batch -------------------------------------------------------------------------
     def batch(self, b: BatchRows) -> None:

@@ -7,7 +7,9 @@ runs or two nodes never take the same one), and marks it ``done/<chunk>`` with w
 every iteration in it has been compared.  Each new kind of divergence is shrunk and kept as
 ``<rule>-<kind>.parquet`` (written atomically; a kind already in the directory is never kept again).
 ``campaign.json`` fixes the policies, seed and trace size: a second run with other ones is refused.
-A claim whose run died (same host, process gone) is taken over, so a crash loses no chunk.
+A claim whose run died is taken over, so a crash loses no chunk: on the same host when its process
+is gone; from any host when it is older than ``LEASE_SECONDS`` (a run renews the claims it holds while
+it waits for them, and a chunk takes seconds), since a node that died cannot say so.
 
 With ``cluster`` (a Ray address, :mod:`difftest.cluster`) the chunks a run claims are compared as Ray
 tasks and their results stream back into the same directory; shrinking stays on the driver, which
@@ -34,6 +36,7 @@ from .generate import generate
 from .shrink import DivergenceKind, Goal, shrink
 
 CHUNK = 64  # iterations per claim
+LEASE_SECONDS = 600.0  # a claim not renewed for this long is its dead run's, whichever host it names
 
 
 @dataclass(frozen=True)
@@ -102,19 +105,32 @@ class Campaign:
         return True
 
     def _take_over(self, c: int, path: Path) -> bool:
-        """A claim of a run that died on this host (its process is gone) and never finished the chunk."""
+        """A claim of a run that died (see the module docstring) and never finished the chunk."""
         if (self.dir / "done" / str(c)).exists():
             return False
+        me = socket.gethostname()
         try:
             host, pid = path.read_text().split()
+            age = time.time() - path.stat().st_mtime
+            holder = int(pid)
         except (OSError, ValueError):
             return False
-        if host != socket.gethostname() or int(pid) == os.getpid() or process_exists(int(pid)):
+        if host == me and holder == os.getpid():
             return False
+        if age < LEASE_SECONDS and (host != me or process_exists(holder)):
+            return False  # (a live run's, or another node's that may be alive)
         tmp = path.with_name(f".{c}.{os.getpid()}")
-        tmp.write_text(f"{host} {os.getpid()}\n")
+        tmp.write_text(f"{me} {os.getpid()}\n")
         os.replace(tmp, path)  # (the last of two racing take-overs wins; re-read to see who)
-        return path.read_text().split()[1] == str(os.getpid())
+        return path.read_text().split() == [me, str(os.getpid())]
+
+    def renew(self, chunks: list[int]) -> None:
+        """Renew this run's claims on ``chunks`` (still being compared), so that no other run takes them over."""
+        for c in chunks:
+            try:
+                os.utime(self.dir / "claims" / str(c))
+            except OSError:
+                pass  # (gone: the chunk is done, or someone cleaned the directory; recorded as done anyway)
 
     def claims(self) -> Iterator[int]:
         """Chunks this run takes, lowest first, skipping those claimed or done."""
@@ -184,7 +200,10 @@ def run_campaign(directory: str | os.PathLike[str], spec: CampaignSpec, *, budge
         width = 2 * ray_cluster.workers(cluster)  # chunks in flight: two per cluster CPU
         while more():
             batch = [next(claims) for _ in range(width if chunks is None else min(width, chunks - len(run.chunks)))]
+            waiting = list(batch)
             for c, found in ray_cluster.map_unordered(_compare_chunk, [(spec, c) for c in batch], cluster):
                 campaign.record(run, c, found)
+                waiting.remove(c)
+                campaign.renew(waiting)
     run.seconds = time.monotonic() - t0
     return run

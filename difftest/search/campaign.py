@@ -18,6 +18,7 @@ also holds the claims.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -127,10 +128,8 @@ class Campaign:
     def renew(self, chunks: list[int]) -> None:
         """Renew this run's claims on ``chunks`` (still being compared), so that no other run takes them over."""
         for c in chunks:
-            try:
+            with contextlib.suppress(OSError):  # (gone: someone cleaned the directory; recorded as done anyway)
                 os.utime(self.dir / "claims" / str(c))
-            except OSError:
-                pass  # (gone: the chunk is done, or someone cleaned the directory; recorded as done anyway)
 
     def claims(self) -> Iterator[int]:
         """Chunks this run takes, lowest first, skipping those claimed or done."""

@@ -52,6 +52,8 @@ class FastCompare(FastReplay):
         self.recent_rows: deque[CompareRow] = deque(maxlen=CONTEXT)
         self.after_first = 0
         self.stretches_done = 0
+        self.unsampled = 0
+        self.sample_every = 1
 
     def run_compare(self, batches: Any) -> CompareResult:
         self.state_pairs: dict[tuple[int, ...], StateDiff] = {}

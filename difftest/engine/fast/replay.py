@@ -102,6 +102,7 @@ STRETCH = 8192
 ACCESS_RUN = 2  # ... repeated enough for the columns when its accesses outnumber its stepped rows this many times ...
 REPEAT_SAMPLE = 1024  # ... or when at most 1 in DISTINCT_SHARE of up to this many stepped rows is a new event;
 DISTINCT_SHARE = 4
+MAX_UNSAMPLED = 16  # ... (sampled again at most this many stretches after one that did not repeat)
 STRETCH_MODE = "judge"  # tests: "columns" or "model" for every stretch, "alternate" to switch at each
 MIN_FAST_ROWS = 64  # (a stretch this short is stepped by the model: the columns' fixed cost is more than it saves)
 TLB_PEEK = 256  # pending accesses a TLB reader looks at one by one before it settles them all instead
@@ -337,7 +338,8 @@ class BatchRows:
             return np.zeros(0, dtype=np.int64)
         h, cols = _row_hashes(self.batch, idx)
         _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-        if not all((c[first][inverse] == c).all() for c in cols):  # a hash collision: group the rows exactly
+        rep = first[inverse]  # (each row's group's first row)
+        if not all((c[rep] == c).all() for c in cols):  # a hash collision: group the rows exactly
             mat = np.stack(cols, axis=1) if cols else np.zeros((m, 1), dtype=np.int64)
             _, first, inverse = np.unique(mat, axis=0, return_index=True, return_inverse=True)
         tuples, _ = self.event_keys(idx[first])
@@ -752,6 +754,8 @@ class FastReplay:
         self.tails: deque[_Tail] = deque()  # the last rows before this batch (context, built if ever needed)
         self.after_first = 0  # rows still to append to the context after the first divergence
         self.stretches_done = 0
+        self.unsampled = 0  # stretches judged since the last sample of their events (verdict) ...
+        self.sample_every = 1  # ... and how many there are between two samples
 
     def _adopt_lanes(self) -> None:
         """Have each lane's memo settle the queued runs before it forgets their state ids."""
@@ -835,8 +839,15 @@ class FastReplay:
             return "columns"
         if not all(lane.memo.enabled for lane in self.lanes):
             return "model"
+        # Sampling costs a hash of every event column: after stretches whose events did not repeat it
+        # is done again only every 2, 4, ... up to MAX_UNSAMPLED stretches (the rest go to the model).
+        self.unsampled += 1
+        if self.unsampled < self.sample_every:
+            return "model"
+        self.unsampled = 0
         sample = slow[:REPEAT_SAMPLE]
         repeated = len(np.unique(_row_hashes(piece, sample)[0])) * DISTINCT_SHARE <= len(sample)
+        self.sample_every = 1 if repeated else min(2 * self.sample_every, MAX_UNSAMPLED)
         return "memo" if repeated else "model"
 
     def repeats(self, piece: pa.RecordBatch) -> bool:

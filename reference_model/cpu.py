@@ -40,6 +40,7 @@ from .registers import (
     MSR_IA32_PKRS,
     PLAIN_MSRS,
 )
+from .restore import Restorable, restore
 
 Handler = Callable[[Event], Outcome]
 
@@ -81,7 +82,7 @@ def canonical(value: int) -> bool:
     return top == 0 or top == (1 << 17) - 1
 
 
-class Cpu:
+class Cpu(Restorable):
     """Architectural state and semantics of one logical processor."""
 
     # CR4 bits whose change reloads the PAE PDPTEs (SDM 4.4.1; CR4.PKS is not one: Jim Mattson, B1).
@@ -132,7 +133,7 @@ class Cpu:
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
+        restore(self, state)
         self.bind_handlers()
 
     # -- enumeration ---------------------------------------------------------------------

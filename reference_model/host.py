@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .restore import Restorable
+
 HOST_FEATURES: dict[str, str] = {
     "pks": "the host CPU enumerates PKS (CPUID.(7,0).ECX[31])",
     "pku": "the host CPU enumerates PKU",
@@ -24,7 +26,7 @@ HOST_FEATURES: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class HostCpu:
+class HostCpu(Restorable):
     """The set of host features in force."""
 
     features: frozenset[str] = frozenset(HOST_FEATURES)

@@ -15,6 +15,7 @@ from .events import Event, Outcome, gp, unsupported
 from .host import DEFAULT_HOST, HostCpu
 from .machine import SNAPSHOT_PATH, Machine
 from .registers import EXIT_REASON_INIT_SIGNAL, MSR_IA32_PKRS
+from .restore import Restorable
 from .vmcs12 import VMX_ERROR_UNSUPPORTED_FIELD, Vmcs12
 from .vmx import LOW32
 
@@ -22,7 +23,7 @@ EXIT_REASON_MSR_READ = 31
 EXIT_REASON_MSR_WRITE = 32
 
 
-class HwVcpu:
+class HwVcpu(Restorable):
     """One logical processor: L1's and L2's registers, L1's VMCS, the one physical PKRS."""
 
     def __init__(self, machine: HwMachine, index: int = 0) -> None:

@@ -52,6 +52,7 @@ from .registers import (
     VMCS_GUEST_IA32_PKRS,
     VMCS_GUEST_IA32_PKRS_HIGH,
 )
+from .restore import Restorable, restore
 from .vmcs12 import FIELD_NAMES, LAYOUTS, PKRS_FIELDS, VMX_ERROR_UNSUPPORTED_FIELD, Vmcs12
 from .vmx import LOW32, Vmcs, check_guest_state, check_host_state, entry_load, exit_save_load
 
@@ -71,7 +72,7 @@ NESTED_KINDS = frozenset(L1_NESTED) | frozenset(L2_NESTED)
 
 
 @dataclass
-class NestedBlob:
+class NestedBlob(Restorable):
     """What KVM_GET_NESTED_STATE returned: vmcs12 and the flags."""
 
     vmcs12: Vmcs12
@@ -188,7 +189,7 @@ class KvmMachine(Machine):
         return self.kvm_vcpu(int(m.group(1))).snapshot(m.group(2))
 
 
-class KvmVcpu:
+class KvmVcpu(Restorable):
     """One vCPU as KVM (with the knobs' version of the series) runs it."""
 
     def host_set_msr_gate(self, msr: int, value: int) -> str | None:
@@ -275,7 +276,7 @@ class KvmVcpu:
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
+        restore(self, state)
         self.bind_handlers()
 
     # ------------------------------------------------------------------ VMCS accessors

@@ -44,6 +44,7 @@ from .registers import (
     VM_ENTRY_LOAD_IA32_PKRS,
     VM_EXIT_LOAD_IA32_PKRS,
 )
+from .restore import Restorable
 from .vmx import LOW32
 
 # The "default1" controls (SDM Vol. 3 A.3/A.4; KVM's VM_{EXIT,ENTRY}_ALWAYSON_WITHOUT_TRUE_MSR): the
@@ -64,7 +65,7 @@ PKRS_ALL_ONES = LOW32  # AD and WD for all 16 keys
 
 
 @dataclass(frozen=True)
-class Kvm2026Knobs:
+class Kvm2026Knobs(Restorable):
     """The rebase's open choices (issue 16); each value is one variant in ``policies/``."""
 
     cap_source: str = "host"  # host: F(PKS), needs the host kernel's X86_FEATURE_PKS | raw: PASSTHROUGH_F(PKS)

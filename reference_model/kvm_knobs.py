@@ -11,9 +11,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .restore import Restorable
+
 
 @dataclass(frozen=True)
-class KvmKnobs:
+class KvmKnobs(Restorable):
     """KVM behaviour switches; defaults are the v7 series (SPEC §3)."""
 
     # -- support and capability (KVM.CAP, KVM.MSR.LIST) ---------------------------------

@@ -16,6 +16,7 @@ from .cpu import Cpu
 from .events import Event, Outcome, unsupported
 from .host import DEFAULT_HOST, HostCpu
 from .paging import PageTables
+from .restore import Restorable
 
 # What ``observe`` returns, in order, and the rule a difference in it concerns.
 OBSERVED_STATE = (("pkrs", "VMX.ENTRY.LOAD"), ("exit_pkrs", "KVM.HOST"))
@@ -23,7 +24,7 @@ OBSERVED_STATE = (("pkrs", "VMX.ENTRY.LOAD"), ("exit_pkrs", "KVM.HOST"))
 SNAPSHOT_PATH = re.compile(r"^(?:vcpu(\d+)|host)\.([a-z0-9_][a-z0-9_.]*)\Z")  # \Z: no trailing newline
 
 
-class Machine:
+class Machine(Restorable):
     """Base class: dispatches events to vCPUs and answers snapshots."""
 
     name = "machine"

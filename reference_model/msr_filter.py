@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .registers import MSR_EXIT_FILTER
+from .restore import Restorable
 
 
 @dataclass
-class MsrFilter:
+class MsrFilter(Restorable):
     """Default action plus per-MSR allow bits (bit 0 read, bit 1 write)."""
 
     default_allow: bool = True
@@ -31,7 +32,7 @@ class MsrFilter:
 
 
 @dataclass
-class UserMsrExits:
+class UserMsrExits(Restorable):
     """KVM_CAP_X86_USER_SPACE_MSR: which failure reasons exit to userspace."""
 
     mask: int = 0

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .restore import Restorable
+
 
 @dataclass
-class PhysCpu:
+class PhysCpu(Restorable):
     """One physical CPU: its IA32_PKRS, the host kernel's CR4.PKS and the vCPU loaded on it."""
 
     index: int
@@ -32,7 +34,7 @@ class PhysCpu:
 
 
 @dataclass
-class PcpuTable:
+class PcpuTable(Restorable):
     """The host's pCPUs and the placement of vCPUs on them."""
 
     host_cr4_pks: bool = False

@@ -19,6 +19,7 @@ from .registers import (
     VMCS_VM_ENTRY_CONTROLS,
     VMCS_VM_EXIT_CONTROLS,
 )
+from .restore import Restorable
 
 FIELD_NAMES = {
     VMCS_GUEST_IA32_PKRS: "GUEST_IA32_PKRS",
@@ -37,7 +38,7 @@ VMX_ERROR_UNSUPPORTED_FIELD = 12  # VMREAD/VMWRITE of an unsupported VMCS compon
 
 
 @dataclass
-class Vmcs12:
+class Vmcs12(Restorable):
     """The PKRS-related fields of L1's vmcs12."""
 
     guest_pkrs: int = 0

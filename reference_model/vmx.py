@@ -19,12 +19,13 @@ from .registers import (
     VMX_ERROR_ENTRY_INVALID_CONTROL,
     VMX_ERROR_ENTRY_INVALID_HOST_STATE,
 )
+from .restore import Restorable
 
 LOW32 = 0xFFFF_FFFF
 
 
 @dataclass
-class Vmcs:
+class Vmcs(Restorable):
     """The PKRS slice of one VMCS."""
 
     name: str

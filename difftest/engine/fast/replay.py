@@ -102,6 +102,7 @@ STRETCH = 8192
 ACCESS_RUN = 2  # ... repeated enough for the columns when its accesses outnumber its stepped rows this many times ...
 REPEAT_SAMPLE = 1024  # ... or when at most 1 in DISTINCT_SHARE of up to this many stepped rows is a new event;
 DISTINCT_SHARE = 4
+TRIAL_ROWS = 1024  # a stretch on a memo that has not proven itself yet (see TransitionCache.failing)
 MAX_UNSAMPLED = 16  # ... (sampled again at most this many stretches after one that did not repeat)
 STRETCH_MODE = "judge"  # tests: "columns" or "model" for every stretch, "alternate" to switch at each
 MIN_FAST_ROWS = 64  # (a stretch this short is stepped by the model: the columns' fixed cost is more than it saves)
@@ -233,22 +234,78 @@ def _gap_masks(slow_idx: np.ndarray, fast_idx: np.ndarray, fast_keys: np.ndarray
     return masks
 
 
-def _row_hashes(batch: pa.RecordBatch, idx: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """A 64-bit hash of the event columns (all but ``seq``) of each row at ``idx``, and those columns as int64.
+_MIX = np.uint64(0x100000001B3)
 
-    Equal events hash equally; a list column (KVM_SET/GET_MSRS) makes its row its own group.  The
-    columns are read whole from the batch and indexed in numpy (no Arrow ``take`` of every column).
+
+class ListColumn:
+    """A list column's contents at rows ``idx`` of a batch, for grouping rows by value: the flat items,
+    each row's first item there, and its length (a null list: length 0, told apart by its own column)."""
+
+    def __init__(self, flat: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> None:
+        self.flat, self.starts, self.lens = flat, starts, lens
+
+    def hashes(self) -> np.ndarray:
+        """A 64-bit hash of each row's items and their positions (equal lists hash equally)."""
+        total = int(self.lens.sum())
+        if total == 0:
+            return np.zeros(len(self.lens), dtype=np.uint64)
+        pos = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(self.lens) - self.lens, self.lens)
+        items = self.flat[np.repeat(self.starts, self.lens) + pos]
+        eh = (items * _MIX) ^ (pos.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1))
+        eh ^= eh >> np.uint64(31)
+        eh *= _MIX
+        cs = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(eh, dtype=np.uint64)])
+        ends = np.cumsum(self.lens)
+        return cs[ends] - cs[ends - self.lens]  # type: ignore[no-any-return]  # (wraps: a sum mod 2^64)
+
+    def same_as(self, rep: np.ndarray) -> bool:
+        """Whether every row's items equal those of row ``rep[row]`` (whose length is already known equal)."""
+        total = int(self.lens.sum())
+        if total == 0:
+            return True
+        pos = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(self.lens) - self.lens, self.lens)
+        mine = self.flat[np.repeat(self.starts, self.lens) + pos]
+        theirs = self.flat[np.repeat(self.starts[rep], self.lens) + pos]
+        return bool((mine == theirs).all())
+
+
+def _list_column(arr: pa.Array, idx: np.ndarray) -> ListColumn | None:
+    """The list column ``arr`` at rows ``idx`` (None if its items hold nulls: such rows are grouped apart)."""
+    items = arr.values  # (the whole child array: the offsets index it, the slice's offset included)
+    if items.null_count:
+        return None
+    offs = int_values(arr.offsets).astype(np.int64)
+    lens = np.diff(offs)
+    if arr.null_count:
+        lens = np.where(valid_mask(arr), lens, 0)
+    return ListColumn(int_values(items).astype(np.uint64), offs[:-1][idx], lens[idx])
+
+
+def _row_hashes(batch: pa.RecordBatch, idx: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], list[ListColumn]]:
+    """A 64-bit hash of the event columns (all but ``seq``) of each row at ``idx``, those columns as int64,
+    and the list columns (KVM_SET/GET_MSRS), whose items a grouping is checked against separately.
+
+    Equal events hash equally.  The columns are read whole from the batch and indexed in numpy (no Arrow
+    ``take`` of every column); a list column whose items hold nulls makes each row with a list its own group.
     """
     n, m = batch.num_rows, len(idx)
     whole = m == n
     cols: list[np.ndarray] = []
+    lists: list[ListColumn] = []
+    extra: list[np.ndarray] = []  # hashed but not compared: list contents (ListColumn.same_as checks them)
     for name in ("kind", *(f for f in _EVENT_FIELDS if f != "seq")):
         arr = batch.column(name) if name in batch.schema.names else None
         if arr is None or arr.null_count == n:
             continue
         if name in _LIST_COLUMNS:
-            cols.append(np.where(valid_mask(arr), np.arange(n, dtype=np.int64), -1) if whole
-                        else np.where(valid_mask(arr)[idx], idx, -1))
+            valid = valid_mask(arr) if whole else valid_mask(arr)[idx]
+            lc = _list_column(arr, idx)
+            if lc is None:
+                cols.append(np.where(valid, idx, -1))
+                continue
+            lists.append(lc)
+            cols.append(np.where(valid, lc.lens, -1))
+            extra.append(lc.hashes().view(np.int64))
             continue
         t = arr.type
         if pa.types.is_string(t) or pa.types.is_large_string(t):
@@ -261,10 +318,10 @@ def _row_hashes(batch: pa.RecordBatch, idx: np.ndarray) -> tuple[np.ndarray, lis
         if arr.null_count and not pa.types.is_dictionary(arr.type):
             cols.append(valid_mask(arr).astype(np.int64) if whole else valid_mask(arr)[idx].astype(np.int64))
     h = np.zeros(m, dtype=np.uint64)
-    for c in cols:
-        h = (h ^ c.view(np.uint64)) * np.uint64(0x100000001B3)
+    for c in (*cols, *extra):
+        h = (h ^ c.view(np.uint64)) * _MIX
         h ^= h >> np.uint64(29)
-    return h, cols
+    return h, cols, lists
 
 
 class BatchRows:
@@ -336,11 +393,13 @@ class BatchRows:
         m = len(idx)
         if m == 0:
             return np.zeros(0, dtype=np.int64)
-        h, cols = _row_hashes(self.batch, idx)
+        h, cols, lists = _row_hashes(self.batch, idx)
         _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
         rep = first[inverse]  # (each row's group's first row)
-        if not all((c[rep] == c).all() for c in cols):  # a hash collision: group the rows exactly
-            mat = np.stack(cols, axis=1) if cols else np.zeros((m, 1), dtype=np.int64)
+        if not (all((c[rep] == c).all() for c in cols) and all(lc.same_as(rep) for lc in lists)):
+            # a hash collision: group the rows exactly (each row with a list its own group)
+            apart = [np.where(lc.lens > 0, np.arange(m, dtype=np.int64), -1) for lc in lists]
+            mat = np.stack([*cols, *apart], axis=1) if cols else np.zeros((m, 1), dtype=np.int64)
             _, first, inverse = np.unique(mat, axis=0, return_index=True, return_inverse=True)
         tuples, _ = self.event_keys(idx[first])
         ids = np.array([keys.intern(k) for k in tuples], dtype=np.int64)
@@ -814,7 +873,8 @@ class FastReplay:
         lo = 0
         while lo < n:
             v = self.verdict(batch.slice(lo, STRETCH))
-            hi = lo + STRETCH
+            # (a memo that has not proven itself tries a short stretch first: verdict judges it after that)
+            hi = lo + (TRIAL_ROWS if v == "memo" and not all(lane.memo.proven for lane in self.lanes) else STRETCH)
             if v != "memo":
                 while hi < n and self.verdict(batch.slice(hi, STRETCH)) == v:
                     hi += STRETCH
@@ -837,6 +897,9 @@ class FastReplay:
         slow = np.flatnonzero(_codes(piece.column("kind"), {"access": 0}, n) != 0)
         if n - len(slow) >= ACCESS_RUN * (len(slow) + 1):
             return "columns"
+        for lane in self.lanes:  # (a try on stretches like this one that is missing already: stop it now)
+            if lane.memo.failing(REPEAT_SAMPLE):
+                lane.memo.window_done()
         if not all(lane.memo.enabled for lane in self.lanes):
             return "model"
         # Sampling costs a hash of every event column: after stretches whose events did not repeat it

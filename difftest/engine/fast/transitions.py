@@ -167,6 +167,7 @@ class TransitionCache:
         self.off_windows = 1 if self.supported else 0  # windows left before memoising is tried (again)
         self.off_steps = 0
         self.retry_after = RETRY_AFTER
+        self.proven = False  # a window since memoising last started had hits enough (see failing)
         self.first_events: set[tuple[Any, ...]] | None = set() if self.supported else None  # distinct, until first on
         self.epoch = 0
         self.before_reset: Callable[[], None] | None = None  # the owner's last use of this epoch's state ids
@@ -285,6 +286,7 @@ class TransitionCache:
                     if not self.off_windows:  # try again, from the state the machine is in now
                         self.first_events = None
                         self.enabled = True
+                        self.proven = False
                         self._reset_tables()
             return out
         before = self.state
@@ -352,6 +354,7 @@ class TransitionCache:
             self.off_steps = 0
             self.first_events = None
             self.enabled = True
+            self.proven = False
             self._reset_tables()
 
     def _repeats_early(self, key: tuple[Any, ...]) -> bool:
@@ -375,7 +378,17 @@ class TransitionCache:
             self._reset_tables()
         else:
             self.retry_after = RETRY_AFTER
+            self.proven = True
         self.window_hits = self.window_misses = 0
+
+    def failing(self, after: int) -> bool:
+        """Whether a try that has not yet proven itself missed more than its share of ``after`` or more steps.
+
+        A miss costs a pickle: a caller that can tell early that a stretch's states do not recur
+        closes the window here (:meth:`window_done` then switches memoising off) instead of at its end.
+        """
+        seen = self.window_hits + self.window_misses
+        return self.enabled and not self.proven and seen >= after and self.window_misses > MAX_MISS_RATE * seen
 
     def cached_at(self, state: int, what: str, arg: Any, compute: Callable[[Machine], Any]) -> Any:
         """:meth:`cached` for another state of this epoch (a run of transitions looks back at its states)."""

@@ -19,7 +19,7 @@ from .cpu import Cpu
 from .events import Event, Outcome, gp, kinds_where, unsupported
 from .host import HostCpu
 from .kvm_knobs import KvmKnobs
-from .machine import SNAPSHOT_PATH, Machine
+from .machine import Machine, match_snapshot_path
 from .mmu import MmuRole, build_pkr_mask, pkr_bits, role_of
 from .msr_filter import MsrFilter, UserMsrExits
 from .paging import WRITE_ACCESSES, check_access
@@ -174,7 +174,7 @@ class KvmMachine(Machine):
         return (v.effective_pkrs(), v.exit_pkrs)
 
     def snapshot(self, path: str) -> int:
-        m = SNAPSHOT_PATH.match(path)
+        m = match_snapshot_path(path)
         if m is None:
             raise KeyError(path)
         if m.group(1) is None:

@@ -33,7 +33,7 @@ from .events import Event, Outcome
 from .host import HostCpu
 from .kvm import KvmMachine, KvmVcpu
 from .kvm_knobs import KvmKnobs
-from .machine import SNAPSHOT_PATH
+from .machine import match_snapshot_path
 from .pcpu import PcpuTable, PhysCpu
 from .registers import (
     CPUID1_ECX_VMX,
@@ -174,7 +174,7 @@ class Kvm2026Machine(KvmMachine):
         return (v.effective_pkrs(), v.exit_pkrs if self.host_kernel_pks else None)
 
     def snapshot(self, path: str) -> int:
-        m = SNAPSHOT_PATH.match(path)
+        m = match_snapshot_path(path)
         if m is not None and m.group(1) is None:
             name = m.group(2)
             if name == "supported_cpuid.7.ecx.pks":  # KVM_GET_SUPPORTED_CPUID, leaf 7 ECX bit 31

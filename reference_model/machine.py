@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
+from functools import lru_cache
 
 from .cpu import Cpu
 from .events import Event, Outcome, unsupported
@@ -22,6 +23,8 @@ from .restore import Restorable
 OBSERVED_STATE = (("pkrs", "VMX.ENTRY.LOAD"), ("exit_pkrs", "KVM.HOST"))
 
 SNAPSHOT_PATH = re.compile(r"^(?:vcpu(\d+)|host)\.([a-z0-9_][a-z0-9_.]*)\Z")  # \Z: no trailing newline
+# SNAPSHOT_PATH.match, remembered per path: a trace asks for the same few paths over and over.
+match_snapshot_path = lru_cache(maxsize=4096)(SNAPSHOT_PATH.match)
 
 
 class Machine(Restorable):
@@ -84,7 +87,7 @@ class Machine(Restorable):
 
     def snapshot(self, path: str) -> int:
         """Named state after the last event (KeyError where this policy has no such state)."""
-        m = SNAPSHOT_PATH.match(path)
+        m = match_snapshot_path(path)
         if m is None:
             raise KeyError(path)
         if m.group(1) is None:

@@ -235,6 +235,7 @@ def _gap_masks(slow_idx: np.ndarray, fast_idx: np.ndarray, fast_keys: np.ndarray
 
 
 _MIX = np.uint64(0x100000001B3)
+_NULL = np.int64(-0x5A5A_5A5A_5A5A_5A5B)  # what a null integer reads as when rows are grouped
 
 
 class ListColumn:
@@ -312,15 +313,16 @@ def _row_hashes(batch: pa.RecordBatch, idx: np.ndarray) -> tuple[np.ndarray, lis
             arr = arr.dictionary_encode()
         c = int_values(arr).astype(np.int64) if pa.types.is_dictionary(arr.type) else int_values(arr).view(np.int64) \
             if arr.type.bit_width == 64 else int_values(arr).astype(np.int64)
-        if arr.null_count:
-            c = np.where(valid_mask(arr), c, np.int64(-1)) if pa.types.is_dictionary(arr.type) else c
+        if arr.null_count:  # a null reads as _NULL; a column where some value is _NULL also gets its validity
+            valid = valid_mask(arr)
+            c = np.where(valid, c, _NULL)
+            if ((c == _NULL) & valid).any():
+                cols.append(valid.astype(np.int64) if whole else valid[idx].astype(np.int64))
         cols.append(c if whole else c[idx])
-        if arr.null_count and not pa.types.is_dictionary(arr.type):
-            cols.append(valid_mask(arr).astype(np.int64) if whole else valid_mask(arr)[idx].astype(np.int64))
     h = np.zeros(m, dtype=np.uint64)
-    for c in (*cols, *extra):
-        h = (h ^ c.view(np.uint64)) * _MIX
-        h ^= h >> np.uint64(29)
+    for c in (*cols, *extra):  # (a polynomial hash: its grouping is checked against the columns anyway)
+        h *= _MIX
+        h += c.view(np.uint64)
     return h, cols, lists
 
 
@@ -952,7 +954,8 @@ class FastReplay:
         n = b.n
         special_idx = np.flatnonzero(b.snapshot)  # (a row expecting a list is judged with the others)
         ev_idx = np.flatnonzero(~b.snapshot) if len(special_idx) else np.arange(n, dtype=np.int64)
-        kids = b.key_ids(ev_idx, self.event_keys).tolist()
+        # (every row grouped, snapshots too: whole columns need no copy per row subset)
+        kids = b.key_ids(np.arange(n, dtype=np.int64), self.event_keys)[ev_idx].tolist()
         events = self.event_keys.events(kids)
         specials = special_idx.tolist()
         special_rows = b.rows(special_idx) if specials else []

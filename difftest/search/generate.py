@@ -18,6 +18,7 @@ import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from difftest.progress import advance as advance_progress
 from difftest.trace.builder import TraceBuilder
 from difftest.trace.io import Expect, Snapshot, TraceRow, write_trace
 from difftest.trace.schema import SNAPSHOT_KIND
-from reference_model.events import OPTIONAL_EVENT_FIELDS, OUTCOME_FIELDS, Event, Outcome
+from reference_model.events import OPTIONAL_EVENT_FIELDS, OUTCOME_FIELDS, Event, Outcome, kinds_where
 from reference_model.host import DEFAULT_HOST, HOST_FEATURES, HostCpu, parse_features
 from reference_model.machine import Machine
 from reference_model.policies import Policy
@@ -67,6 +68,8 @@ DEFAULT_GENERATION_POLICY = "kvm-v7"
 
 _LIST_FIELDS = ("msrs", "values")
 _EXPECT_FIELDS = tuple(f"exp_{n}" for n in OUTCOME_FIELDS)
+_EXPECT_KEYS = _EXPECT_FIELDS[1:]  # the columns of an Outcome's fields after ``result``, in order
+_outcome_values = attrgetter(*OUTCOME_FIELDS[1:])  # those fields of an Outcome, as one tuple
 # Addresses the generator maps and accesses (one 4 KiB page each, all below 4 GiB).
 ADDRESSES = (0x4000_0000, 0x4000_1000, 0x7F00_0000)
 # Host features a "different host" lacks (sources/kvm_pks_series.md: B2, B6, B13, B15, B17, D2).
@@ -77,6 +80,11 @@ DROPPABLE_FEATURES: tuple[tuple[str, ...], ...] = (
 # Plain MSRs the pKVM domain writes (PKVM.MSR.PRE allowlists and a write-only command MSR).
 PKVM_MSRS = (MSR_STAR, MSR_LSTAR, MSR_SYSENTER_CS, 0xDA0, 0x10B)
 # Events after which KVM may have VMREAD a field the CPU lacks (B13, B15): a host.warnings snapshot may follow.
+# Event kinds that only mean something with nested VMX (the model's kind table): until one has run, no
+# vCPU can be in L2.
+NESTED_KINDS = kinds_where("nested")
+# Events between two progress reports (a report per event would cost more than some events).
+PROGRESS_STEP = 4096
 WARNING_KINDS = frozenset({"emu_access", "vmread", "rdmsr", "get_msrs", "get_nested_state", "smi", "nested_exit"})
 
 
@@ -127,7 +135,7 @@ class Draft:
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically as a trace file."""
-        return write_trace(path, self.numbered(), self.meta)
+        return write_trace(path, self.rows, self.meta, renumber=True)
 
 
 def load_draft(path: str | os.PathLike[str]) -> Draft:
@@ -260,11 +268,16 @@ class Generator:
         self.host = self._choose_host()
         self.machine: Machine = policy.build(self.host)
         self.known: dict[str, object] = {}  # snapshot path -> P's value (None: not modelled) since P's last step
+        self.guest_modes: dict[int, int] = {}  # vCPU -> P's nested.guest_mode since P's last step
+        # Whether an event of a kind the model's table marks ``nested`` has run: until one has, no vCPU has
+        # L2 state, so no vCPU can be in guest mode and the generator need not ask P on every event.
+        self.l2_possible = False
         # A variant file's policy is recorded by its name, base and knobs, never by its path, and not as
         # 'pksdt.policy' (which names registered policies only): replay it with --policy FILE.
         from difftest.variants import variant_provenance
 
         variant = variant_provenance(policy)
+        # (the builder makes the metadata; the generator appends the rows itself, as Draft keeps them)
         self.tb = TraceBuilder(f"gen-{domain}-s{seed}", f"generated: {domain} domain, seed {seed}, expectations from "
                                f"{policy.name}", policy=None if variant else policy.name,
                                source=f"difftest generate --seed {seed} --events {events} --domain {domain} "
@@ -273,6 +286,7 @@ class Generator:
         if variant is not None:
             self.tb.meta["variant"] = f"{policy.name}: base {variant[0]}" + "".join(
                 f", {k}={v!r}" for k, v in sorted(variant[1].items()))
+        self.rows: list[dict[str, Any]] = []  # the trace's rows, as Draft keeps them (no None values)
         self.count = 0
         self.vcpus: dict[int, _VcpuState] = {}
         self.mapped: dict[str, set[int]] = {"l1": set(), "l2": set()}
@@ -293,17 +307,34 @@ class Generator:
 
     def emit(self, kind: str, vcpu: int | None = None, level: str | None = None, **fields: Any) -> Outcome | None:
         """Append one event (if there is room), run it on P and state P's outcome as the expectation."""
-        if self.full:
+        if self.count >= self.target:
             return None
         v = self.cur if vcpu is None else vcpu
         lvl = level or self.level(v)
-        fields = {k: v2 for k, v2 in fields.items() if v2 is not None}
+        if None in fields.values():
+            fields = {k: v2 for k, v2 in fields.items() if v2 is not None}
         self.known.clear()  # (the state is about to change)
-        out = self.machine.step(event_of({"kind": kind, "vcpu": v, "level": lvl, **fields}))
-        self.tb.event(kind, vcpu=v, level=lvl, **fields)
-        exp = expectation_of(out)
-        if exp:
-            self.tb.expect(exp.pop("result"), **exp)
+        if self.guest_modes:
+            self.guest_modes.clear()
+        if kind in NESTED_KINDS:
+            self.l2_possible = True
+        out = self.machine.step(Event(kind, v, lvl, 0, **fields))
+        rows = self.rows
+        row = {"seq": len(rows), "kind": kind, "vcpu": v, "level": lvl, **fields}
+        if not out.undefined:  # (expectation_of, inlined: this runs once per event)
+            row["exp_result"] = out.result
+            for key, x in zip(_EXPECT_KEYS, _outcome_values(out), strict=True):
+                if x is not None:
+                    row[key] = x
+            if out.values is not None and type(out.values) is not tuple:
+                row["exp_values"] = tuple(out.values)  # (replaces in place: the key order stays)
+        else:
+            exp = expectation_of(out)
+            if exp:
+                row["exp_result"] = exp.pop("result")
+                for k, x in exp.items():
+                    row[f"exp_{k}"] = tuple(x) if k == "values" else x
+        rows.append(row)
         self.count += 1
         self.last = out
         if kind in WARNING_KINDS and self.domain != "arch" and self.rng.random() < 0.25:
@@ -327,13 +358,29 @@ class Generator:
         except KeyError:
             return
         rule = most_specific(self.last.rules) if self.last is not None and self.last.rules else None
-        self.tb.on(vcpu=self.cur).snapshot(path, value, rule=rule)
+        row: dict[str, Any] = {"seq": len(self.rows), "kind": SNAPSHOT_KIND, "vcpu": self.cur, "level": "host",
+                               "path": path}
+        if value is not None:
+            row["exp_value"] = value
+        if rule is not None:
+            row["exp_rule"] = rule
+        self.rows.append(row)
 
     def guest_mode(self, v: int) -> bool:
         return bool(self.snap(f"vcpu{v}.nested.guest_mode")) and not self.vcpus[v].in_smm
 
     def level(self, v: int) -> str:
-        return "l2" if v in self.vcpus and self.guest_mode(v) else "l1"
+        """``l2`` while ``v`` is in guest mode (outside SMM), else ``l1`` (guest_mode, inlined: this runs
+        two or three times per event)."""
+        if not self.l2_possible:
+            return "l1"
+        state = self.vcpus.get(v)
+        if state is None:
+            return "l1"
+        gm = self.guest_modes.get(v)
+        if gm is None:
+            gm = self.guest_modes[v] = self.snap(f"vcpu{v}.nested.guest_mode")
+        return "l2" if gm and not state.in_smm else "l1"
 
     def reg(self, name: str, v: int | None = None) -> int:
         v = self.cur if v is None else v
@@ -349,8 +396,10 @@ class Generator:
     def has(self, bit: int) -> bool:
         return bool(self.snap(f"vcpu{self.cur}.cpuid.7.ecx") & bit)
 
-    def pick(self, weighted: list[tuple[float, Callable[[], object]]]) -> None:
-        total = sum(w for w, _ in weighted)
+    def pick(self, weighted: list[tuple[float, Callable[[], object]]], total: float | None = None) -> None:
+        """Run one action, drawn by weight (``total``: the weights' sum, when the caller keeps it)."""
+        if total is None:
+            total = sum(w for w, _ in weighted)
         x = self.rng.random() * total
         for w, action in weighted:
             x -= w
@@ -386,21 +435,39 @@ class Generator:
 
     def generate(self) -> Draft:
         self.add_vcpu(0)
-        self.tb.end_setup()
-        menu = {"arch": self.arch_menu, "kvm": self.kvm_menu, "nested": self.nested_menu, "pkvm": self.pkvm_menu,
-                "pcpu": self.pcpu_menu}[self.domain]
+        setup_rows = len(self.rows)
+        build = {"arch": self.arch_menu, "kvm": self.kvm_menu, "nested": self.nested_menu, "pkvm": self.pkvm_menu,
+                 "pcpu": self.pcpu_menu}[self.domain]
         if self.domain == "pkvm":
             # the host's PV calls on vCPU state (is_guest_vcpu_accessible), made without drawing from the RNG:
             # the rest of the trace makes the same choices (and ends three events earlier)
             for name in ("inject_irq", "set_efer", "inject_exception"):
                 self.emit("pv_call", level="host", pv_call=name)
+        # A menu depends only on the current vCPU's level (and, in the nested domain, on whether it waits in
+        # SMM): built once per such state, with its total weight, instead of once per event.
+        menus: dict[tuple[str, bool], tuple[float, list[tuple[float, Callable[[], object]]]]] = {}
+        nested = self.domain == "nested"
         stuck = 0
-        while not self.full and stuck < 50:
+        reported = self.count
+        while self.count < self.target and stuck < 50:
             before = self.count
-            self.pick(menu())
+            lvl = self.level(self.cur)
+            key = (lvl, nested and lvl == "l1" and self.vcpus[self.cur].in_smm)
+            menu = menus.get(key)
+            if menu is None:
+                items = build()
+                menu = menus[key] = (sum(w for w, _ in items), items)
+            self.pick(menu[1], menu[0])
             stuck = stuck + 1 if self.count == before else 0
-            advance_progress(self.count - before)
-        return Draft([{k: v for k, v in r.items() if v is not None} for r in self.tb.rows()], self.tb.metadata())
+            if self.count - reported >= PROGRESS_STEP:
+                advance_progress(self.count - reported)
+                reported = self.count
+        if self.count > reported:
+            advance_progress(self.count - reported)
+        meta = self.tb.metadata()
+        if setup_rows:
+            meta["setup_rows"] = str(setup_rows)
+        return Draft(self.rows, meta)
 
     # -- menus --------------------------------------------------------------------------
     def guest_menu(self) -> list[tuple[float, Callable[[], object]]]:

@@ -382,13 +382,30 @@ def _rows_of_batch(batch: pa.RecordBatch, start: int) -> Iterator[TraceRow]:
         yield TraceRow(start + i, seqs[i], ev, None, None if expect.is_empty() else expect, notes[i])
 
 
-def rows_to_table(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, str]) -> pa.Table:
-    """Build a v1 table from row dicts (missing keys are null) and metadata (prefix added)."""
-    data = {c.name: [r.get(c.name) for r in rows] for c in ARROW_SCHEMA}
+def rows_to_table(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, str], *, renumber: bool = False) -> pa.Table:
+    """Build a v1 table from row dicts (missing keys are null) and metadata (prefix added).
+
+    ``renumber``: ``seq`` is each row's position (0, 1, ...), whatever the rows say (no renumbered copies).
+    """
+    n = len(rows)
+    # One pass over the rows, each value dropped into its column: a row has a few of the ~50 columns, so
+    # asking every row for every column would cost ten times as many look-ups.
+    data: dict[str, list[Any]] = {}
+    for i, r in enumerate(rows):
+        for k, v in r.items():
+            try:
+                data[k][i] = v
+            except KeyError:  # a column's first value
+                data[k] = [None] * n
+                data[k][i] = v
+    if renumber:
+        data["seq"] = list(range(n))
     arrays = []
     for f in ARROW_SCHEMA:
-        values = data[f.name]
-        if pa.types.is_dictionary(f.type):
+        values = data.get(f.name)
+        if values is None:  # no row has it: the same all-null array, without converting n Nones
+            arrays.append(pa.nulls(n, f.type))
+        elif pa.types.is_dictionary(f.type):
             arrays.append(pa.array(values, type=pa.string()).dictionary_encode())
         else:
             arrays.append(pa.array(values, type=f.type))
@@ -454,9 +471,9 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
 
 
 def write_trace(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]],
-                meta: Mapping[str, str]) -> Path:
-    """Write a trace from row dicts, atomically."""
-    return write_table_atomic(rows_to_table(rows, meta), path)
+                meta: Mapping[str, str], *, renumber: bool = False) -> Path:
+    """Write a trace from row dicts, atomically (``renumber``: as :func:`rows_to_table`)."""
+    return write_table_atomic(rows_to_table(rows, meta, renumber=renumber), path)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

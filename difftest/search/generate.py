@@ -14,10 +14,13 @@ comes from one ``random.Random(seed)``, so a seed always gives the same trace.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,7 @@ _LIST_FIELDS = ("msrs", "values")
 _EXPECT_FIELDS = tuple(f"exp_{n}" for n in OUTCOME_FIELDS)
 _EXPECT_KEYS = _EXPECT_FIELDS[1:]  # the columns of an Outcome's fields after ``result``, in order
 _outcome_values = attrgetter(*OUTCOME_FIELDS[1:])  # those fields of an Outcome, as one tuple
+_NO_VALUES = (None,) * len(_EXPECT_KEYS)
 # Addresses the generator maps and accesses (one 4 KiB page each, all below 4 GiB).
 ADDRESSES = (0x4000_0000, 0x4000_1000, 0x7F00_0000)
 # Host features a "different host" lacks (sources/kvm_pks_series.md: B2, B6, B13, B15, B17, D2).
@@ -257,6 +261,23 @@ class _VcpuState:
     smm_level: str = "l1"  # the level that took the SMI: RSM is executed there
 
 
+@dataclass(frozen=True)
+class _Menu:
+    """Weighted actions, with their total and running sums (built once per state, drawn from per event)."""
+
+    items: list[tuple[float, Callable[[], object]]]
+    total: float
+    bounds: list[float]  # running sums of the weights
+    actions: list[Callable[[], object]]
+    margin: float  # far beyond the rounding that separates a running sum from repeated subtraction
+
+    @classmethod
+    def of(cls, items: list[tuple[float, Callable[[], object]]]) -> _Menu:
+        bounds = list(accumulate(w for w, _ in items))
+        total = sum(w for w, _ in items)  # (as pick() sums them)
+        return cls(items, total, bounds, [a for _, a in items], 1e-9 * total)
+
+
 class Generator:
     """Builds one trace: a setup prologue, then ``events`` random events chosen among those allowed."""
 
@@ -323,11 +344,13 @@ class Generator:
         row = {"seq": len(rows), "kind": kind, "vcpu": v, "level": lvl, **fields}
         if not out.undefined:  # (expectation_of, inlined: this runs once per event)
             row["exp_result"] = out.result
-            for key, x in zip(_EXPECT_KEYS, _outcome_values(out), strict=True):
-                if x is not None:
-                    row[key] = x
-            if out.values is not None and type(out.values) is not tuple:
-                row["exp_values"] = tuple(out.values)  # (replaces in place: the key order stays)
+            got = _outcome_values(out)
+            if got != _NO_VALUES:  # (most outcomes are a result alone)
+                for key, x in zip(_EXPECT_KEYS, got, strict=True):
+                    if x is not None:
+                        row[key] = x
+                if out.values is not None and type(out.values) is not tuple:
+                    row["exp_values"] = tuple(out.values)  # (replaces in place: the key order stays)
         else:
             exp = expectation_of(out)
             if exp:
@@ -396,10 +419,9 @@ class Generator:
     def has(self, bit: int) -> bool:
         return bool(self.snap(f"vcpu{self.cur}.cpuid.7.ecx") & bit)
 
-    def pick(self, weighted: list[tuple[float, Callable[[], object]]], total: float | None = None) -> None:
-        """Run one action, drawn by weight (``total``: the weights' sum, when the caller keeps it)."""
-        if total is None:
-            total = sum(w for w, _ in weighted)
+    def pick(self, weighted: list[tuple[float, Callable[[], object]]]) -> None:
+        """Run one action, drawn by weight."""
+        total = sum(w for w, _ in weighted)
         x = self.rng.random() * total
         for w, action in weighted:
             x -= w
@@ -407,6 +429,24 @@ class Generator:
                 action()
                 return
         weighted[-1][1]()
+
+    def choose(self, menu: _Menu) -> Callable[[], object]:
+        """The action :meth:`pick` would run from ``menu.items`` for the same draw, found by bisection.
+
+        :meth:`pick` subtracts the weights from the draw one by one; the running sums differ from that
+        only by rounding, so a draw farther than ``menu.margin`` from every sum falls where both put it.
+        A draw that close (about one in 10^8) takes :meth:`pick`'s own walk.
+        """
+        x = self.rng.random() * menu.total
+        bounds = menu.bounds
+        k = bisect_right(bounds, x)
+        if k < len(bounds) and bounds[k] - x > menu.margin and (k == 0 or x - bounds[k - 1] > menu.margin):
+            return menu.actions[k]
+        for w, action in menu.items:
+            x -= w
+            if x < 0:
+                return action
+        return menu.items[-1][1]
 
     # -- values -------------------------------------------------------------------------
     def pkrs_value(self) -> int:
@@ -434,6 +474,20 @@ class Generator:
         self.emit("set_cpuid", vcpu=v, level="host", cpuid_7_ecx=ecx7, cpuid_1_ecx=CPUID1_ECX_VMX if vmx else 0)
 
     def generate(self) -> Draft:
+        """The trace, made with the cyclic collector paused.
+
+        Every row stays alive until the trace is done, and the collector would walk all of them again
+        and again as they age (a tenth of the time); stepping P leaves no cyclic garbage.
+        """
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._generate()
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _generate(self) -> Draft:
         self.add_vcpu(0)
         setup_rows = len(self.rows)
         build = {"arch": self.arch_menu, "kvm": self.kvm_menu, "nested": self.nested_menu, "pkvm": self.pkvm_menu,
@@ -445,7 +499,7 @@ class Generator:
                 self.emit("pv_call", level="host", pv_call=name)
         # A menu depends only on the current vCPU's level (and, in the nested domain, on whether it waits in
         # SMM): built once per such state, with its total weight, instead of once per event.
-        menus: dict[tuple[str, bool], tuple[float, list[tuple[float, Callable[[], object]]]]] = {}
+        menus: dict[tuple[str, bool], _Menu] = {}
         nested = self.domain == "nested"
         stuck = 0
         reported = self.count
@@ -455,9 +509,8 @@ class Generator:
             key = (lvl, nested and lvl == "l1" and self.vcpus[self.cur].in_smm)
             menu = menus.get(key)
             if menu is None:
-                items = build()
-                menu = menus[key] = (sum(w for w, _ in items), items)
-            self.pick(menu[1], menu[0])
+                menu = menus[key] = _Menu.of(build())
+            self.choose(menu)()
             stuck = stuck + 1 if self.count == before else 0
             if self.count - reported >= PROGRESS_STEP:
                 advance_progress(self.count - reported)

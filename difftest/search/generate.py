@@ -87,6 +87,8 @@ PKVM_MSRS = (MSR_STAR, MSR_LSTAR, MSR_SYSENTER_CS, 0xDA0, 0x10B)
 # Event kinds that only mean something with nested VMX (the model's kind table): until one has run, no
 # vCPU can be in L2.
 NESTED_KINDS = kinds_where("nested")
+# Distinct events kept for reuse (random values make new ones without end: the cache starts over when full).
+EVENT_CACHE = 1 << 16
 # Events between two progress reports (a report per event would cost more than some events).
 PROGRESS_STEP = 4096
 WARNING_KINDS = frozenset({"emu_access", "vmread", "rdmsr", "get_msrs", "get_nested_state", "smi", "nested_exit"})
@@ -139,7 +141,7 @@ class Draft:
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically as a trace file."""
-        return write_trace(path, self.rows, self.meta, renumber=True)
+        return write_trace(path, self.rows, self.meta, renumber=True, shared=True)
 
 
 def load_draft(path: str | os.PathLike[str]) -> Draft:
@@ -231,6 +233,29 @@ def expectation_of(out: Outcome) -> dict[str, Any]:
     return exp
 
 
+def event_row(kind: str, vcpu: int, level: str, fields: Mapping[str, Any], out: Outcome,
+              values: tuple[Any, ...] | None = None) -> dict[str, Any]:
+    """The row (without seq) of an event whose outcome ``out`` is its expectation (``values``: the outcome's
+    fields after ``result``, when the caller has them)."""
+    row = {"kind": kind, "vcpu": vcpu, "level": level, **fields}
+    if not out.undefined:  # (expectation_of, inlined)
+        row["exp_result"] = out.result
+        got = _outcome_values(out) if values is None else values
+        if got != _NO_VALUES:  # (most outcomes are a result alone)
+            for key, x in zip(_EXPECT_KEYS, got, strict=True):
+                if x is not None:
+                    row[key] = x
+            if out.values is not None and type(out.values) is not tuple:
+                row["exp_values"] = tuple(out.values)  # (replaces in place: the key order stays)
+    else:
+        exp = expectation_of(out)
+        if exp:
+            row["exp_result"] = exp.pop("result")
+            for k, x in exp.items():
+                row[f"exp_{k}"] = tuple(x) if k == "values" else x
+    return row
+
+
 def refill_expectations(draft: Draft, policy: Policy) -> Draft:
     """The same events with expectations (and snapshot values) recomputed from ``policy``."""
     machine = policy.build(draft.host())
@@ -288,8 +313,8 @@ class Generator:
         self.seed, self.target, self.domain, self.policy = seed, max(1, events), domain, policy
         self.host = self._choose_host()
         self.machine: Machine = policy.build(self.host)
-        self.known: dict[str, object] = {}  # snapshot path -> P's value (None: not modelled) since P's last step
-        self.guest_modes: dict[int, int] = {}  # vCPU -> P's nested.guest_mode since P's last step
+        # Since P's last step: snapshot path -> P's value (None: not modelled), and vCPU -> its level.
+        self.known: dict[str | int, object] = {}
         # Whether an event of a kind the model's table marks ``nested`` has run: until one has, no vCPU has
         # L2 state, so no vCPU can be in guest mode and the generator need not ask P on every event.
         self.l2_possible = False
@@ -307,7 +332,11 @@ class Generator:
         if variant is not None:
             self.tb.meta["variant"] = f"{policy.name}: base {variant[0]}" + "".join(
                 f", {k}={v!r}" for k, v in sorted(variant[1].items()))
-        self.rows: list[dict[str, Any]] = []  # the trace's rows, as Draft keeps them (no None values)
+        self.rows: list[dict[str, Any]] = []  # the trace's rows, as Draft keeps them (no None values, no seq)
+        self.warnings = domain != "arch"  # host.warnings snapshots (KVM's, not the bare CPU's)
+        # (kind, vCPU, level, *fields) -> the Event stepped, and its rows by P's outcome (see emit)
+        self.events: dict[tuple[Any, ...], tuple[Event, dict[tuple[Any, ...], dict[str, Any]]]] = {}
+        self.snapshot_rows: dict[tuple[Any, ...], dict[str, Any]] = {}  # (vCPU, path, value, rule) -> row
         self.count = 0
         self.vcpus: dict[int, _VcpuState] = {}
         self.mapped: dict[str, set[int]] = {"l1": set(), "l2": set()}
@@ -335,43 +364,44 @@ class Generator:
         if None in fields.values():
             fields = {k: v2 for k, v2 in fields.items() if v2 is not None}
         self.known.clear()  # (the state is about to change)
-        if self.guest_modes:
-            self.guest_modes.clear()
-        if kind in NESTED_KINDS:
+        if not self.l2_possible and kind in NESTED_KINDS:
             self.l2_possible = True
-        out = self.machine.step(Event(kind, v, lvl, 0, **fields))
-        rows = self.rows
-        row = {"seq": len(rows), "kind": kind, "vcpu": v, "level": lvl, **fields}
-        if not out.undefined:  # (expectation_of, inlined: this runs once per event)
-            row["exp_result"] = out.result
-            got = _outcome_values(out)
-            if got != _NO_VALUES:  # (most outcomes are a result alone)
-                for key, x in zip(_EXPECT_KEYS, got, strict=True):
-                    if x is not None:
-                        row[key] = x
-                if out.values is not None and type(out.values) is not tuple:
-                    row["exp_values"] = tuple(out.values)  # (replaces in place: the key order stays)
+        # Nearly every event repeats an earlier one (a few thousand distinct in 100,000), and so does its row:
+        # each event is built once and shared, as the fast engine shares them (the model never writes to an
+        # event nor reads its seq), and so is each row of it (rows are values; a row's seq is its position).
+        key = (kind, v, lvl, *fields.items())
+        entry = self.events.get(key)
+        if entry is None:
+            if len(self.events) >= EVENT_CACHE:
+                self.events.clear()
+            entry = self.events[key] = (Event(kind, v, lvl, 0, **fields), {})
+        ev, rows_of = entry
+        out = self.machine.step(ev)
+        got = _outcome_values(out)
+        if type(out.values) is not list:  # (an outcome is hashable unless a policy returns a list of values)
+            said = (out.result, out.undefined, got)
+            row = rows_of.get(said)
+            if row is None:
+                row = rows_of[said] = event_row(kind, v, lvl, fields, out, got)
         else:
-            exp = expectation_of(out)
-            if exp:
-                row["exp_result"] = exp.pop("result")
-                for k, x in exp.items():
-                    row[f"exp_{k}"] = tuple(x) if k == "values" else x
-        rows.append(row)
+            row = event_row(kind, v, lvl, fields, out, got)
+        self.rows.append(row)
         self.count += 1
         self.last = out
-        if kind in WARNING_KINDS and self.domain != "arch" and self.rng.random() < 0.25:
+        if kind in WARNING_KINDS and self.warnings and self.rng.random() < 0.25:
             self.snapshot("host.warnings")
         return out
 
     def snap(self, path: str, default: int = 0) -> int:
         """P's state at ``path`` (``default`` where P does not model it), read once per step of P."""
-        got = self.known.get(path, self)
-        if got is self:
+        known = self.known
+        if path in known:
+            got = known[path]
+        else:
             try:
-                got = self.known[path] = self.machine.snapshot(path)
+                got = known[path] = self.machine.snapshot(path)
             except KeyError:
-                got = self.known[path] = None
+                got = known[path] = None
         return default if got is None else got  # type: ignore[return-value]
 
     def snapshot(self, path: str) -> None:
@@ -381,12 +411,14 @@ class Generator:
         except KeyError:
             return
         rule = most_specific(self.last.rules) if self.last is not None and self.last.rules else None
-        row: dict[str, Any] = {"seq": len(self.rows), "kind": SNAPSHOT_KIND, "vcpu": self.cur, "level": "host",
-                               "path": path}
-        if value is not None:
-            row["exp_value"] = value
-        if rule is not None:
-            row["exp_rule"] = rule
+        key = (self.cur, path, value, rule)
+        row = self.snapshot_rows.get(key)
+        if row is None:
+            row = self.snapshot_rows[key] = {"kind": SNAPSHOT_KIND, "vcpu": self.cur, "level": "host", "path": path}
+            if value is not None:
+                row["exp_value"] = value
+            if rule is not None:
+                row["exp_rule"] = rule
         self.rows.append(row)
 
     def guest_mode(self, v: int) -> bool:
@@ -400,15 +432,14 @@ class Generator:
         state = self.vcpus.get(v)
         if state is None:
             return "l1"
-        gm = self.guest_modes.get(v)
+        gm = self.known.get(v)
         if gm is None:
-            gm = self.guest_modes[v] = self.snap(f"vcpu{v}.nested.guest_mode")
+            gm = self.known[v] = self.snap(f"vcpu{v}.nested.guest_mode")
         return "l2" if gm and not state.in_smm else "l1"
 
     def reg(self, name: str, v: int | None = None) -> int:
         v = self.cur if v is None else v
-        prefix = "l2." if self.level(v) == "l2" else ""
-        return self.snap(f"vcpu{v}.{prefix}{name}")
+        return self.snap(f"vcpu{v}.l2.{name}" if self.level(v) == "l2" else f"vcpu{v}.{name}")
 
     def paging(self) -> bool:
         return bool(self.reg("cr0") & CR0_PG)

@@ -84,6 +84,7 @@ DROPPABLE_FEATURES: tuple[tuple[str, ...], ...] = (
 # Plain MSRs the pKVM domain writes (PKVM.MSR.PRE allowlists and a write-only command MSR).
 PKVM_MSRS = (MSR_STAR, MSR_LSTAR, MSR_SYSENTER_CS, 0xDA0, 0x10B)
 # Events after which KVM may have VMREAD a field the CPU lacks (B13, B15): a host.warnings snapshot may follow.
+WARNING_KINDS = frozenset({"emu_access", "vmread", "rdmsr", "get_msrs", "get_nested_state", "smi", "nested_exit"})
 # Event kinds that only mean something with nested VMX (the model's kind table): until one has run, no
 # vCPU can be in L2.
 NESTED_KINDS = kinds_where("nested")
@@ -91,13 +92,17 @@ NESTED_KINDS = kinds_where("nested")
 EVENT_CACHE = 1 << 16
 # Events between two progress reports (a report per event would cost more than some events).
 PROGRESS_STEP = 4096
-WARNING_KINDS = frozenset({"emu_access", "vmread", "rdmsr", "get_msrs", "get_nested_state", "smi", "nested_exit"})
 
 
 # --------------------------------------------------------------------------- in-memory traces
 @dataclass
 class Draft:
-    """A trace as row dicts (trace columns) plus metadata: generated, shrunk, then written."""
+    """A trace as row dicts (trace columns) plus metadata: generated, shrunk, then written.
+
+    Rows are values, never changed in place: drafts share them, and a generated draft repeats one dict
+    wherever the same event had the same outcome.  A row's ``seq`` is its position: generated rows carry
+    none, and :meth:`numbered` and :meth:`write` number them.
+    """
 
     rows: list[dict[str, Any]]
     meta: dict[str, str]
@@ -313,7 +318,7 @@ class Generator:
         self.seed, self.target, self.domain, self.policy = seed, max(1, events), domain, policy
         self.host = self._choose_host()
         self.machine: Machine = policy.build(self.host)
-        # Since P's last step: snapshot path -> P's value (None: not modelled), and vCPU -> its level.
+        # Since P's last step: snapshot path -> P's value (None: not modelled), and vCPU -> its nested.guest_mode.
         self.known: dict[str | int, object] = {}
         # Whether an event of a kind the model's table marks ``nested`` has run: until one has, no vCPU has
         # L2 state, so no vCPU can be in guest mode and the generator need not ask P on every event.

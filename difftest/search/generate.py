@@ -14,10 +14,14 @@ comes from one ``random.Random(seed)``, so a seed always gives the same trace.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ from difftest.progress import advance as advance_progress
 from difftest.trace.builder import TraceBuilder
 from difftest.trace.io import Expect, Snapshot, TraceRow, write_trace
 from difftest.trace.schema import SNAPSHOT_KIND
-from reference_model.events import OPTIONAL_EVENT_FIELDS, OUTCOME_FIELDS, Event, Outcome
+from reference_model.events import OPTIONAL_EVENT_FIELDS, OUTCOME_FIELDS, Event, Outcome, kinds_where
 from reference_model.host import DEFAULT_HOST, HOST_FEATURES, HostCpu, parse_features
 from reference_model.machine import Machine
 from reference_model.policies import Policy
@@ -67,6 +71,9 @@ DEFAULT_GENERATION_POLICY = "kvm-v7"
 
 _LIST_FIELDS = ("msrs", "values")
 _EXPECT_FIELDS = tuple(f"exp_{n}" for n in OUTCOME_FIELDS)
+_EXPECT_KEYS = _EXPECT_FIELDS[1:]  # the columns of an Outcome's fields after ``result``, in order
+_outcome_values = attrgetter(*OUTCOME_FIELDS[1:])  # those fields of an Outcome, as one tuple
+_NO_VALUES = (None,) * len(_EXPECT_KEYS)
 # Addresses the generator maps and accesses (one 4 KiB page each, all below 4 GiB).
 ADDRESSES = (0x4000_0000, 0x4000_1000, 0x7F00_0000)
 # Host features a "different host" lacks (sources/kvm_pks_series.md: B2, B6, B13, B15, B17, D2).
@@ -78,12 +85,24 @@ DROPPABLE_FEATURES: tuple[tuple[str, ...], ...] = (
 PKVM_MSRS = (MSR_STAR, MSR_LSTAR, MSR_SYSENTER_CS, 0xDA0, 0x10B)
 # Events after which KVM may have VMREAD a field the CPU lacks (B13, B15): a host.warnings snapshot may follow.
 WARNING_KINDS = frozenset({"emu_access", "vmread", "rdmsr", "get_msrs", "get_nested_state", "smi", "nested_exit"})
+# Event kinds that only mean something with nested VMX (the model's kind table): until one has run, no
+# vCPU can be in L2.
+NESTED_KINDS = kinds_where("nested")
+# Distinct events kept for reuse (random values make new ones without end: the cache starts over when full).
+EVENT_CACHE = 1 << 16
+# Events between two progress reports (a report per event would cost more than some events).
+PROGRESS_STEP = 4096
 
 
 # --------------------------------------------------------------------------- in-memory traces
 @dataclass
 class Draft:
-    """A trace as row dicts (trace columns) plus metadata: generated, shrunk, then written."""
+    """A trace as row dicts (trace columns) plus metadata: generated, shrunk, then written.
+
+    Rows are values, never changed in place: drafts share them, and a generated draft repeats one dict
+    wherever the same event had the same outcome.  A row's ``seq`` is its position: generated rows carry
+    none, and :meth:`numbered` and :meth:`write` number them.
+    """
 
     rows: list[dict[str, Any]]
     meta: dict[str, str]
@@ -127,7 +146,7 @@ class Draft:
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically as a trace file."""
-        return write_trace(path, self.numbered(), self.meta)
+        return write_trace(path, self.rows, self.meta, renumber=True, shared=True)
 
 
 def load_draft(path: str | os.PathLike[str]) -> Draft:
@@ -219,6 +238,29 @@ def expectation_of(out: Outcome) -> dict[str, Any]:
     return exp
 
 
+def event_row(kind: str, vcpu: int, level: str, fields: Mapping[str, Any], out: Outcome,
+              values: tuple[Any, ...] | None = None) -> dict[str, Any]:
+    """The row (without seq) of an event whose outcome ``out`` is its expectation (``values``: the outcome's
+    fields after ``result``, when the caller has them)."""
+    row = {"kind": kind, "vcpu": vcpu, "level": level, **fields}
+    if not out.undefined:  # (expectation_of, inlined)
+        row["exp_result"] = out.result
+        got = _outcome_values(out) if values is None else values
+        if got != _NO_VALUES:  # (most outcomes are a result alone)
+            for key, x in zip(_EXPECT_KEYS, got, strict=True):
+                if x is not None:
+                    row[key] = x
+            if out.values is not None and type(out.values) is not tuple:
+                row["exp_values"] = tuple(out.values)  # (replaces in place: the key order stays)
+    else:
+        exp = expectation_of(out)
+        if exp:
+            row["exp_result"] = exp.pop("result")
+            for k, x in exp.items():
+                row[f"exp_{k}"] = tuple(x) if k == "values" else x
+    return row
+
+
 def refill_expectations(draft: Draft, policy: Policy) -> Draft:
     """The same events with expectations (and snapshot values) recomputed from ``policy``."""
     machine = policy.build(draft.host())
@@ -249,6 +291,23 @@ class _VcpuState:
     smm_level: str = "l1"  # the level that took the SMI: RSM is executed there
 
 
+@dataclass(frozen=True)
+class _Menu:
+    """Weighted actions, with their total and running sums (built once per state, drawn from per event)."""
+
+    items: list[tuple[float, Callable[[], object]]]
+    total: float
+    bounds: list[float]  # running sums of the weights
+    actions: list[Callable[[], object]]
+    margin: float  # far beyond the rounding that separates a running sum from repeated subtraction
+
+    @classmethod
+    def of(cls, items: list[tuple[float, Callable[[], object]]]) -> _Menu:
+        bounds = list(accumulate(w for w, _ in items))
+        total = sum(w for w, _ in items)  # (as pick() sums them)
+        return cls(items, total, bounds, [a for _, a in items], 1e-9 * total)
+
+
 class Generator:
     """Builds one trace: a setup prologue, then ``events`` random events chosen among those allowed."""
 
@@ -259,12 +318,17 @@ class Generator:
         self.seed, self.target, self.domain, self.policy = seed, max(1, events), domain, policy
         self.host = self._choose_host()
         self.machine: Machine = policy.build(self.host)
-        self.known: dict[str, object] = {}  # snapshot path -> P's value (None: not modelled) since P's last step
+        # Since P's last step: snapshot path -> P's value (None: not modelled), and vCPU -> its nested.guest_mode.
+        self.known: dict[str | int, object] = {}
+        # Whether an event of a kind the model's table marks ``nested`` has run: until one has, no vCPU has
+        # L2 state, so no vCPU can be in guest mode and the generator need not ask P on every event.
+        self.l2_possible = False
         # A variant file's policy is recorded by its name, base and knobs, never by its path, and not as
         # 'pksdt.policy' (which names registered policies only): replay it with --policy FILE.
         from difftest.variants import variant_provenance
 
         variant = variant_provenance(policy)
+        # (the builder makes the metadata; the generator appends the rows itself, as Draft keeps them)
         self.tb = TraceBuilder(f"gen-{domain}-s{seed}", f"generated: {domain} domain, seed {seed}, expectations from "
                                f"{policy.name}", policy=None if variant else policy.name,
                                source=f"difftest generate --seed {seed} --events {events} --domain {domain} "
@@ -273,6 +337,11 @@ class Generator:
         if variant is not None:
             self.tb.meta["variant"] = f"{policy.name}: base {variant[0]}" + "".join(
                 f", {k}={v!r}" for k, v in sorted(variant[1].items()))
+        self.rows: list[dict[str, Any]] = []  # the trace's rows, as Draft keeps them (no None values, no seq)
+        self.warnings = domain != "arch"  # host.warnings snapshots (KVM's, not the bare CPU's)
+        # (kind, vCPU, level, *fields) -> the Event stepped, and its rows by P's outcome (see emit)
+        self.events: dict[tuple[Any, ...], tuple[Event, dict[tuple[Any, ...], dict[str, Any]]]] = {}
+        self.snapshot_rows: dict[tuple[Any, ...], dict[str, Any]] = {}  # (vCPU, path, value, rule) -> row
         self.count = 0
         self.vcpus: dict[int, _VcpuState] = {}
         self.mapped: dict[str, set[int]] = {"l1": set(), "l2": set()}
@@ -293,31 +362,51 @@ class Generator:
 
     def emit(self, kind: str, vcpu: int | None = None, level: str | None = None, **fields: Any) -> Outcome | None:
         """Append one event (if there is room), run it on P and state P's outcome as the expectation."""
-        if self.full:
+        if self.count >= self.target:
             return None
         v = self.cur if vcpu is None else vcpu
         lvl = level or self.level(v)
-        fields = {k: v2 for k, v2 in fields.items() if v2 is not None}
+        if None in fields.values():
+            fields = {k: v2 for k, v2 in fields.items() if v2 is not None}
         self.known.clear()  # (the state is about to change)
-        out = self.machine.step(event_of({"kind": kind, "vcpu": v, "level": lvl, **fields}))
-        self.tb.event(kind, vcpu=v, level=lvl, **fields)
-        exp = expectation_of(out)
-        if exp:
-            self.tb.expect(exp.pop("result"), **exp)
+        if not self.l2_possible and kind in NESTED_KINDS:
+            self.l2_possible = True
+        # Nearly every event repeats an earlier one (a few thousand distinct in 100,000), and so does its row:
+        # each event is built once and shared, as the fast engine shares them (the model never writes to an
+        # event nor reads its seq), and so is each row of it (rows are values; a row's seq is its position).
+        key = (kind, v, lvl, *fields.items())
+        entry = self.events.get(key)
+        if entry is None:
+            if len(self.events) >= EVENT_CACHE:
+                self.events.clear()
+            entry = self.events[key] = (Event(kind, v, lvl, 0, **fields), {})
+        ev, rows_of = entry
+        out = self.machine.step(ev)
+        got = _outcome_values(out)
+        if type(out.values) is not list:  # (an outcome is hashable unless a policy returns a list of values)
+            said = (out.result, out.undefined, got)
+            row = rows_of.get(said)
+            if row is None:
+                row = rows_of[said] = event_row(kind, v, lvl, fields, out, got)
+        else:
+            row = event_row(kind, v, lvl, fields, out, got)
+        self.rows.append(row)
         self.count += 1
         self.last = out
-        if kind in WARNING_KINDS and self.domain != "arch" and self.rng.random() < 0.25:
+        if kind in WARNING_KINDS and self.warnings and self.rng.random() < 0.25:
             self.snapshot("host.warnings")
         return out
 
     def snap(self, path: str, default: int = 0) -> int:
         """P's state at ``path`` (``default`` where P does not model it), read once per step of P."""
-        got = self.known.get(path, self)
-        if got is self:
+        known = self.known
+        if path in known:
+            got = known[path]
+        else:
             try:
-                got = self.known[path] = self.machine.snapshot(path)
+                got = known[path] = self.machine.snapshot(path)
             except KeyError:
-                got = self.known[path] = None
+                got = known[path] = None
         return default if got is None else got  # type: ignore[return-value]
 
     def snapshot(self, path: str) -> None:
@@ -327,18 +416,35 @@ class Generator:
         except KeyError:
             return
         rule = most_specific(self.last.rules) if self.last is not None and self.last.rules else None
-        self.tb.on(vcpu=self.cur).snapshot(path, value, rule=rule)
+        key = (self.cur, path, value, rule)
+        row = self.snapshot_rows.get(key)
+        if row is None:
+            row = self.snapshot_rows[key] = {"kind": SNAPSHOT_KIND, "vcpu": self.cur, "level": "host", "path": path}
+            if value is not None:
+                row["exp_value"] = value
+            if rule is not None:
+                row["exp_rule"] = rule
+        self.rows.append(row)
 
     def guest_mode(self, v: int) -> bool:
         return bool(self.snap(f"vcpu{v}.nested.guest_mode")) and not self.vcpus[v].in_smm
 
     def level(self, v: int) -> str:
-        return "l2" if v in self.vcpus and self.guest_mode(v) else "l1"
+        """``l2`` while ``v`` is in guest mode (outside SMM), else ``l1`` (guest_mode, inlined: this runs
+        two or three times per event)."""
+        if not self.l2_possible:
+            return "l1"
+        state = self.vcpus.get(v)
+        if state is None:
+            return "l1"
+        gm = self.known.get(v)
+        if gm is None:
+            gm = self.known[v] = self.snap(f"vcpu{v}.nested.guest_mode")
+        return "l2" if gm and not state.in_smm else "l1"
 
     def reg(self, name: str, v: int | None = None) -> int:
         v = self.cur if v is None else v
-        prefix = "l2." if self.level(v) == "l2" else ""
-        return self.snap(f"vcpu{v}.{prefix}{name}")
+        return self.snap(f"vcpu{v}.l2.{name}" if self.level(v) == "l2" else f"vcpu{v}.{name}")
 
     def paging(self) -> bool:
         return bool(self.reg("cr0") & CR0_PG)
@@ -350,6 +456,7 @@ class Generator:
         return bool(self.snap(f"vcpu{self.cur}.cpuid.7.ecx") & bit)
 
     def pick(self, weighted: list[tuple[float, Callable[[], object]]]) -> None:
+        """Run one action, drawn by weight."""
         total = sum(w for w, _ in weighted)
         x = self.rng.random() * total
         for w, action in weighted:
@@ -358,6 +465,24 @@ class Generator:
                 action()
                 return
         weighted[-1][1]()
+
+    def choose(self, menu: _Menu) -> Callable[[], object]:
+        """The action :meth:`pick` would run from ``menu.items`` for the same draw, found by bisection.
+
+        :meth:`pick` subtracts the weights from the draw one by one; the running sums differ from that
+        only by rounding, so a draw farther than ``menu.margin`` from every sum falls where both put it.
+        A draw that close (about one in 10^8) takes :meth:`pick`'s own walk.
+        """
+        x = self.rng.random() * menu.total
+        bounds = menu.bounds
+        k = bisect_right(bounds, x)
+        if k < len(bounds) and bounds[k] - x > menu.margin and (k == 0 or x - bounds[k - 1] > menu.margin):
+            return menu.actions[k]
+        for w, action in menu.items:
+            x -= w
+            if x < 0:
+                return action
+        return menu.items[-1][1]
 
     # -- values -------------------------------------------------------------------------
     def pkrs_value(self) -> int:
@@ -385,22 +510,53 @@ class Generator:
         self.emit("set_cpuid", vcpu=v, level="host", cpuid_7_ecx=ecx7, cpuid_1_ecx=CPUID1_ECX_VMX if vmx else 0)
 
     def generate(self) -> Draft:
+        """The trace, made with the cyclic collector paused.
+
+        Every row stays alive until the trace is done, and the collector would walk all of them again
+        and again as they age (a tenth of the time); stepping P leaves no cyclic garbage.
+        """
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._generate()
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _generate(self) -> Draft:
         self.add_vcpu(0)
-        self.tb.end_setup()
-        menu = {"arch": self.arch_menu, "kvm": self.kvm_menu, "nested": self.nested_menu, "pkvm": self.pkvm_menu,
-                "pcpu": self.pcpu_menu}[self.domain]
+        setup_rows = len(self.rows)
+        build = {"arch": self.arch_menu, "kvm": self.kvm_menu, "nested": self.nested_menu, "pkvm": self.pkvm_menu,
+                 "pcpu": self.pcpu_menu}[self.domain]
         if self.domain == "pkvm":
             # the host's PV calls on vCPU state (is_guest_vcpu_accessible), made without drawing from the RNG:
             # the rest of the trace makes the same choices (and ends three events earlier)
             for name in ("inject_irq", "set_efer", "inject_exception"):
                 self.emit("pv_call", level="host", pv_call=name)
+        # A menu depends only on the current vCPU's level (and, in the nested domain, on whether it waits in
+        # SMM): built once per such state, with its total weight, instead of once per event.
+        menus: dict[tuple[str, bool], _Menu] = {}
+        nested = self.domain == "nested"
         stuck = 0
-        while not self.full and stuck < 50:
+        reported = self.count
+        while self.count < self.target and stuck < 50:
             before = self.count
-            self.pick(menu())
+            lvl = self.level(self.cur)
+            key = (lvl, nested and lvl == "l1" and self.vcpus[self.cur].in_smm)
+            menu = menus.get(key)
+            if menu is None:
+                menu = menus[key] = _Menu.of(build())
+            self.choose(menu)()
             stuck = stuck + 1 if self.count == before else 0
-            advance_progress(self.count - before)
-        return Draft([{k: v for k, v in r.items() if v is not None} for r in self.tb.rows()], self.tb.metadata())
+            if self.count - reported >= PROGRESS_STEP:
+                advance_progress(self.count - reported)
+                reported = self.count
+        if self.count > reported:
+            advance_progress(self.count - reported)
+        meta = self.tb.metadata()
+        if setup_rows:
+            meta["setup_rows"] = str(setup_rows)
+        return Draft(self.rows, meta)
 
     # -- menus --------------------------------------------------------------------------
     def guest_menu(self) -> list[tuple[float, Callable[[], object]]]:

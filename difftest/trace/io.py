@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -382,19 +383,64 @@ def _rows_of_batch(batch: pa.RecordBatch, start: int) -> Iterator[TraceRow]:
         yield TraceRow(start + i, seqs[i], ev, None, None if expect.is_empty() else expect, notes[i])
 
 
-def rows_to_table(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, str]) -> pa.Table:
-    """Build a v1 table from row dicts (missing keys are null) and metadata (prefix added)."""
-    data = {c.name: [r.get(c.name) for r in rows] for c in ARROW_SCHEMA}
+def rows_to_table(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, str], *, renumber: bool = False,
+                  shared: bool = False) -> pa.Table:
+    """Build a v1 table from row dicts (missing keys are null) and metadata (prefix added).
+
+    ``renumber``: ``seq`` is each row's position (0, 1, ...), whatever the rows say (no renumbered copies).
+    ``shared``: the same dict may stand at many positions (rows are values: a generated trace of a million
+    rows has a few thousand distinct ones); each distinct row is converted once and the columns gathered.
+    """
+    n = len(rows)
+    gather = None
+    if shared:
+        first: dict[int, int] = {}
+        distinct: list[Mapping[str, Any]] = []
+        index: list[int] = []
+        for r in rows:
+            k = first.get(id(r))
+            if k is None:
+                k = first[id(r)] = len(distinct)
+                distinct.append(r)
+            index.append(k)
+        gather = pa.array(index, type=pa.int64())
+        rows = distinct
+    data = _columns(rows)
+    if renumber:
+        data.pop("seq", None)
     arrays = []
     for f in ARROW_SCHEMA:
-        values = data[f.name]
-        if pa.types.is_dictionary(f.type):
-            arrays.append(pa.array(values, type=pa.string()).dictionary_encode())
-        else:
-            arrays.append(pa.array(values, type=f.type))
+        values = data.get(f.name)
+        if values is None:  # no row has it: the same all-null array, without converting n Nones
+            arrays.append(pa.array(np.arange(n, dtype=np.uint64)) if renumber and f.name == "seq"
+                          else pa.nulls(n, f.type))
+            continue
+        # (a dictionary column is encoded before the gather: its first distinct rows hold its values in the
+        # order of their first appearance in the whole column, the order dictionary_encode gives them)
+        array = (pa.array(values, type=pa.string()).dictionary_encode() if pa.types.is_dictionary(f.type)
+                 else pa.array(values, type=f.type))
+        arrays.append(array if gather is None else array.take(gather))
     md = {f"{META_PREFIX}{k}": str(v) for k, v in meta.items()}
     md.setdefault(f"{META_PREFIX}schema_version", SCHEMA_VERSION)
     return pa.Table.from_arrays(arrays, schema=ARROW_SCHEMA.with_metadata(md))
+
+
+def _columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """The rows' values by column (None where a row lacks the key), for the columns some row has.
+
+    One pass over the rows, each value dropped into its column: a row has a few of the ~50 columns, so
+    asking every row for every column would cost ten times as many look-ups.
+    """
+    n = len(rows)
+    data: dict[str, list[Any]] = {}
+    for i, r in enumerate(rows):
+        for k, v in r.items():
+            try:
+                data[k][i] = v
+            except KeyError:  # a column's first value
+                data[k] = [None] * n
+                data[k][i] = v
+    return data
 
 
 def _public(path: str) -> None:
@@ -454,9 +500,9 @@ def write_table_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
 
 
 def write_trace(path: str | os.PathLike[str], rows: Sequence[Mapping[str, Any]],
-                meta: Mapping[str, str]) -> Path:
-    """Write a trace from row dicts, atomically."""
-    return write_table_atomic(rows_to_table(rows, meta), path)
+                meta: Mapping[str, str], *, renumber: bool = False, shared: bool = False) -> Path:
+    """Write a trace from row dicts, atomically (``renumber``, ``shared``: as :func:`rows_to_table`)."""
+    return write_table_atomic(rows_to_table(rows, meta, renumber=renumber, shared=shared), path)
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

@@ -13,7 +13,7 @@ from . import vmx
 from .cpu import Cpu
 from .events import Event, Outcome, gp, unsupported
 from .host import DEFAULT_HOST, HostCpu
-from .machine import Machine, match_snapshot_path
+from .machine import Machine, snapshot_target
 from .registers import EXIT_REASON_INIT_SIGNAL, MSR_IA32_PKRS
 from .restore import Restorable
 from .vmcs12 import VMX_ERROR_UNSUPPORTED_FIELD, Vmcs12
@@ -230,7 +230,7 @@ class HwMachine(Machine):
         return (self.hw_vcpu(vcpu).active.pkrs, None)
 
     def snapshot(self, path: str) -> int:
-        m = match_snapshot_path(path)
-        if m is None or m.group(1) is None:
+        target = snapshot_target(path)
+        if target is None or target[0] is None:
             raise KeyError(path)
-        return self.hw_vcpu(int(m.group(1))).snapshot(m.group(2))
+        return self.hw_vcpu(target[0]).snapshot(target[1])

@@ -19,7 +19,7 @@ from .cpu import Cpu
 from .events import Event, Outcome, gp, kinds_where, unsupported
 from .host import HostCpu
 from .kvm_knobs import KvmKnobs
-from .machine import Machine, match_snapshot_path
+from .machine import Machine, snapshot_target
 from .mmu import MmuRole, build_pkr_mask, pkr_bits, role_of
 from .msr_filter import MsrFilter, UserMsrExits
 from .paging import WRITE_ACCESSES, check_access
@@ -174,11 +174,11 @@ class KvmMachine(Machine):
         return (v.effective_pkrs(), v.exit_pkrs)
 
     def snapshot(self, path: str) -> int:
-        m = match_snapshot_path(path)
-        if m is None:
+        target = snapshot_target(path)
+        if target is None:
             raise KeyError(path)
-        if m.group(1) is None:
-            name = m.group(2)
+        vcpu, name = target
+        if vcpu is None:
             if name == "pkrs":
                 return self.host_pkrs
             if name == "warnings":
@@ -186,7 +186,8 @@ class KvmMachine(Machine):
             if name.startswith("counter."):
                 return self.counters.get(name[len("counter."):], 0)
             raise KeyError(path)
-        return self.kvm_vcpu(int(m.group(1))).snapshot(m.group(2))
+        v = self.kvm_vcpus.get(vcpu)
+        return (v if v is not None else self.kvm_vcpu(vcpu)).snapshot(name)
 
 
 class KvmVcpu(Restorable):
@@ -1009,13 +1010,12 @@ class KvmVcpu(Restorable):
         return entry_load(self.cur, self.hw_pkrs)
 
     def snapshot(self, name: str) -> int:
-        def vmcs_state(v: Vmcs, field: str) -> int:
-            return {"guest_ia32_pkrs": v.guest_pkrs, "host_ia32_pkrs": v.host_pkrs, "host_cache": v.host_cache,
-                    "entry_ctls.load_pkrs": int(v.entry_load), "exit_ctls.load_pkrs": int(v.exit_load)}[field]
-
+        simple = VCPU_STATE.get(name)
+        if simple is not None:
+            return simple(self)
         head, _, rest = name.partition(".")
         if head in ("vmcs01", "vmcs02"):
-            return vmcs_state(self.vmcs01 if head == "vmcs01" else self.vmcs02, rest)
+            return VMCS_STATE[rest](self.vmcs01 if head == "vmcs01" else self.vmcs02)
         if head == "vmcs12":
             v = self.vmcs12
             if rest.startswith("offset."):  # KVM.VMCS12.LAYOUT
@@ -1025,13 +1025,19 @@ class KvmVcpu(Restorable):
                     "entry_ctls.load_pkrs": int(v.entry_load), "exit_ctls.load_pkrs": int(v.exit_load)}[rest]
         if head == "l2":
             return self.l2.snapshot(rest)
-        simple = VCPU_STATE.get(name)
-        if simple is not None:
-            return simple(self)
         if name == "cpuid.7.ecx":
             return self.l1.cpuid_7_ecx
         return self.l1.snapshot(name)
 
+
+# Snapshot paths of a VMCS's PKRS state (KvmVcpu.snapshot: vmcs01.NAME, vmcs02.NAME).
+VMCS_STATE: dict[str, Callable[[Vmcs], int]] = {
+    "guest_ia32_pkrs": lambda v: v.guest_pkrs,
+    "host_ia32_pkrs": lambda v: v.host_pkrs,
+    "host_cache": lambda v: v.host_cache,
+    "entry_ctls.load_pkrs": lambda v: int(v.entry_load),
+    "exit_ctls.load_pkrs": lambda v: int(v.exit_load),
+}
 
 # Snapshot paths of a vCPU's own state (KvmVcpu.snapshot), each read from the vCPU.
 VCPU_STATE: dict[str, Callable[[KvmVcpu], int]] = {

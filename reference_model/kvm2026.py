@@ -33,7 +33,7 @@ from .events import Event, Outcome
 from .host import HostCpu
 from .kvm import KvmMachine, KvmVcpu
 from .kvm_knobs import KvmKnobs
-from .machine import match_snapshot_path
+from .machine import snapshot_target
 from .pcpu import PcpuTable, PhysCpu
 from .registers import (
     CPUID1_ECX_VMX,
@@ -174,9 +174,9 @@ class Kvm2026Machine(KvmMachine):
         return (v.effective_pkrs(), v.exit_pkrs if self.host_kernel_pks else None)
 
     def snapshot(self, path: str) -> int:
-        m = match_snapshot_path(path)
-        if m is not None and m.group(1) is None:
-            name = m.group(2)
+        target = snapshot_target(path)
+        if target is not None and target[0] is None:
+            name = target[1]
             if name == "supported_cpuid.7.ecx.pks":  # KVM_GET_SUPPORTED_CPUID, leaf 7 ECX bit 31
                 return int(self.cap)
             head, _, rest = name.partition(".")

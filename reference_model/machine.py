@@ -23,8 +23,15 @@ from .restore import Restorable
 OBSERVED_STATE = (("pkrs", "VMX.ENTRY.LOAD"), ("exit_pkrs", "KVM.HOST"))
 
 SNAPSHOT_PATH = re.compile(r"^(?:vcpu(\d+)|host)\.([a-z0-9_][a-z0-9_.]*)\Z")  # \Z: no trailing newline
-# SNAPSHOT_PATH.match, remembered per path: a trace asks for the same few paths over and over.
-match_snapshot_path = lru_cache(maxsize=4096)(SNAPSHOT_PATH.match)
+
+
+@lru_cache(maxsize=4096)  # (a trace asks for the same few paths over and over)
+def snapshot_target(path: str) -> tuple[int | None, str] | None:
+    """A snapshot path as (vCPU, name), (None, name) for ``host.NAME``, or None if it is malformed."""
+    m = SNAPSHOT_PATH.match(path)
+    if m is None:
+        return None
+    return None if m.group(1) is None else int(m.group(1)), m.group(2)
 
 
 class Machine(Restorable):
@@ -87,12 +94,13 @@ class Machine(Restorable):
 
     def snapshot(self, path: str) -> int:
         """Named state after the last event (KeyError where this policy has no such state)."""
-        m = match_snapshot_path(path)
-        if m is None:
+        target = snapshot_target(path)
+        if target is None:
             raise KeyError(path)
-        if m.group(1) is None:
-            return self.host_snapshot(m.group(2))
-        return self.vcpu(int(m.group(1))).snapshot(m.group(2))
+        vcpu, name = target
+        if vcpu is None:
+            return self.host_snapshot(name)
+        return self.vcpu(vcpu).snapshot(name)
 
     def host_snapshot(self, name: str) -> int:
         raise KeyError(f"host.{name}")

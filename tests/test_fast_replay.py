@@ -130,6 +130,17 @@ def test_generated_traces_in_small_batches(generated: list[Path], monkeypatch: p
             assert_same_replay(path, policy)
 
 
+def test_forgetting_the_events_of_plain_stretches_changes_nothing(generated: list[Path],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The events of stretches stepped row by row are forgotten past PLAIN_KEYS distinct ones (memory stays
+    bounded on traces of ever new addresses); forgotten at every stretch, the answers are the same."""
+    monkeypatch.setattr(fast_replay, "PLAIN_KEYS", 0)
+    monkeypatch.setattr(trace_io, "BATCH_ROWS", 29)
+    for path in generated[1::2]:
+        for policy in ("kvm-v7", "pkvm-pvm-allow5"):
+            assert_same_replay(path, policy)
+
+
 def test_generated_traces_compare_the_same(generated: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
     for path in generated:
         for a, b in (("kvm-v7", "kvm-v4"), ("hw", "kvm-v7"), ("kvm-v7", "pkvm-pvm-allow5")):

@@ -45,6 +45,7 @@ class FastCompare(FastReplay):
         self.clock = [0]
         self.page_ids = PageIds()
         self.event_keys = EventKeys()
+        self.plain_keys = EventKeys()
         self.lanes = [Lane(ma, res.replay_a, self.clock, self.page_ids, self.event_keys),
                       Lane(mb, res.replay_b, self.clock, self.page_ids, self.event_keys)]
         self._adopt_lanes()

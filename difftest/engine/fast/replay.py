@@ -102,6 +102,7 @@ STRETCH = 8192
 ACCESS_RUN = 2  # ... repeated enough for the columns when its accesses outnumber its stepped rows this many times ...
 REPEAT_SAMPLE = 1024  # ... or when at most 1 in DISTINCT_SHARE of up to this many stepped rows is a new event;
 DISTINCT_SHARE = 4
+PLAIN_KEYS = 1 << 16  # distinct events of stretches stepped row by row, kept for later stretches (some 50 MB at most)
 TRIAL_ROWS = 1024  # a stretch on a memo that has not proven itself yet (see TransitionCache.failing)
 MAX_UNSAMPLED = 16  # ... (sampled again at most this many stretches after one that did not repeat)
 STRETCH_MODE = "judge"  # tests: "columns" or "model" for every stretch, "alternate" to switch at each
@@ -809,6 +810,7 @@ class FastReplay:
         self.clock = [0]
         self.page_ids = PageIds()
         self.event_keys = EventKeys()
+        self.plain_keys = EventKeys()  # (the events of stretches stepped row by row: see _plain_part)
         self.lane = Lane(machine, result, self.clock, self.page_ids, self.event_keys)
         self.lanes = [self.lane]
         self._adopt_lanes()
@@ -954,9 +956,13 @@ class FastReplay:
         n = b.n
         special_idx = np.flatnonzero(b.snapshot)  # (a row expecting a list is judged with the others)
         ev_idx = np.flatnonzero(~b.snapshot) if len(special_idx) else np.arange(n, dtype=np.int64)
-        # (every row grouped, snapshots too: whole columns need no copy per row subset)
-        kids = b.key_ids(np.arange(n, dtype=np.int64), self.event_keys)[ev_idx].tolist()
-        events = self.event_keys.events(kids)
+        # (every row grouped, snapshots too: whole columns need no copy per row subset).  The events of such
+        # stretches are interned apart from the memo's, and forgotten past PLAIN_KEYS distinct ones: a trace
+        # of ever new addresses would otherwise keep every event it ever had.
+        if len(self.plain_keys.keys) > PLAIN_KEYS:
+            self.plain_keys = EventKeys()
+        kids = b.key_ids(np.arange(n, dtype=np.int64), self.plain_keys)[ev_idx].tolist()
+        events = self.plain_keys.events(kids)
         specials = special_idx.tolist()
         special_rows = b.rows(special_idx) if specials else []
         ev_rows = ev_idx.tolist()
@@ -996,7 +1002,7 @@ class FastReplay:
         finally:
             for lane in self.lanes:
                 lane.memo.resume(n)
-        keys = self.event_keys.keys
+        keys = self.plain_keys.keys
         if any(keys[k][0] == "map" for k in set(kids)) or any(r.event is not None and r.event.kind == "map"
                                                              for r in special_rows):
             for lane in self.lanes:  # (stepped on the live page tables: mappings looked up before are stale)

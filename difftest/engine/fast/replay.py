@@ -1003,8 +1003,7 @@ class FastReplay:
             for lane in self.lanes:
                 lane.memo.resume(n)
         keys = self.plain_keys.keys
-        if any(keys[k][0] == "map" for k in set(kids)) or any(r.event is not None and r.event.kind == "map"
-                                                             for r in special_rows):
+        if any(keys[k][0] == "map" for k in set(kids)):  # (the special rows here are snapshots: no map among them)
             for lane in self.lanes:  # (stepped on the live page tables: mappings looked up before are stale)
                 lane.pages_changed()
         self._compare_keyed()
